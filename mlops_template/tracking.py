@@ -1,0 +1,158 @@
+"""MLflow tracking and registry: one sqlite store at the repository root for every run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops_template.config import project_root
+
+logger = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+PACKAGE_ARTIFACT = "package"  # our own skops file, checksum, spec and card, logged beside the model
+
+
+def resolve_tracking_uri(configured: str) -> str:
+    """Make a relative sqlite URI absolute against the repository root.
+
+    ``MLFLOW_TRACKING_URI`` in the environment wins, so a team can point every run at a server.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    prefix = "sqlite:///"
+    if configured.startswith(prefix) and not configured[len(prefix):].startswith("/"):
+        return prefix + str(project_root() / configured[len(prefix):])
+    return configured
+
+
+def connect(config: dict[str, Any]) -> str:
+    """Point MLflow at the configured store and experiment; return the experiment id.
+
+    The experiment is created with an absolute artifact location under the repository root,
+    so artifacts of runs started in a temporary experiment copy land in the same place.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(config["tracking_uri"]))
+    name = config["experiment"]
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        location = (project_root() / "mlruns" / name).as_uri()
+        try:
+            return mlflow.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run
+            experiment = mlflow.get_experiment_by_name(name)
+    mlflow.set_experiment(name)
+    return experiment.experiment_id if experiment else mlflow.get_experiment_by_name(name).experiment_id
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` becomes ``{"a.b": 1}``, the shape MLflow params take."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def run_tags(git_revision: str) -> dict[str, str]:
+    """Tags that tie an MLflow run to the code and the DVC experiment that produced it."""
+    tags = {"git_commit": git_revision, "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "workspace")}
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc_exp_baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    return tags
+
+
+def log_training_run(
+    config: dict[str, Any],
+    model_name: str,
+    pipeline: Any,
+    input_example: pd.DataFrame,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    package_dir: Path,
+    pip_requirements: list[str],
+    trusted_types: list[str],
+) -> dict[str, str]:
+    """Log params, metrics, tags and the model (registered under ``model_name``) as one run.
+
+    Returns the run id and the new registered model version.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    connect(config)
+    with mlflow.start_run(tags=tags) as run:
+        mlflow.log_params(flatten(params))
+        mlflow.log_metrics(metrics)
+        signature = infer_signature(input_example, pipeline.predict_proba(input_example)[:, 1])
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            serialization_format="skops",
+            skops_trusted_types=trusted_types,
+            pip_requirements=pip_requirements,
+            registered_model_name=model_name,
+        )
+        mlflow.log_artifacts(str(package_dir), artifact_path=PACKAGE_ARTIFACT)
+    version = str(info.registered_model_version)
+    logger.info("MLflow run %s registered %s version %s", run.info.run_id, model_name, version)
+    return {"run_id": run.info.run_id, "model_version": version}
+
+
+def log_evaluation(config: dict[str, Any], run_id: str, metrics: dict[str, float], artifacts: list[Path]) -> None:
+    """Add test-set metrics and evaluation files to the training run they belong to."""
+    import mlflow
+
+    connect(config)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        for path in artifacts:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+
+
+def champion_version(config: dict[str, Any], model_name: str) -> Any | None:
+    """The registered model version holding the ``champion`` alias, or None if there is none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    connect(config)
+    client = mlflow.MlflowClient()
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+
+
+def download_package(config: dict[str, Any], run_id: str, destination: Path) -> Path:
+    """Fetch the skops model, checksum, spec and card a training run logged."""
+    import mlflow
+
+    connect(config)
+    destination.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=PACKAGE_ARTIFACT, dst_path=str(destination)
+    )
+    return Path(local)
+
+
+def set_champion(config: dict[str, Any], model_name: str, version: str, tags: dict[str, str]) -> None:
+    """Point the ``champion`` alias at ``version`` and record why on the version."""
+    import mlflow
+
+    connect(config)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)

@@ -1,0 +1,153 @@
+"""Validate raw data against the contract: split valid rows from rejected ones, with reasons."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlops_template.contract import Contract, build_schema, read_raw_csv
+
+logger = logging.getLogger(__name__)
+
+FAILED_CHECKS_COLUMN = "failed_checks"
+SOURCE_ROW_COLUMN = "source_row"
+MAX_PASSES = 5
+
+
+class DataValidationError(RuntimeError):
+    """The data cannot be used at all: the pipeline must stop and say why."""
+
+
+@dataclass
+class ValidationResult:
+    """Valid rows (typed), rejected rows (raw strings plus reasons) and counts per check."""
+
+    valid: pd.DataFrame
+    rejected: pd.DataFrame
+    rows_in: int
+    failures_by_check: dict[str, int]
+
+    @property
+    def rejected_share(self) -> float:
+        """Share of input rows that were rejected."""
+        return len(self.rejected) / self.rows_in if self.rows_in else 0.0
+
+    def summary(self) -> dict:
+        """JSON-ready counts for ``metrics/validation.json``."""
+        return {
+            "rows_in": self.rows_in,
+            "rows_valid": len(self.valid),
+            "rows_rejected": len(self.rejected),
+            "rejected_share": round(self.rejected_share, 6),
+            "failures_by_check": dict(sorted(self.failures_by_check.items())),
+        }
+
+
+def _check_name(row: pd.Series) -> str:
+    if row["check"] == "multiple_fields_uniqueness":
+        return "row:duplicate"
+    column = row["column"] if isinstance(row["column"], str) else "row"
+    return f"{column}:{row['check']}"
+
+
+def _check_columns(frame: pd.DataFrame, contract: Contract) -> None:
+    expected = contract.column_names
+    missing = [c for c in expected if c not in frame.columns]
+    unexpected = [c for c in frame.columns if c not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if unexpected:
+            parts.append(f"unexpected column(s) {unexpected}")
+        raise DataValidationError(
+            f"the data does not match contract {contract.name!r}: {'; '.join(parts)}. "
+            f"Expected columns: {expected}"
+        )
+
+
+def validate_frame(frame: pd.DataFrame, contract: Contract) -> ValidationResult:
+    """Check every row against the contract, lazily, collecting all failures.
+
+    pandera stops checking a column once its type coercion fails, so rows that fail are set
+    aside and the rest is checked again until a pass finds nothing new.
+    """
+    if frame.empty:
+        raise DataValidationError("the data has no rows")
+    _check_columns(frame, contract)
+    import pandera.errors
+
+    schema = build_schema(contract)
+    frame = frame.reset_index(drop=True)
+    remaining = frame
+    reasons: dict[int, list[str]] = {}
+    counts: Counter[str] = Counter()
+    for _ in range(MAX_PASSES):
+        try:
+            validated = schema.validate(remaining, lazy=True)
+            break
+        except pandera.errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+            row_cases = cases[cases["index"].notna()]
+            frame_cases = cases[cases["index"].isna()]
+            if not frame_cases.empty and row_cases.empty:
+                details = "; ".join(
+                    f"{_check_name(r)} failed with {r['failure_case']!r}"
+                    for _, r in frame_cases.head(10).iterrows()
+                )
+                raise DataValidationError(f"the data fails contract {contract.name!r}: {details}") from exc
+            for _, case in row_cases.iterrows():
+                name = _check_name(case)
+                index = int(case["index"])
+                if name not in reasons.setdefault(index, []):
+                    reasons[index].append(name)
+                    counts[name] += 1
+            remaining = remaining.drop(index=[i for i in reasons if i in remaining.index])
+            if remaining.empty:
+                validated = remaining
+                break
+    else:
+        raise DataValidationError(f"validation did not settle after {MAX_PASSES} passes")
+
+    rejected = frame.loc[sorted(reasons)].copy()
+    rejected.insert(0, SOURCE_ROW_COLUMN, rejected.index + 2)  # 1-based, after the header line
+    rejected[FAILED_CHECKS_COLUMN] = ["; ".join(reasons[i]) for i in rejected.index]
+    if validated.empty:
+        validated = pd.DataFrame(columns=contract.column_names)
+    return ValidationResult(
+        valid=validated.reset_index(drop=True),
+        rejected=rejected.reset_index(drop=True),
+        rows_in=len(frame),
+        failures_by_check=dict(counts),
+    )
+
+
+def validate_file(path: str | Path, contract: Contract) -> ValidationResult:
+    """Read a raw CSV (gzip allowed) and validate it; unreadable files raise DataValidationError."""
+    try:
+        frame = read_raw_csv(path, contract)
+    except FileNotFoundError as exc:
+        raise DataValidationError(f"raw data file {path} does not exist") from exc
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise DataValidationError(f"raw data file {path} cannot be read as CSV: {exc}") from exc
+    logger.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], path)
+    return validate_frame(frame, contract)
+
+
+def describe_rejections(result: ValidationResult, sample_rows: int = 5) -> str:
+    """A human-readable account of which checks failed and on which rows."""
+    lines = [
+        f"{len(result.rejected)} of {result.rows_in} rows rejected "
+        f"({result.rejected_share:.2%}); failures by check:"
+    ]
+    for check, count in sorted(result.failures_by_check.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {check}: {count} rows")
+    if not result.rejected.empty:
+        lines.append(f"first {min(sample_rows, len(result.rejected))} rejected rows (line: checks):")
+        for _, row in result.rejected.head(sample_rows).iterrows():
+            lines.append(f"  line {row[SOURCE_ROW_COLUMN]}: {row[FAILED_CHECKS_COLUMN]}")
+    return "\n".join(lines)

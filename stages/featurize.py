@@ -1,0 +1,39 @@
+"""featurize: row-wise features, a seeded stratified train/test split and a drift reference."""
+
+import logging
+
+import pandas as pd
+
+from mlops_template.config import load_params, setup_logging, write_frame
+from mlops_template.contract import load_contract
+from mlops_template.features import build_features, feature_spec_from
+from mlops_template.splits import split_train_test
+
+VALIDATED = "data/validated/data.parquet"
+OUT_DIR = "data/features"
+
+logger = logging.getLogger("stages.featurize")
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    contract = load_contract(params["data"]["contract"])
+    cfg = params["featurize"]
+    spec = feature_spec_from(contract, cfg.get("drop"), cfg.get("derived"))
+    data = pd.read_parquet(VALIDATED)
+    features = build_features(data, spec)
+    # Keep the contract columns too: scoring an older champion re-derives its own features.
+    data = data.join(features[list(spec.derived)])
+    train, test, reference = split_train_test(
+        data, contract.target, cfg["test_size"], cfg["seed"], cfg["reference_rows"]
+    )
+    for name, frame in {"train": train, "test": test, "reference": reference}.items():
+        write_frame(frame, f"{OUT_DIR}/{name}.parquet")
+    spec.to_json(f"{OUT_DIR}/feature_spec.json")
+    logger.info("train %d rows, test %d rows, reference %d rows, %d features",
+                len(train), len(test), len(reference), len(spec.columns))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""validate: check the raw CSV against the contract; valid rows on, rejected rows to quarantine."""
+
+import logging
+import sys
+
+from mlops_template.config import load_params, setup_logging, write_json, write_frame
+from mlops_template.contract import load_contract
+from mlops_template.validation import DataValidationError, describe_rejections, validate_file
+
+VALIDATED = "data/validated/data.parquet"
+QUARANTINE = "data/quarantine/rejected.csv"
+METRICS = "metrics/validation.json"
+
+logger = logging.getLogger("stages.validate")
+
+
+def main() -> int:
+    setup_logging()
+    params = load_params()
+    contract = load_contract(params["data"]["contract"])
+    max_share = params["validate"]["max_rejected_share"]
+    try:
+        result = validate_file(params["data"]["raw"], contract)
+    except DataValidationError as exc:
+        logger.error("validation failed: %s", exc)
+        return 1
+    report = describe_rejections(result)
+    write_frame(result.rejected, QUARANTINE)
+    if result.rejected_share > max_share:
+        logger.error(
+            "rejected share %.2f%% exceeds validate.max_rejected_share %.2f%%; rejected rows are in %s\n%s",
+            100 * result.rejected_share, 100 * max_share, QUARANTINE, report,
+        )
+        return 1
+    logger.info("%s", report)
+    write_frame(result.valid, VALIDATED)
+    write_json(METRICS, {**result.summary(), "max_rejected_share": max_share})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""End-to-end test of the packaged service: a real ``bentoml serve`` process spoken to over HTTP.
+
+A tiny model is trained and packaged into a temporary BentoML store; the bento is then served
+exactly as a deployment would serve it, and the answers are compared with the offline pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from mlops_template.contract import load_contract
+from mlops_template.features import build_features, feature_spec_from
+from mlops_template.model import build_pipeline, save_model
+from mlops_template.validation import validate_file
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+CONTRACT = REPO / "contracts" / "adult.yaml"
+RAW = REPO / "data" / "raw" / "adult.csv.gz"
+THRESHOLD = 0.4
+TRAIN_ROWS = 4000
+TEST_ROWS = 200
+STARTUP_TIMEOUT = 90.0
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train(model_dir: Path) -> tuple[pd.DataFrame, object, object]:
+    """Train a small logistic regression; return held-out rows, the pipeline and the spec."""
+    contract = load_contract(CONTRACT)
+    valid = validate_file(RAW, contract).valid
+    spec = feature_spec_from(contract, ["fnlwgt", "education"], {"capital_net": "capital_gain - capital_loss"})
+    train = valid.iloc[:TRAIN_ROWS]
+    pipeline = build_pipeline(spec, "logistic_regression", {"max_iter": 500}, 42)
+    pipeline.fit(build_features(train, spec), train[contract.target])
+    save_model(pipeline, model_dir / "model.skops")
+    spec.to_json(model_dir / "feature_spec.json")
+    card = {"name": "adult-income", "estimator": "logistic_regression", "train_rows": TRAIN_ROWS}
+    (model_dir / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    test = valid.iloc[TRAIN_ROWS : TRAIN_ROWS + TEST_ROWS].reset_index(drop=True)
+    return test, pipeline, spec
+
+
+def _wait(url: str, process: subprocess.Popen, path: str = "/readyz") -> None:
+    """Poll ``path`` until it answers 200, failing if the server exits or takes too long."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {process.returncode}")
+        try:
+            if requests.get(f"{url}{path}", timeout=2).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url}{path} not 200 after {STARTUP_TIMEOUT} s")
+
+
+def _serve(bento_tag: str, home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``bentoml serve`` for the bento on a free port; return the process and its URL."""
+    port = _free_port()
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    command = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--port", str(port),
+               "--host", "127.0.0.1"]
+    log = open(log_path, "wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate the server and its workers (it leads its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Train, package into a temporary BentoML home, and yield what the tests need."""
+    root = tmp_path_factory.mktemp("service")
+    home = root / "bentoml"
+    model_dir = root / "model"
+    model_dir.mkdir()
+    test, pipeline, spec = _train(model_dir)
+    previous = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = str(home)
+    from mlops_template.packaging import package_model
+
+    started = time.monotonic()
+    result = package_model(model_dir, CONTRACT, THRESHOLD, "adult-income", "adult_income_service",
+                           {"model_version": "7", "stage": "test"}, root / "export")
+    logger.warning("package_model took %.1f s", time.monotonic() - started)
+    yield {"result": result, "home": home, "root": root, "test": test,
+           "pipeline": pipeline, "spec": spec}
+    if previous is None:
+        os.environ.pop("BENTOML_HOME", None)
+    else:
+        os.environ["BENTOML_HOME"] = previous
+
+
+@pytest.fixture(scope="module")
+def server(packaged: dict) -> Iterator[str]:
+    """One real server for the whole module."""
+    process, url = _serve(packaged["result"]["bento_tag"], packaged["home"],
+                          packaged["root"] / "serve.log")
+    try:
+        started = time.monotonic()
+        _wait(url, process)
+        logger.warning("server ready after %.1f s", time.monotonic() - started)
+        yield url
+    finally:
+        _stop(process)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-ready records of the contract's input columns (NaN becomes null)."""
+    inputs = [c.name for c in load_contract(CONTRACT).input_columns]
+    return json.loads(frame[inputs].to_json(orient="records"))
+
+
+def test_package_result(packaged: dict) -> None:
+    """The archive exists under the service name and the tags are returned."""
+    result = packaged["result"]
+    assert Path(result["archive"]).name == "adult_income_service.bento"
+    assert Path(result["archive"]).stat().st_size > 0
+    assert result["bento_tag"].startswith("adult_income_service:")
+    assert result["model_tag"].startswith("adult-income:")
+    assert len(result["sha256"]) == 64
+
+
+def test_predict_matches_offline(packaged: dict, server: str) -> None:
+    """Served probabilities equal the offline pipeline's, and labels follow the threshold."""
+    test = packaged["test"]
+    response = requests.post(f"{server}/predict", json={"records": _records(test)}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = packaged["pipeline"].predict_proba(build_features(test, packaged["spec"]))[:, 1]
+    served = np.array([p["probability"] for p in body])
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-9)
+    labels = [">50K" if p >= THRESHOLD else "<=50K" for p in served]
+    assert [p["label"] for p in body] == labels
+    assert {p["model_version"] for p in body} == {"7"}
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"age": "forty"}, "age"),
+        ({"education": "Kindergarten"}, "education"),
+        ({"age": None}, "age"),
+        ({"hours_per_week": 40.5}, "hours_per_week"),
+        ({"shoe_size": 42}, "shoe_size"),
+    ],
+    ids=["string-for-int", "unknown-category", "null-required", "fractional-int", "extra-field"],
+)
+def test_bad_record_is_400(packaged: dict, server: str, change: dict, field: str) -> None:
+    """An invalid record is refused with 400 naming the field; the service keeps answering."""
+    record = {**_records(packaged["test"].iloc[:1])[0], **change}
+    response = requests.post(f"{server}/predict", json={"records": [record]}, timeout=10)
+    assert response.status_code == 400, response.text
+    assert field in response.text
+    assert requests.get(f"{server}/readyz", timeout=5).status_code == 200
+
+
+def test_missing_field_is_400(packaged: dict, server: str) -> None:
+    """A record without a required field is refused with 400 naming it."""
+    record = _records(packaged["test"].iloc[:1])[0]
+    del record["marital_status"]
+    response = requests.post(f"{server}/predict", json={"records": [record]}, timeout=10)
+    assert response.status_code == 400, response.text
+    assert "marital_status" in response.text
+
+
+def test_empty_list_is_4xx(server: str) -> None:
+    """An empty request is a client error."""
+    response = requests.post(f"{server}/predict", json={"records": []}, timeout=10)
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_tampered_model_is_not_ready(packaged: dict, server: str) -> None:
+    """Flipped bytes in the stored model: /readyz is not 200 and /predict does not crash.
+
+    Runs last in this module (it uses its own server) and tampers with the shared store, so the
+    healthy server above has already loaded its model.
+    """
+    import bentoml
+
+    stored = bentoml.models.get(packaged["result"]["model_tag"])
+    model_file = Path(stored.path) / "model.skops"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    process, url = _serve(packaged["result"]["bento_tag"], packaged["home"],
+                          packaged["root"] / "serve-tampered.log")
+    try:
+        _wait(url, process, "/livez")
+        assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
+        record = _records(packaged["test"].iloc[:1])
+        response = requests.post(f"{url}/predict", json={"records": record}, timeout=10)
+        assert response.status_code == 503, response.text
+        assert process.poll() is None
+    finally:
+        _stop(process)
