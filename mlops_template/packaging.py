@@ -58,7 +58,7 @@ def save_bento_model(
     model_dir: Path, contract_path: Path, serving: dict, model_name: str,
     labels: dict[str, str], sha256: str,
 ) -> str:
-    """Copy the model files, contract and serving config into a new BentoML model; return its tag."""
+    """Copy model files, contract and serving config into a new BentoML model; return its tag."""
     import bentoml
 
     metadata = {**serving, "sha256": sha256}
@@ -115,6 +115,7 @@ def export_archive(bento_tag: str, service_name: str, export_dir: Path) -> Path:
     """
     import bentoml
 
+    export_dir = export_dir.resolve()  # export_bento reads a relative path as relative to "/"
     export_dir.mkdir(parents=True, exist_ok=True)
     final = export_dir / f"{service_name}.bento"
     tmp = export_dir / f".{service_name}.tmp.bento"
@@ -146,7 +147,9 @@ def package_model(
     labels = {str(k): str(v) for k, v in labels.items()}
     model_sha256 = _verified_model_sha256(model_dir)
     serving = _serving_config(contract_path, threshold, labels)
-    model_tag = save_bento_model(model_dir, contract_path, serving, model_name, labels, model_sha256)
+    model_tag = save_bento_model(
+        model_dir, contract_path, serving, model_name, labels, model_sha256
+    )
     bento_tag = build_bento(model_tag, service_name, labels)
     archive = export_archive(bento_tag, service_name, export_dir)
     return {

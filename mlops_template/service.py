@@ -31,7 +31,6 @@ from pydantic import create_model
 
 from mlops_template.contract import ColumnSpec, Contract, load_contract, pandas_dtype
 from mlops_template.features import FeatureSpec, build_features
-from mlops_template.model import ModelIntegrityError, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ SERVING_FILE = "serving.json"
 
 
 def model_reference() -> str:
-    """The tag of the model to serve: bento argument, then ``MODEL_TAG``, then ``MODEL_NAME:latest``."""
+    """The model tag to serve: bento argument, else ``MODEL_TAG``, else ``MODEL_NAME:latest``."""
     pinned = getattr(bentoml.use_arguments(), "model_tag", None)
     if pinned:
         return str(pinned)
@@ -117,7 +116,7 @@ def _positive_index(classes: np.ndarray, positive: str) -> int:
         return as_text.index(positive)
     if set(as_text) <= {"0", "1", "False", "True"} and len(as_text) == 2:
         return 1
-    raise ModelIntegrityError(f"model classes {as_text} do not include {positive!r}")
+    raise ValueError(f"model classes {as_text} do not include {positive!r}")
 
 
 @bentoml.service
@@ -128,6 +127,10 @@ class PredictionService:
 
     def __init__(self) -> None:
         """Load the feature spec and, if its checksum holds, the pipeline."""
+        # Imported here, not at module top: sklearn takes seconds to import, and only the
+        # worker needs it, not the supervisor process (or a bento build) that reads the API.
+        from mlops_template.model import ModelIntegrityError, load_model
+
         self.spec = FeatureSpec.from_json(MODEL_DIR / FEATURE_SPEC_FILE)
         self.threshold = float(SERVING["threshold"])
         self.positive = str(SERVING["positive_class"])
@@ -138,7 +141,7 @@ class PredictionService:
         try:
             self.pipeline = load_model(MODEL_DIR / MODEL_FILE)
             self.positive_index = _positive_index(self.pipeline.classes_, self.positive)
-        except ModelIntegrityError:
+        except (ModelIntegrityError, ValueError):
             self.pipeline = None
             logger.exception("model %s failed its integrity check: not ready", _STORED_MODEL.tag)
 

@@ -59,8 +59,8 @@ def main() -> None:
         "mlflow_run_id": card["mlflow"]["run_id"],
         "bento_tag": packaged["bento_tag"],
         "model_tag": packaged["model_tag"],
-        "archive": str(Path(packaged["archive"]).relative_to(Path.cwd().resolve())
-                       if Path(packaged["archive"]).is_absolute() else packaged["archive"]),
+        "archive": str(SERVING / Path(packaged["archive"]).name),
+        "archive_sha256": packaged["sha256"],
         "sha256": card["sha256"],
         "threshold": evaluation["threshold"],
         "test_roc_auc": evaluation["roc_auc"],

@@ -35,6 +35,7 @@ THRESHOLD = 0.4
 TRAIN_ROWS = 4000
 TEST_ROWS = 200
 STARTUP_TIMEOUT = 90.0
+MAX_RECORDS = 500
 
 
 def _free_port() -> int:
@@ -48,7 +49,8 @@ def _train(model_dir: Path) -> tuple[pd.DataFrame, object, object]:
     """Train a small logistic regression; return held-out rows, the pipeline and the spec."""
     contract = load_contract(CONTRACT)
     valid = validate_file(RAW, contract).valid
-    spec = feature_spec_from(contract, ["fnlwgt", "education"], {"capital_net": "capital_gain - capital_loss"})
+    derived = {"capital_net": "capital_gain - capital_loss"}
+    spec = feature_spec_from(contract, ["fnlwgt", "education"], derived)
     train = valid.iloc[:TRAIN_ROWS]
     pipeline = build_pipeline(spec, "logistic_regression", {"max_iter": 500}, 42)
     pipeline.fit(build_features(train, spec), train[contract.target])
@@ -78,7 +80,8 @@ def _wait(url: str, process: subprocess.Popen, path: str = "/readyz") -> None:
 def _serve(bento_tag: str, home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """Start ``bentoml serve`` for the bento on a free port; return the process and its URL."""
     port = _free_port()
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true",
+           "MAX_RECORDS": str(MAX_RECORDS)}
     command = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--port", str(port),
                "--host", "127.0.0.1"]
     log = open(log_path, "wb")
@@ -199,6 +202,15 @@ def test_empty_list_is_4xx(server: str) -> None:
     """An empty request is a client error."""
     response = requests.post(f"{server}/predict", json={"records": []}, timeout=10)
     assert 400 <= response.status_code < 500, response.text
+
+
+def test_too_many_records_is_4xx(packaged: dict, server: str) -> None:
+    """More records than MAX_RECORDS are refused before scoring."""
+    records = _records(packaged["test"].iloc[:1]) * (MAX_RECORDS + 1)
+    response = requests.post(f"{server}/predict", json={"records": records}, timeout=30)
+    assert 400 <= response.status_code < 500, response.text
+    assert requests.post(f"{server}/predict", json={"records": records[:MAX_RECORDS]},
+                         timeout=30).status_code == 200
 
 
 def test_tampered_model_is_not_ready(packaged: dict, server: str) -> None:
