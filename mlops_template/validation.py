@@ -14,7 +14,9 @@ from mlops_template.contract import Contract, build_schema, read_raw_csv
 logger = logging.getLogger(__name__)
 
 FAILED_CHECKS_COLUMN = "failed_checks"
+SOURCE_FILE_COLUMN = "source_file"
 SOURCE_ROW_COLUMN = "source_row"
+RAW_SUFFIXES = (".csv", ".csv.gz")
 MAX_PASSES = 5
 
 
@@ -54,7 +56,7 @@ def _check_name(row: pd.Series) -> str:
     return f"{column}:{row['check']}"
 
 
-def _check_columns(frame: pd.DataFrame, contract: Contract) -> None:
+def _check_columns(frame: pd.DataFrame, contract: Contract, source: str = "the data") -> None:
     expected = contract.column_names
     missing = [c for c in expected if c not in frame.columns]
     unexpected = [c for c in frame.columns if c not in expected]
@@ -65,16 +67,19 @@ def _check_columns(frame: pd.DataFrame, contract: Contract) -> None:
         if unexpected:
             parts.append(f"unexpected column(s) {unexpected}")
         raise DataValidationError(
-            f"the data does not match contract {contract.name!r}: {'; '.join(parts)}. "
+            f"{source} does not match contract {contract.name!r}: {'; '.join(parts)}. "
             f"Expected columns: {expected}"
         )
 
 
-def validate_frame(frame: pd.DataFrame, contract: Contract) -> ValidationResult:
+def validate_frame(
+    frame: pd.DataFrame, contract: Contract, origin: pd.DataFrame | None = None
+) -> ValidationResult:
     """Check every row against the contract, lazily, collecting all failures.
 
     pandera stops checking a column once its type coercion fails, so rows that fail are set
-    aside and the rest is checked again until a pass finds nothing new.
+    aside and the rest is checked again until a pass finds nothing new. ``origin`` (file and
+    line of each row, aligned with ``frame``) is copied onto rejected rows.
     """
     if frame.empty:
         raise DataValidationError("the data has no rows")
@@ -114,7 +119,9 @@ def validate_frame(frame: pd.DataFrame, contract: Contract) -> ValidationResult:
         raise DataValidationError(f"validation did not settle after {MAX_PASSES} passes")
 
     rejected = frame.loc[sorted(reasons)].copy()
-    rejected.insert(0, SOURCE_ROW_COLUMN, rejected.index + 2)  # 1-based, after the header line
+    if origin is None:
+        origin = pd.DataFrame({SOURCE_ROW_COLUMN: frame.index + 2})  # 1-based, after the header
+    rejected = origin.reset_index(drop=True).loc[rejected.index].join(rejected)
     rejected[FAILED_CHECKS_COLUMN] = ["; ".join(reasons[i]) for i in rejected.index]
     if validated.empty:
         validated = pd.DataFrame(columns=contract.column_names)
@@ -126,16 +133,47 @@ def validate_frame(frame: pd.DataFrame, contract: Contract) -> ValidationResult:
     )
 
 
-def validate_file(path: str | Path, contract: Contract) -> ValidationResult:
-    """Read a raw CSV (gzip allowed) and validate it; unreadable files raise DataValidationError."""
+def raw_files(path: str | Path) -> list[Path]:
+    """The CSV files a raw-data path stands for: the file itself, or a folder's CSVs in name order.
+
+    A folder lets new batches arrive as new files, which DVC sees as a change of the folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.endswith(RAW_SUFFIXES))
+        if not files:
+            raise DataValidationError(f"raw data folder {path} holds no .csv or .csv.gz file")
+        return files
+    if not path.exists():
+        raise DataValidationError(f"raw data file {path} does not exist")
+    return [path]
+
+
+def _read_one(path: Path, contract: Contract) -> pd.DataFrame:
     try:
         frame = read_raw_csv(path, contract)
-    except FileNotFoundError as exc:
-        raise DataValidationError(f"raw data file {path} does not exist") from exc
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataValidationError(f"raw data file {path} cannot be read as CSV: {exc}") from exc
+    if frame.empty:
+        raise DataValidationError(f"raw data file {path} has no rows")
+    _check_columns(frame, contract, source=str(path))
     logger.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], path)
-    return validate_frame(frame, contract)
+    return frame
+
+
+def validate_file(path: str | Path, contract: Contract) -> ValidationResult:
+    """Read a raw CSV (gzip allowed), or every CSV in a folder, and validate all rows together.
+
+    Unreadable or empty files and missing or unexpected columns raise DataValidationError
+    naming the file; duplicates are found across files too.
+    """
+    frames, origins = [], []
+    for file in raw_files(path):
+        frame = _read_one(file, contract)
+        frames.append(frame)
+        origins.append(pd.DataFrame({SOURCE_FILE_COLUMN: file.name, SOURCE_ROW_COLUMN: range(2, len(frame) + 2)}))
+    frame = pd.concat(frames, ignore_index=True)
+    return validate_frame(frame, contract, pd.concat(origins, ignore_index=True))
 
 
 def describe_rejections(result: ValidationResult, sample_rows: int = 5) -> str:
@@ -149,5 +187,6 @@ def describe_rejections(result: ValidationResult, sample_rows: int = 5) -> str:
     if not result.rejected.empty:
         lines.append(f"first {min(sample_rows, len(result.rejected))} rejected rows (line: checks):")
         for _, row in result.rejected.head(sample_rows).iterrows():
-            lines.append(f"  line {row[SOURCE_ROW_COLUMN]}: {row[FAILED_CHECKS_COLUMN]}")
+            where = f"{row[SOURCE_FILE_COLUMN]}:" if SOURCE_FILE_COLUMN in row else "line "
+            lines.append(f"  {where}{row[SOURCE_ROW_COLUMN]}: {row[FAILED_CHECKS_COLUMN]}")
     return "\n".join(lines)
