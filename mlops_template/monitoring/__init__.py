@@ -1,0 +1,109 @@
+"""Monitoring of the served model: data drift and live quality, with alerts and metrics.
+
+Two jobs, meant for cron (``python -m mlops_template.monitoring drift|quality``):
+
+- :mod:`.drift` compares a window of the inference log with the reference sample that featurize
+  keeps, column by column, with Evidently;
+- :mod:`.quality` joins ground truth that arrived later with the log and compares ROC AUC and
+  business value with the offline evaluation.
+
+Both write an HTML or JSON report, a Prometheus textfile (for node-exporter's textfile collector)
+and optionally push the same gauges to a Pushgateway; both alert through :mod:`.alerts`. This
+module holds what the two share: settings from ``params.yaml``, the log window, and publishing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops_template.inference_log import read_log
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_ALERT = 0, 1, 3
+REFERENCE_PATH = Path("data/features/reference.parquet")  # written by the featurize stage
+EVALUATION_PATH = Path("metrics/evaluation.json")  # written by the evaluate stage
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``monitoring`` section of params.yaml, with environment overrides applied."""
+
+    inference_log_dir: Path = Path("monitoring/inference-log")
+    window_records: int = 5000
+    drift_share_threshold: float = 0.2
+    quality_drop_fraction: float = 0.2
+    quality_min_labelled: int = 100
+    report_dir: Path = Path("monitoring/reports")
+    alert_dedup_hours: float = 6.0
+    pushgateway_url: str | None = None
+    webhook_url: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> "Settings":
+        """Settings from the parsed params.yaml; ``PUSHGATEWAY_URL`` and ``ALERT_WEBHOOK_URL`` win."""
+        section = dict(params.get("monitoring") or {})
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown keys in params.yaml monitoring section: {sorted(unknown)}")
+        settings = cls(**section)
+        return cls(
+            inference_log_dir=Path(settings.inference_log_dir),
+            window_records=int(settings.window_records),
+            drift_share_threshold=float(settings.drift_share_threshold),
+            quality_drop_fraction=float(settings.quality_drop_fraction),
+            quality_min_labelled=int(settings.quality_min_labelled),
+            report_dir=Path(settings.report_dir),
+            alert_dedup_hours=float(settings.alert_dedup_hours),
+            pushgateway_url=env.get("PUSHGATEWAY_URL") or settings.pushgateway_url or None,
+            webhook_url=env.get("ALERT_WEBHOOK_URL") or settings.webhook_url or None,
+        )
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which log records a job looks at: the newest ``last_n``, within ``[since, until)``."""
+
+    last_n: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def read(self, log_dir: Path) -> pd.DataFrame:
+        """The log records in this window, oldest first."""
+        return read_log(log_dir, since=self.since, until=self.until, last_n=self.last_n)
+
+    def describe(self, frame: pd.DataFrame) -> dict[str, Any]:
+        """JSON-ready account of the window asked for and the time span actually found."""
+        found = not frame.empty
+        return {
+            "last_n": self.last_n,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "first_ts": frame["ts"].min().isoformat() if found else None,
+            "last_ts": frame["ts"].max().isoformat() if found else None,
+        }
+
+
+def publish(registry: Any, job: str, textfile: Path, pushgateway_url: str | None) -> None:
+    """Write the gauges as a Prometheus textfile and push them when a Pushgateway is given.
+
+    The textfile is replaced atomically, as node-exporter's textfile collector requires. A failed
+    push is logged, not raised: the report and the alert matter more than the gauges.
+    """
+    from prometheus_client import push_to_gateway, write_to_textfile
+
+    textfile.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(textfile), registry)
+    if pushgateway_url:
+        try:
+            push_to_gateway(pushgateway_url, job=job, registry=registry, timeout=10)
+        except Exception:
+            logger.exception("push to Pushgateway %s failed", pushgateway_url)

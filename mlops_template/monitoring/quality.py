@@ -1,0 +1,191 @@
+"""Live quality: ground truth that arrives later, joined with the inference log.
+
+Ground truth comes as a CSV or JSON-lines file with ``request_id``, ``record_index`` (0 when
+absent) and ``label`` (the contract's class string). Joined with the log on
+``(request_id, record_index)`` it gives ROC AUC from the logged probabilities, and accuracy and
+business value per row from the logged decisions (the label the service returned, so the
+threshold in force at the time counts, not today's). These are compared with the offline
+evaluation (``metrics/evaluation.json``): a relative drop of either ROC AUC or value per row
+beyond ``quality_drop_fraction`` raises an alert. Windows with fewer than ``min_labelled``
+labelled records are reported but never alert (nor publish a drop gauge), since their figures
+are noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_template.config import read_json, write_json
+from mlops_template.contract import Contract
+from mlops_template.evaluation import business_value, score_metrics
+from mlops_template.monitoring import Window, publish
+from mlops_template.monitoring.alerts import Alert, AlertSink
+
+logger = logging.getLogger(__name__)
+
+JOB = "model_quality"
+ALERT_KEY = "quality"
+COMPARED = ("roc_auc", "value_per_row")
+KEYS = ["request_id", "record_index"]
+
+
+def read_ground_truth(path: Path) -> pd.DataFrame:
+    """Labels from a ``.csv`` or ``.jsonl`` file, one row per ``(request_id, record_index)``.
+
+    A key given twice keeps its last label (a correction wins over the first report).
+    """
+    path = Path(path)
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype={"request_id": "str", "label": "str"})
+    elif path.suffix in (".jsonl", ".ndjson"):
+        frame = pd.read_json(path, lines=True, dtype={"request_id": "str", "label": "str"})
+    else:
+        raise ValueError(f"ground truth must be .csv or .jsonl, got {path.name}")
+    missing = [c for c in ("request_id", "label") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"ground truth {path} lacks column(s) {missing}")
+    if "record_index" not in frame.columns:
+        frame["record_index"] = 0
+    frame["request_id"] = frame["request_id"].astype("str")
+    frame["record_index"] = pd.to_numeric(frame["record_index"]).fillna(0).astype("int64")
+    frame["label"] = frame["label"].astype("str")
+    return frame.loc[:, [*KEYS, "label"]].drop_duplicates(KEYS, keep="last")
+
+
+def live_quality(
+    log: pd.DataFrame, truth: pd.DataFrame, contract: Contract, value_matrix: Mapping[str, float]
+) -> dict[str, Any]:
+    """ROC AUC, accuracy and business value of the logged predictions that have ground truth."""
+    allowed = contract.target_spec.allowed
+    if allowed is not None:
+        unknown = sorted(set(truth["label"]) - set(allowed))
+        if unknown:
+            raise ValueError(f"ground truth labels {unknown} are not among the contract's {list(allowed)}")
+    joined = log.drop_duplicates(KEYS, keep="last").merge(
+        truth.rename(columns={"label": "actual"}), on=KEYS, how="inner"
+    )
+    result: dict[str, Any] = {"labelled_records": len(joined)}
+    if joined.empty:
+        return {**result, "roc_auc": None, "accuracy": None, "value_per_row": None}
+    y = (joined["actual"] == contract.positive_class).to_numpy(dtype="int64")
+    decision = (joined["label"] == contract.positive_class).to_numpy(dtype="float64")
+    proba = joined["probability"].to_numpy(dtype="float64")
+    # The logged decision is the prediction: as a 0/1 score it is positive at any threshold in (0, 1].
+    value = business_value(y, decision, 0.5, value_matrix)
+    return {
+        **result,
+        "roc_auc": score_metrics(y, proba, 0.5)["roc_auc"],
+        "accuracy": round(float(np.mean(decision == y)), 6),
+        "value_per_row": value["value_per_row"],
+        "positive_rate": round(float(y.mean()), 6),
+        **{k: value[k] for k in ("tp", "fp", "tn", "fn")},
+    }
+
+
+def compare(live: Mapping[str, Any], baseline: Mapping[str, Any], drop_fraction: float) -> dict[str, Any]:
+    """Relative drop of each compared figure from the baseline, and whether any is too large.
+
+    A drop is ``(baseline - live) / |baseline|``; negative means the live figure is better.
+    Figures missing on either side (ROC AUC of a single-class window) are not compared.
+    """
+    drops = {}
+    for name in COMPARED:
+        if live.get(name) is not None and baseline.get(name):
+            drops[name] = round((baseline[name] - live[name]) / abs(baseline[name]), 6)
+    worst = max(drops.values(), default=0.0)
+    return {"drops": drops, "drop_fraction": worst, "quality_drop": worst > drop_fraction}
+
+
+def quality_registry(summary: Mapping[str, Any]):
+    """The job's Prometheus gauges, in a registry of their own (absent figures are left out)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    gauges = {
+        "model_live_roc_auc": ("ROC AUC of labelled live predictions", summary["live"]["roc_auc"]),
+        "model_live_accuracy": ("Accuracy of labelled live decisions", summary["live"]["accuracy"]),
+        "model_live_value_per_row": ("Business value per labelled live record",
+                                     summary["live"]["value_per_row"]),
+        "model_live_labelled_records": ("Live records with ground truth in the window",
+                                        summary["live"]["labelled_records"]),
+        # left out below min_labelled, so that a Prometheus rule on it never fires on noise
+        "model_quality_drop_fraction": ("Largest relative drop from the offline evaluation",
+                                        summary["drop_fraction"] if summary["enough_labels"] else None),
+        "model_quality_last_run_timestamp_seconds": ("When the quality job last completed",
+                                                     summary["run_timestamp"]),
+    }
+    for name, (help_text, value) in gauges.items():
+        if value is not None:
+            Gauge(name, help_text, registry=registry).set(value)
+    return registry
+
+
+def run_quality_job(
+    log_dir: Path,
+    truth_path: Path,
+    contract: Contract,
+    window: Window,
+    baseline_path: Path,
+    value_matrix: Mapping[str, float],
+    drop_fraction: float,
+    min_labelled: int,
+    report_dir: Path,
+    alerts: AlertSink,
+    pushgateway_url: str | None = None,
+) -> dict[str, Any]:
+    """Score a window of the log against ground truth: summary, gauges, and alert or resolve.
+
+    Writes ``quality.json`` and ``quality.prom`` in ``report_dir`` and returns the summary.
+    Raises ValueError when no logged record has ground truth.
+    """
+    log = window.read(log_dir)
+    truth = read_ground_truth(truth_path)
+    live = live_quality(log, truth, contract, value_matrix)
+    if live["labelled_records"] == 0:
+        raise ValueError(f"none of the {len(truth)} labels in {truth_path} match a logged record "
+                         f"in {log_dir} for window {window}")
+    baseline = read_json(baseline_path)
+    comparison = compare(live, baseline, drop_fraction)
+    enough = live["labelled_records"] >= min_labelled
+    summary_path = report_dir / "quality.json"
+    summary = {
+        "window": window.describe(log),
+        "ground_truth": str(truth_path),
+        "live": live,
+        "baseline": {name: baseline.get(name) for name in COMPARED},
+        **comparison,
+        "threshold": drop_fraction,
+        "min_labelled": min_labelled,
+        "enough_labels": enough,
+        "quality_drop": comparison["quality_drop"] and enough,
+        "run_timestamp": time.time(),
+    }
+    if not enough:
+        logger.warning("only %d labelled records (< %d): no alert decision",
+                       live["labelled_records"], min_labelled)
+    write_json(summary_path, summary)
+    publish(quality_registry(summary), JOB, report_dir / "quality.prom", pushgateway_url)
+    title = f"Live quality drop on model {contract.name!r}"
+    if summary["quality_drop"]:
+        alerts.fire(Alert(
+            key=ALERT_KEY,
+            title=title,
+            severity="critical",
+            figures={
+                **{f"{name} live vs offline": f"{live[name]} vs {baseline.get(name)}"
+                   for name in comparison["drops"]},
+                "largest drop": f"{comparison['drop_fraction']:.1%} > {drop_fraction:.0%}",
+                "labelled records": live["labelled_records"],
+            },
+            report_path=str(summary_path),
+        ))
+    elif enough:
+        alerts.resolve(ALERT_KEY, title)
+    return summary

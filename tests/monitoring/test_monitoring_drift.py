@@ -1,0 +1,154 @@
+"""The drift job on the bundled data: a shifted population drifts, a like-reference one does not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops_template.config import read_json
+from mlops_template.monitoring import EXIT_ALERT, EXIT_ERROR, EXIT_OK, Window
+from mlops_template.monitoring.__main__ import main
+from mlops_template.monitoring.alerts import LOG_FILE, AlertSink
+from mlops_template.monitoring.drift import run_drift_job
+
+REPO = Path(__file__).resolve().parents[2]
+THRESHOLD = 0.2
+
+# Evidently's imports trip deprecation warnings inside numpy and litestar: not ours to fix.
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:evidently.*"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:litestar.*")]
+
+
+@pytest.fixture
+def reference_path(tmp_path: Path, samples: dict[str, pd.DataFrame]) -> Path:
+    path = tmp_path / "reference.parquet"
+    samples["reference"].to_parquet(path)
+    return path
+
+
+@pytest.fixture
+def shifted_log(tmp_path: Path, samples, write_log) -> Path:
+    return write_log(tmp_path / "shifted-log", samples["shifted"])
+
+
+@pytest.fixture
+def like_log(tmp_path: Path, samples, write_log) -> Path:
+    return write_log(tmp_path / "like-log", samples["like_reference"])
+
+
+def run_job(log_dir: Path, reference_path: Path, contract, report_dir: Path) -> dict:
+    alerts = AlertSink(report_dir, webhook_url=None)
+    return run_drift_job(log_dir, reference_path, contract, Window(last_n=5000), THRESHOLD, report_dir, alerts)
+
+
+def test_shifted_population_drifts(tmp_path, shifted_log, reference_path, contract) -> None:
+    report_dir = tmp_path / "reports"
+    summary = run_job(shifted_log, reference_path, contract, report_dir)
+    assert summary["drift_detected"] is True
+    assert summary["drift_share"] > THRESHOLD
+    assert {"education", "education_num"} <= set(summary["drifted_columns"])
+    assert summary["rows_current"] == 3000 and summary["rows_reference"] == 3000
+    # every numeric and categorical input is compared; the target is not
+    expected = contract.columns_with_role("numeric") + contract.columns_with_role("categorical")
+    assert list(summary["columns"]) == expected
+    education = summary["columns"]["education_num"]
+    assert education["drifted"] is True and education["score"] > education["threshold"]
+    assert set(education) == {"score", "method", "drifted", "threshold"}
+
+    saved = read_json(report_dir / "drift.json")
+    assert {"window", "rows_current", "rows_reference", "drift_share", "drifted_columns", "threshold",
+            "drift_detected", "columns"} <= set(saved)
+    assert saved["window"]["last_n"] == 5000 and saved["window"]["first_ts"] <= saved["window"]["last_ts"]
+    html = report_dir / "drift.html"
+    assert html.stat().st_size > 100_000 and b"<html" in html.read_bytes()[:2000].lower()
+
+    alerts = [json.loads(line) for line in (report_dir / LOG_FILE).read_text().splitlines()]
+    assert [(a["key"], a["status"], a["delivery"]) for a in alerts] == [("drift", "firing", "logged")]
+
+    textfile = (report_dir / "drift.prom").read_text()
+    assert "model_drift_detected 1.0" in textfile
+    assert f"model_drift_share {summary['drift_share']}" in textfile
+    assert 'model_drift_column_score{column="education_num"}' in textfile
+    assert "model_drift_last_run_timestamp_seconds" in textfile
+
+
+def test_like_reference_sample_does_not_drift(tmp_path, like_log, reference_path, contract) -> None:
+    report_dir = tmp_path / "reports"
+    summary = run_job(like_log, reference_path, contract, report_dir)
+    assert summary["drift_detected"] is False
+    assert summary["drift_share"] <= THRESHOLD
+    assert "education_num" not in summary["drifted_columns"]
+    assert not (report_dir / LOG_FILE).exists()  # no alert, and no incident to resolve
+    assert "model_drift_detected 0.0" in (report_dir / "drift.prom").read_text()
+
+
+def cli(params_file: Path, log_dir: Path, reference: Path, *extra: str) -> int:
+    return main(["drift", "--params", str(params_file), "--log-dir", str(log_dir),
+                 "--reference", str(reference), *extra])
+
+
+def test_alert_reaches_webhook_once_per_incident(
+    tmp_path, params_file, shifted_log, like_log, reference_path, receiver, capsys
+) -> None:
+    hook = f"{receiver.url}/hook"
+    receiver.fail_next = 1  # the first delivery attempt gets a 500 and is retried
+    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == EXIT_ALERT
+    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == EXIT_ALERT
+    posts = receiver.posts()
+    assert len(posts) == 2  # one failed attempt, one delivery; the second run is deduplicated
+    payload = posts[1].json()
+    assert posts[1].headers["Content-Type"] == "application/json"
+    assert payload["text"].startswith("[WARNING] Data drift")
+    [block] = payload["blocks"]
+    assert block["type"] == "section" and block["text"]["type"] == "mrkdwn"
+    assert "education_num" in block["text"]["text"] and "drift.html" in block["text"]["text"]
+    assert len(block["text"]["text"]) <= 3000
+
+    # the condition clears: the incident is resolved; drift again is a new incident
+    assert cli(params_file, like_log, reference_path, "--webhook", hook) == EXIT_OK
+    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == EXIT_ALERT
+    texts = [p.json()["text"] for p in receiver.posts()[2:]]
+    assert texts[0].startswith("[RESOLVED] Data drift") and texts[1].startswith("[WARNING] Data drift")
+    assert len(texts) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("drift: DETECTED; share") and lines[2].startswith("drift: none;")
+
+
+def test_job_survives_webhook_down(tmp_path, params_file, shifted_log, reference_path, dead_url) -> None:
+    assert cli(params_file, shifted_log, reference_path, "--webhook", dead_url) == EXIT_ALERT
+    [record] = [json.loads(x) for x in (tmp_path / "reports" / LOG_FILE).read_text().splitlines()]
+    assert record["delivery"] == "failed"
+    assert read_json(tmp_path / "reports" / "alert-state.json") == {}  # not sent: retried next run
+
+
+def test_empty_window_is_an_error(tmp_path, params_file, reference_path) -> None:
+    """The real command line: nothing logged yet is an error for cron (exit 1), said in one line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_template.monitoring", "drift", "--params", str(params_file),
+         "--log-dir", str(tmp_path / "no-log"), "--reference", str(reference_path)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == EXIT_ERROR
+    assert result.stdout.startswith("drift: ERROR ValueError: no inference records")
+    assert result.stdout.count("\n") == 1
+
+
+def test_gauges_pushed_to_pushgateway_from_env(
+    tmp_path, params_file, shifted_log, reference_path, receiver, monkeypatch
+) -> None:
+    monkeypatch.setenv("PUSHGATEWAY_URL", receiver.url)
+    assert cli(params_file, shifted_log, reference_path) == EXIT_ALERT
+    [push] = [r for r in receiver.requests if r.path == "/metrics/job/model_drift"]
+    assert push.method == "PUT"
+    body = push.body.decode()
+    for line in ("model_drift_detected 1.0", 'model_drift_column_score{column="education_num"}',
+                 "model_drift_share ", "model_drift_last_run_timestamp_seconds "):
+        assert line in body
+    assert body == (tmp_path / "reports" / "drift.prom").read_text()
