@@ -44,11 +44,10 @@ def connect(config: dict[str, Any]) -> str:
     if experiment is None:
         location = (project_root() / "mlruns" / name).as_uri()
         try:
-            return mlflow.create_experiment(name, artifact_location=location)
+            mlflow.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run
-            experiment = mlflow.get_experiment_by_name(name)
-    mlflow.set_experiment(name)
-    return experiment.experiment_id if experiment else mlflow.get_experiment_by_name(name).experiment_id
+            pass
+    return mlflow.set_experiment(name).experiment_id
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
