@@ -1,0 +1,229 @@
+"""Retrain on new data: guard incoming batches, reproduce the pipeline, report, optionally commit.
+
+Usage (from the repository root)::
+
+    python -m mlops_template.retrain [--incoming PATH] [--commit]
+
+1. Take the retrain lock (``flock`` on ``.dvc/tmp/retrain.lock``, git-ignored, non-blocking).
+2. Pass every batch in ``--incoming`` (default ``ingest.incoming``, ``data/incoming/``) through
+   the bad-batch guard (:mod:`mlops_template.ingest`): accepted batches join ``data/raw/``,
+   rejected ones go to ``data/quarantine/batches/`` with a report.
+3. Nothing new accepted: say so and stop, unless ``data/raw`` changed since the last successful
+   ``dvc repro`` (an earlier run died after ingesting), in which case the pipeline is rerun.
+4. ``dvc repro`` (its output streams through), which trains, evaluates, gates and deploys.
+5. Print one line for people and one JSON line for machines (the last line of stdout).
+6. ``--commit``: commit ``dvc.lock``, ``metrics/``, ``deployments/`` and the new batches.
+
+Exit codes, for cron or CI:
+
+- 0: done: a new model was promoted, or the champion was kept because the candidate was not
+  blessed, or there was no new data.
+- 1: failure: ``dvc repro`` or ``git commit`` failed, or the configuration is unusable.
+- 2: every incoming batch was quarantined: nothing to train on, someone should look (alert).
+- 75 (EX_TEMPFAIL): another retrain holds the lock; nothing was touched, try again later.
+
+Safe after a crash: the lock dies with its process, a batch joins ``data/raw`` atomically (and
+a batch found both there and in incoming is recognised by content), and ``dvc repro`` is
+idempotent, so rerunning the command finishes the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from mlops_template.config import load_params, read_json, setup_logging
+
+LOCK_FILE = Path(".dvc/tmp/retrain.lock")
+GATE = Path("metrics/gate.json")
+RECORD = Path("deployments/champion.json")
+COMMIT_PATHS = ("dvc.lock", "metrics", "deployments")
+
+EXIT_OK, EXIT_FAILED, EXIT_ALL_QUARANTINED, EXIT_LOCKED = 0, 1, 2, 75
+
+logger = logging.getLogger("mlops_template.retrain")
+
+
+def try_lock(path: Path = LOCK_FILE) -> IO[str] | None:
+    """Hold an exclusive, non-blocking ``flock`` on ``path``; None when another process has it.
+
+    Keep the returned file open for as long as the lock is needed; the kernel drops the lock
+    when the process exits, however it exits.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        logger.error("another retrain or rollback holds %s (pid %s)", path, holder)
+        return None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _env() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH, so ``dvc`` stages use the same venv."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    return env
+
+
+def dvc(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    """Run ``dvc ARGS`` with this venv; output streams through unless ``capture``."""
+    return subprocess.run([sys.executable, "-m", "dvc", *args], env=_env(), text=True,
+                          capture_output=capture, check=False)
+
+
+def raw_changed_since_repro(raw: str) -> bool:
+    """True when ``data/raw`` differs from what ``dvc.lock`` recorded for the validate stage."""
+    proc = dvc("status", "--json", "validate", capture=True)
+    if proc.returncode != 0:
+        return False
+    changes = json.loads(proc.stdout or "{}").get("validate", [])
+    return any(raw.rstrip("/") in change.get("changed deps", {}) for change in changes
+               if isinstance(change, dict))
+
+
+def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
+    """What the pipeline decided: candidate, blessing, reasons and the champion now serving."""
+    gate = read_json(GATE)
+    record = read_json(RECORD) if RECORD.exists() else {}
+    champion = record.get("champion") or {}
+    decision = record.get("last_decision") or {}
+    candidate = str(gate["candidate"]["model_version"])
+    observed = {c["metric"]: c["observed"] for c in gate["checks"] if c["kind"] == "value"}
+    promoted = (str(champion.get("model_version")) == candidate
+                and decision.get("candidate_version") == candidate and bool(decision.get("blessed")))
+    return {
+        "model_name": model_name,
+        "candidate_version": candidate,
+        "blessed": bool(gate["blessed"]),
+        "promoted": promoted,
+        "champion_version": champion.get("model_version"),
+        "roc_auc": observed.get("roc_auc"),
+        "reasons": decision.get("reasons", gate["reasons"]),
+    }
+
+
+def commit_message(result: dict[str, Any]) -> str:
+    """A one-line commit subject such as ``retrain: adult-income v5 promoted (roc_auc 0.927)``."""
+    auc = f"roc_auc {result['roc_auc']:.3f}" if result.get("roc_auc") is not None else "no roc_auc"
+    name, candidate = result["model_name"], result["candidate_version"]
+    if result["promoted"]:
+        return f"retrain: {name} v{candidate} promoted ({auc})"
+    return f"retrain: {name} v{candidate} not promoted, champion v{result['champion_version']} kept ({auc})"
+
+
+def git_commit(message: str, paths: list[str]) -> bool:
+    """Stage ``paths`` (new, changed and deleted files) and commit only them; False on failure."""
+    def tracked(path: str) -> bool:
+        return bool(subprocess.run(["git", "ls-files", "--", path], capture_output=True, text=True).stdout)
+
+    root = Path.cwd().resolve()
+    paths = [p for p in dict.fromkeys(paths)
+             if Path(p).resolve().is_relative_to(root) and (Path(p).exists() or tracked(p))]
+    add = subprocess.run(["git", "add", "-A", "--", *paths], capture_output=True, text=True)
+    if add.returncode != 0:
+        logger.error("git add failed: %s", add.stderr.strip())
+        return False
+    paths = [p for p in paths if subprocess.run(["git", "diff", "--cached", "--quiet", "--", p]).returncode]
+    if not paths:
+        logger.info("nothing changed to commit")
+        return True
+    done = subprocess.run(["git", "commit", "--quiet", "-m", message, "--", *paths],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        logger.error("git commit failed: %s", done.stderr.strip() or done.stdout.strip())
+        return False
+    logger.info("committed: %s", message)
+    return True
+
+
+def report(summary: dict[str, Any], line: str) -> None:
+    """The human line, then the JSON line (last on stdout, for schedulers and scripts)."""
+    print(line, flush=True)
+    print(json.dumps(summary, allow_nan=False), flush=True)
+
+
+def run(incoming: str | None, commit: bool) -> int:
+    """The retrain steps after the lock is held; returns the exit code."""
+    from mlops_template.contract import load_contract
+    from mlops_template.ingest import ingest
+    from mlops_template.validation import DataValidationError
+
+    started = time.monotonic()
+    summary: dict[str, Any] = {}
+
+    def finish(status: str, code: int, line: str, **extra: Any) -> int:
+        report({"status": status, "exit_code": code, **summary, **extra,
+                "seconds": round(time.monotonic() - started, 1)}, line)
+        return code
+
+    params = load_params()
+    cfg, raw = params["ingest"], params["data"]["raw"]
+    source = incoming or cfg["incoming"]
+    try:
+        outcomes = ingest(source, raw, cfg["quarantine"], load_contract(params["data"]["contract"]), cfg)
+    except DataValidationError as exc:
+        logger.error("cannot ingest: %s", exc)
+        return finish("failed", EXIT_FAILED, f"retrain failed: {exc}", error=str(exc))
+    accepted = [o for o in outcomes if o.status == "accepted"]
+    quarantined = [o for o in outcomes if o.status == "quarantined"]
+    summary["accepted"] = [{"batch": o.batch, "rows": o.rows} for o in accepted]
+    summary["quarantined"] = [{"batch": o.batch, "path": o.path, "reasons": o.reasons} for o in quarantined]
+    intake = f"{len(accepted)} batch(es) accepted, {len(quarantined)} quarantined"
+
+    if not accepted:
+        if quarantined and len(quarantined) == len(outcomes):
+            return finish("quarantined", EXIT_ALL_QUARANTINED,
+                          f"retrain: every incoming batch was quarantined ({len(quarantined)}), "
+                          f"see {cfg['quarantine']}; nothing retrained")
+        if not raw_changed_since_repro(raw):
+            return finish("no_new_data", EXIT_OK,
+                          f"retrain: no new data in {source} ({intake}); nothing to do")
+        logger.warning("%s changed since the last successful dvc repro: reproducing", raw)
+
+    logger.info("%s; running dvc repro", intake)
+    if dvc("repro").returncode != 0:
+        return finish("failed", EXIT_FAILED,
+                      f"retrain failed: dvc repro failed ({intake}); rerun after fixing, it resumes")
+    result = outcome_of_pipeline(params["deploy"]["model_name"])
+    line = f"retrain: {intake}; {commit_message(result).removeprefix('retrain: ')}"
+    if commit and not git_commit(commit_message(result), [*COMMIT_PATHS, raw, source]):
+        return finish("failed", EXIT_FAILED, f"{line}; git commit FAILED", **result)
+    return finish("promoted" if result["promoted"] else "kept", EXIT_OK, line, **result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, take the lock and retrain."""
+    parser = argparse.ArgumentParser(prog="python -m mlops_template.retrain",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--incoming", help="a batch file or a folder of batches (default: ingest.incoming)")
+    parser.add_argument("--commit", action="store_true", help="git-commit the results")
+    args = parser.parse_args(argv)
+    setup_logging()
+    lock = try_lock()
+    if lock is None:
+        report({"status": "locked", "exit_code": EXIT_LOCKED},
+               "retrain: another retrain is running; try again later")
+        return EXIT_LOCKED
+    with lock:
+        return run(args.incoming, args.commit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
