@@ -23,7 +23,8 @@ pipeline: setup
 test: setup
 	python -m pytest
 
-serve: setup  ## serve the deployed champion bento on port 3000
+serve: setup  ## serve the deployed champion on port 3000, logging to monitoring/inference-log
+	INFERENCE_LOG_DIR=$(CURDIR)/monitoring/inference-log ROUTING_FILE=$(CURDIR)/deployments/routing.json \
 	bentoml serve $$(python -c "import json;print(json.load(open('deployments/champion.json'))['champion']['bento_tag'])") --port 3000
 
 mlflow-ui: setup
@@ -32,8 +33,10 @@ mlflow-ui: setup
 plots: setup
 	dvc plots show --open
 
-benchmark: setup
+benchmark: setup  ## figures in benchmarks/results/ (run `make pipeline` first for serving)
 	python -m benchmarks.pipeline
+	python -m benchmarks.serving
+	python -m benchmarks.drift
 
 clean:
 	rm -rf .bentoml mlruns mlflow.db dvc_plots

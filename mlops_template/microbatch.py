@@ -49,17 +49,29 @@ class MicroBatcher(Generic[Result]):
         self._queue: asyncio.Queue[_Pending[Result]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._carry: _Pending[Result] | None = None
+        self._in_flight = 0  # submit() calls not yet answered
 
     async def submit(self, rows: list[Row]) -> list[Result]:
         """Score ``rows`` as part of the next batch; return their results in order."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="micro-batcher")
-        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(rows, future))
-        return await future
+        self._in_flight += 1
+        try:
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._run(), name="micro-batcher")
+            future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+            await self._queue.put(_Pending(rows, future))
+            return await future
+        finally:
+            self._in_flight -= 1
 
-    async def close(self) -> None:
-        """Stop the batching task; requests still queued get a ``RuntimeError``."""
+    async def close(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop the batching task; requests still queued get a ``RuntimeError``.
+
+        With ``drain_timeout_s``, first wait (up to that long) for every submitted request to be
+        answered: a model swapped out of service retires without failing its last requests.
+        """
+        deadline = asyncio.get_running_loop().time() + drain_timeout_s
+        while self._in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

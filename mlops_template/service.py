@@ -9,6 +9,20 @@ How the service finds its model, in order:
 3. ``<MODEL_NAME>:latest`` from the BentoML model store (``MODEL_NAME`` defaults to
    ``adult-income``).
 
+That model's contract defines the request schema. With ``ROUTING_FILE`` set, the models that
+score are instead the routing file's champion and challenger (see :mod:`mlops_template.routing`),
+loaded by tag from the same store and verified the same way. The file is polled for changes;
+new models load off the request path and replace the old ones in one reference assignment, so
+requests in flight finish on the model they started with and none fails. A file or model that
+fails to load keeps the current models (``model_routing_reload_failures_total``). With a
+challenger, a request goes to it when the hash of its routing key (``X-Routing-Key``, else the
+request id) falls under ``canary_share`` (:func:`mlops_template.canary.routes_to_challenger`);
+all records of one request go to the same model, and its answers name that model's version.
+
+Every scored record is appended to the inference log (:mod:`mlops_template.inference_log`)
+without ever slowing or failing the request; dropped entries are counted in
+``model_inference_log_dropped_total``.
+
 The model directory holds the contract, so the request model (``Record``) is built from the
 same declaration that validated the training data. The sklearn pipeline is loaded only after
 its sha256 is verified: a tampered model leaves the service running but not ready (``/readyz``
@@ -22,25 +36,32 @@ concurrent requests are scored in one vectorised call. Metrics are in
 
 Settings, all from the environment (read when the service is imported or started):
 
-==================  ========  ======================================================================
-``MAX_RECORDS``     1000      records per request (more: 400 ``too_many_records``)
-``MAX_BODY_BYTES``  1048576   request body size (more: 413 ``body_too_large``, not read in full)
-``MAX_CONCURRENCY`` 64        ``/predict`` requests in progress per worker (more: fast 503)
-``REQUEST_TIMEOUT`` 10        seconds before BentoML answers 504 (``traffic.timeout``)
-``WORKERS``         1         worker processes
-``BATCHING``        on        ``off`` scores each request on its own (for benchmarks)
-``BATCH_MAX_RECORDS`` 1000    most records scored in one model call
-``BATCH_WAIT_MS``   1         how long a batch waits for more requests once the first arrived
-``LOG_PAYLOADS``    false     ``true`` logs every accepted request body (off: no payloads in logs)
-==================  ========  ======================================================================
+========================  =============  ====================================================================
+``MAX_RECORDS``           1000           records per request (more: 400 ``too_many_records``)
+``MAX_BODY_BYTES``        1048576        request body size (more: 413 ``body_too_large``, not read in full)
+``MAX_CONCURRENCY``       64             ``/predict`` requests in progress per worker (more: fast 503)
+``REQUEST_TIMEOUT``       10             seconds before BentoML answers 504 (``traffic.timeout``)
+``WORKERS``               1              worker processes
+``BATCHING``              on             ``off`` scores each request on its own (for benchmarks)
+``BATCH_MAX_RECORDS``     1000           most records scored in one model call
+``BATCH_WAIT_MS``         1              how long a batch waits for more requests once the first arrived
+``LOG_PAYLOADS``          false          ``true`` logs every accepted request body (off: no payloads in logs)
+``INFERENCE_LOG_DIR``     inference-log  inference-log directory, relative to the working directory
+                                         (``bentoml serve TAG`` runs in the bento's dir); empty: no log
+``INFERENCE_LOG``         on             ``off`` disables the inference log
+``ROUTING_FILE``          (unset)        routing JSON naming champion/challenger (unset: the pinned model)
+``ROUTING_POLL_SECONDS``  1              how often the routing file is checked for changes
+========================  =============  ====================================================================
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -51,8 +72,11 @@ from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, StrictStr
 from pydantic import TypeAdapter, create_model
 
+from mlops_template import routing
+from mlops_template.canary import routes_to_challenger
 from mlops_template.contract import ColumnSpec, Contract, load_contract, pandas_dtype
 from mlops_template.features import FeatureSpec, build_features
+from mlops_template.inference_log import InferenceLog
 from mlops_template.microbatch import MicroBatcher
 from mlops_template.request_guard import GuardRuntime, GuardSettings, RequestGuard
 from mlops_template.request_guard import install_log_filter
@@ -66,6 +90,9 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1000 full records take about 350 kB
 DEFAULT_MAX_CONCURRENCY = 64
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_BATCH_WAIT_MS = 1.0
+DEFAULT_INFERENCE_LOG_DIR = "inference-log"
+DEFAULT_ROUTING_POLL_SECONDS = 1.0
+RETIRE_DRAIN_SECONDS = 30.0  # a replaced model's batcher answers its queued requests first
 PREDICT_PATH = "/predict"
 
 # Files inside the BentoML model directory, written by mlops_template.packaging.
@@ -153,10 +180,10 @@ class Prediction(BaseModel):
 
 
 # Located and read at import: the request model must exist before the service class is defined.
+# Models served through the routing file are expected to share this contract.
 _STORED_MODEL = bentoml.models.get(model_reference())
 MODEL_DIR = Path(_STORED_MODEL.path)
 CONTRACT = load_contract(MODEL_DIR / CONTRACT_FILE)
-SERVING = json.loads((MODEL_DIR / SERVING_FILE).read_text(encoding="utf-8"))
 Record = build_record_model(CONTRACT)
 RecordList = Annotated[list[Record], Field(min_length=1, max_length=max_records())]
 RECORDS = TypeAdapter(RecordList)
@@ -194,107 +221,275 @@ def _request_id(ctx: bentoml.Context) -> str:
     return str(getattr(ctx.request.state, "request_id", "-"))
 
 
+def _routing_key(ctx: bentoml.Context, request_id: str) -> str:
+    """What the canary split hashes: the ``X-Routing-Key`` header, else the request id."""
+    return ctx.request.headers.get("x-routing-key") or request_id
+
+
+def inference_log_dir() -> Path | None:
+    """The inference-log directory (``INFERENCE_LOG_DIR``), or None when logging is disabled."""
+    if not _env_flag("INFERENCE_LOG", True):
+        return None
+    configured = os.environ.get("INFERENCE_LOG_DIR", DEFAULT_INFERENCE_LOG_DIR)
+    return Path(configured).resolve() if configured.strip() else None
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """One verified model ready to score, with its micro-batcher (set by the service)."""
+
+    tag: str
+    version: str
+    sha256: str
+    pipeline: Any
+    spec: FeatureSpec
+    threshold: float
+    positive: str
+    negative: str
+    positive_index: int
+    batcher: MicroBatcher | None = None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The models serving right now; replaced as a whole, never modified in place."""
+
+    champion: ServedModel
+    challenger: ServedModel | None = None
+    canary_share: float = 0.0
+
+    def pick(self, key: str) -> ServedModel:
+        """The model that answers a request with routing key ``key``."""
+        if self.challenger is not None and routes_to_challenger(key, self.canary_share):
+            return self.challenger
+        return self.champion
+
+    def roles(self) -> list[tuple[ServedModel, str]]:
+        """Each served model with its role, champion first."""
+        pairs = [(self.champion, "champion")]
+        if self.challenger is not None:
+            pairs.append((self.challenger, "challenger"))
+        return pairs
+
+
+def load_served_model(tag: str) -> ServedModel:
+    """Load and verify one model from the BentoML store (ModelIntegrityError, NotFound, ...)."""
+    from mlops_template.model import load_model
+
+    stored = bentoml.models.get(tag)
+    model_dir = Path(stored.path)
+    serving = json.loads((model_dir / SERVING_FILE).read_text(encoding="utf-8"))
+    pipeline = load_model(model_dir / MODEL_FILE)
+    positive = str(serving["positive_class"])
+    return ServedModel(
+        tag=str(stored.tag),
+        version=str(serving.get("model_version") or stored.tag.version),
+        sha256=str(stored.info.metadata.get("sha256", "")),
+        pipeline=pipeline,
+        spec=FeatureSpec.from_json(model_dir / FEATURE_SPEC_FILE),
+        threshold=float(serving["threshold"]),
+        positive=positive,
+        negative=str(serving["negative_class"]),
+        positive_index=_positive_index(pipeline.classes_, positive),
+    )
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the routing file is rewritten (atomic renames change the inode)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino, stat.st_size
+
+
 @bentoml.service(
     traffic={"timeout": _env_number("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT, float)},
     workers=_env_number("WORKERS", 1),
 )
 class PredictionService:
-    """Scores records with the packaged model; not ready when the model fails its checksum."""
+    """Scores records with the served model(s); not ready when no verified model is loaded."""
 
     model_ref = bentoml.models.BentoModel(_STORED_MODEL.tag)
 
     def __init__(self) -> None:
-        """Load the feature spec and, if its checksum holds, the pipeline; set up scoring."""
-        # Imported here, not at module top: sklearn takes seconds to import, and only the
-        # worker needs it, not the supervisor process (or a bento build) that reads the API.
-        from mlops_template.model import ModelIntegrityError, load_model
-
-        self.spec = FeatureSpec.from_json(MODEL_DIR / FEATURE_SPEC_FILE)
-        self.threshold = float(SERVING["threshold"])
-        self.positive = str(SERVING["positive_class"])
-        self.negative = str(SERVING["negative_class"])
-        self.model_version = str(SERVING.get("model_version") or _STORED_MODEL.tag.version)
+        """Load and verify the model(s), then set up scoring, metrics and the inference log."""
         self.dtypes = {c.name: pandas_dtype(c) for c in CONTRACT.input_columns}
-        self.pipeline = None
-        try:
-            self.pipeline = load_model(MODEL_DIR / MODEL_FILE)
-            self.positive_index = _positive_index(self.pipeline.classes_, self.positive)
-        except (ModelIntegrityError, ValueError):
-            self.pipeline = None
-            logger.exception("model %s failed its integrity check: not ready", _STORED_MODEL.tag)
-        self.metrics = service_metrics(_STORED_MODEL.tag.name, self.model_version,
-                                       str(_STORED_MODEL.info.metadata.get("sha256", "")))
+        self.metrics = service_metrics(_STORED_MODEL.tag.name)
         # One scoring thread: model calls never compete with each other for the GIL.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
-        self.batcher: MicroBatcher | None = None
-        if _env_flag("BATCHING", True):
-            self.batcher = MicroBatcher(
-                self.score_rows, self.executor,
-                max_records=_env_number("BATCH_MAX_RECORDS", DEFAULT_MAX_RECORDS),
-                max_wait_s=_env_number("BATCH_WAIT_MS", DEFAULT_BATCH_WAIT_MS, float) / 1000,
-            )
-        # Hook for mlops_template.inference_log.InferenceLog (anything with .submit(entries)).
-        self.inference_log: Any = None
+        # Routing reloads read and verify models here, never on the event loop.
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        self.batching = _env_flag("BATCHING", True)
+        self.routing_path = Path(os.environ[routing.ENV_VAR]) if os.environ.get(
+            routing.ENV_VAR) else None
+        self.routing_signature: tuple[int, int, int] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.serving: Serving | None = self._initial_serving()
+        if self.serving is not None:
+            self._activate(self.serving)
+        self.inference_log = self._open_inference_log()
         GUARD_RUNTIME.metrics = self.metrics
         GUARD_RUNTIME.is_ready = self.__is_ready__
         install_log_filter()
-        logger.info("model %s ready=%s, batching=%s", self.model_version, self.__is_ready__(),
-                    self.batcher is not None)
+        logger.info("ready=%s, batching=%s, routing=%s, inference log=%s", self.__is_ready__(),
+                    self.batching, self.routing_path,
+                    self.inference_log.directory if self.inference_log else None)
 
     def __is_ready__(self) -> bool:
         """Ready only when a verified model is loaded (drives ``/readyz``)."""
-        return self.pipeline is not None
+        return self.serving is not None
+
+    def _initial_serving(self) -> Serving | None:
+        """The routing file's models if one is configured and loads, else the pinned model."""
+        if self.routing_path is not None:
+            self.routing_signature = _file_signature(self.routing_path)
+            try:
+                return self._load_routing(self.routing_path, None)
+            except Exception:
+                self.metrics.reload_failures.inc()
+                logger.exception("routing file %s unusable at startup: serving the pinned "
+                                 "model %s", self.routing_path, _STORED_MODEL.tag)
+        try:
+            return Serving(load_served_model(str(_STORED_MODEL.tag)))
+        except Exception:
+            logger.exception("model %s failed its integrity check: not ready", _STORED_MODEL.tag)
+            return None
+
+    def _load_routing(self, path: Path, current: Serving | None) -> Serving:
+        """Read the routing file and load its models, reusing those already served."""
+        document = routing.read_routing(path)
+        loaded = {m.tag: m for m, _ in current.roles()} if current is not None else {}
+
+        def get(slot: dict[str, Any] | None) -> ServedModel | None:
+            if slot is None:
+                return None
+            return loaded.get(slot["model_tag"]) or load_served_model(slot["model_tag"])
+
+        return Serving(get(document["champion"]), get(document["challenger"]),
+                       float(document["canary_share"]))
+
+    def _activate(self, serving: Serving) -> None:
+        """Give new models a batcher and publish which models serve, in which role."""
+        for model, _ in serving.roles():
+            if model.batcher is None and self.batching:
+                model.batcher = MicroBatcher(
+                    functools.partial(self.score_rows, model), self.executor,
+                    max_records=_env_number("BATCH_MAX_RECORDS", DEFAULT_MAX_RECORDS),
+                    max_wait_s=_env_number("BATCH_WAIT_MS", DEFAULT_BATCH_WAIT_MS, float) / 1000,
+                )
+        self.metrics.serving([(m.version, m.sha256, role) for m, role in serving.roles()])
+        logger.info("serving %s", ", ".join(f"{role} {m.tag} (v{m.version})"
+                                            for m, role in serving.roles()))
+
+    def _open_inference_log(self) -> InferenceLog | None:
+        """This worker's inference log (created after the fork), or None when disabled."""
+        directory = inference_log_dir()
+        if directory is None:
+            return None
+        return InferenceLog(directory, on_drop=self.metrics.log_dropped.inc)
+
+    @bentoml.on_startup
+    async def start_watching(self) -> None:
+        """Poll the routing file in a background task, when one is configured."""
+        if self.routing_path is not None:
+            interval = _env_number("ROUTING_POLL_SECONDS", DEFAULT_ROUTING_POLL_SECONDS, float)
+            self.watcher = asyncio.create_task(self._watch(self.routing_path, interval),
+                                               name="routing-watcher")
+
+    async def _watch(self, path: Path, interval: float) -> None:
+        """Reload whenever the routing file changes; a failure never stops the watching."""
+        while True:
+            await asyncio.sleep(interval)
+            signature = _file_signature(path)
+            if signature is None or signature == self.routing_signature:
+                continue
+            self.routing_signature = signature
+            try:
+                await self._reload(path)
+            except Exception:
+                self.metrics.reload_failures.inc()
+                logger.exception("routing reload from %s failed: current models kept", path)
+
+    async def _reload(self, path: Path) -> None:
+        """Load the routing file's models off the loop, swap them in, retire replaced ones."""
+        current = self.serving
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        serving = await loop.run_in_executor(self.loader, self._load_routing, path, current)
+        self._activate(serving)
+        self.serving = serving  # the swap: one reference assignment
+        logger.info("routing reloaded from %s in %.2f s", path, time.perf_counter() - started)
+        kept = {id(m) for m, _ in serving.roles()}
+        for model, _ in current.roles() if current is not None else []:
+            if id(model) not in kept and model.batcher is not None:
+                await model.batcher.close(drain_timeout_s=RETIRE_DRAIN_SECONDS)
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
-        """Fail queued requests cleanly and stop the scoring thread."""
-        if self.batcher is not None:
-            await self.batcher.close()
+        """Stop watching, fail queued requests cleanly, stop the threads, close the log."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+        for model, _ in self.serving.roles() if self.serving is not None else []:
+            if model.batcher is not None:
+                await model.batcher.close()
         self.executor.shutdown(wait=True)
+        self.loader.shutdown(wait=False, cancel_futures=True)
+        if self.inference_log is not None:
+            self.inference_log.close()
 
-    def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, model: ServedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities of the positive class and labels by threshold, for a frame of records."""
-        features = build_features(frame.astype(self.dtypes), self.spec)
-        proba = self.pipeline.predict_proba(features)[:, self.positive_index]
-        labels = np.where(proba >= self.threshold, self.positive, self.negative)
+        features = build_features(frame.astype(self.dtypes), model.spec)
+        proba = model.pipeline.predict_proba(features)[:, model.positive_index]
+        labels = np.where(proba >= model.threshold, model.positive, model.negative)
         return proba, labels
 
-    def score_rows(self, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    def score_rows(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
         """Score validated records (dicts) in one call; record latency and prediction metrics."""
         started = time.perf_counter()
         frame = pd.DataFrame.from_records(rows, columns=list(self.dtypes))
-        proba, labels = self.score(frame)
-        self.metrics.scored(time.perf_counter() - started, proba, labels)
+        proba, labels = self.score(model, frame)
+        self.metrics.scored(model.version, time.perf_counter() - started, proba, labels)
         return list(zip(proba.tolist(), labels.tolist()))
 
-    def inference_entries(self, request_id: str, rows: list[dict[str, Any]],
+    @staticmethod
+    def inference_entries(request_id: str, model_version: str, rows: list[dict[str, Any]],
                           results: list[tuple[float, str]]) -> list[dict[str, Any]]:
         """One inference-log entry per scored record, with the record as the client sent it."""
         return [
-            {"request_id": request_id, "model_version": self.model_version, "index": index,
-             "record": row, "probability": probability, "label": label}
+            {"request_id": request_id, "record_index": index, "model_version": model_version,
+             "features": row, "probability": probability, "label": label}
             for index, (row, (probability, label)) in enumerate(zip(rows, results))
         ]
+
+    async def _score_on(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
+        """Score rows with ``model``: through its batcher, or alone on the scoring thread."""
+        if model.batcher is not None:
+            return await model.batcher.submit(rows)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.score_rows, model, rows)
 
     @bentoml.api
     async def predict(self, records: RecordList, ctx: bentoml.Context) -> list[Prediction]:
         """Score a list of records; concurrent requests share one vectorised model call."""
-        if self.pipeline is None:
+        serving = self.serving  # one snapshot: a reload meanwhile does not affect this request
+        if serving is None:
             raise ServiceUnavailable("model failed its integrity check")
         request_id = _request_id(ctx)
+        model = serving.pick(_routing_key(ctx, request_id))
         rows = RECORDS.dump_python(records, exclude_unset=True)
         try:
-            if self.batcher is not None:
-                results = await self.batcher.submit(rows)
-            else:
-                loop = asyncio.get_running_loop()
-                results = await loop.run_in_executor(self.executor, self.score_rows, rows)
+            results = await self._score_on(model, rows)
         except Exception:
-            logger.exception("request %s: scoring failed", request_id)
+            self.metrics.answered(model.version, "error")
+            logger.exception("request %s: scoring with %s failed", request_id, model.tag)
             raise InternalServerError("scoring failed") from None
+        self.metrics.answered(model.version, "success")
         if self.inference_log is not None:
-            self.inference_log.submit(self.inference_entries(request_id, rows, results))
-        return [Prediction(probability=probability, label=label, model_version=self.model_version)
+            self.inference_log.submit(self.inference_entries(request_id, model.version, rows,
+                                                             results))
+        return [Prediction(probability=probability, label=label, model_version=model.version)
                 for probability, label in results]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 REQUEST_OUTCOMES = ("success", "rejected", "error", "unavailable")
 RECORD_OUTCOMES = ("scored", "rejected")
+MODEL_OUTCOMES = ("success", "error")
 REJECT_REASONS = ("validation", "too_many_records", "body_too_large", "content_type",
                   "malformed_json", "overload", "not_ready")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -22,19 +23,26 @@ PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 class ServiceMetrics:
-    """The service's own counters and histograms, pre-labelled so every series exists at 0."""
+    """The service's own counters and histograms; every series a model can produce exists at 0.
 
-    def __init__(self, model_name: str, model_version: str, sha256: str) -> None:
-        """Register the metrics for the model being served."""
+    Per-model series (latency, predictions, ``model_version_requests_total``) are labelled by
+    ``model_version``, so a canary's champion and challenger can be compared side by side.
+    """
+
+    def __init__(self, model_name: str) -> None:
+        """Register the metrics; :meth:`serving` names the models being served."""
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.model_version = model_version
+        self.model_name = model_name
         self.latency = Histogram(
             "model_prediction_latency_seconds", "Time to score one batch of records",
             ["model_version"], buckets=LATENCY_BUCKETS,
-        ).labels(model_version)
+        )
         self.requests = Counter("model_requests_total", "Prediction requests by outcome",
                                 ["outcome"])
+        self.version_requests = Counter("model_version_requests_total",
+                                        "Requests that reached a model, by model and outcome",
+                                        ["model_version", "outcome"])
         self.records = Counter("model_records_total", "Records received, by outcome",
                                ["outcome"])
         self.rejections = Counter("model_rejected_requests_total",
@@ -45,16 +53,33 @@ class ServiceMetrics:
         self.probability = Histogram(
             "model_predicted_probability", "Predicted probability of the positive class",
             ["model_version"], buckets=PROBABILITY_BUCKETS,
-        ).labels(model_version)
-        info = Gauge("model_info", "The model being served (always 1)",
-                     ["model_name", "model_version", "sha256"], multiprocess_mode="max")
-        info.labels(model_name, model_version, sha256).set(1)
+        )
+        self.info = Gauge("model_info", "The models being served (1; 0 once replaced)",
+                          ["model_name", "model_version", "sha256", "role"],
+                          multiprocess_mode="max")
+        self.log_dropped = Counter("model_inference_log_dropped_total",
+                                   "Inference-log entries dropped (queue full or log closed)")
+        self.reload_failures = Counter("model_routing_reload_failures_total",
+                                       "Routing reloads refused (bad file or model); old models kept")
+        self._info_labels: set[tuple[str, str, str]] = set()
         for outcome in REQUEST_OUTCOMES:
             self.requests.labels(outcome)
         for outcome in RECORD_OUTCOMES:
             self.records.labels(outcome)
         for reason in REJECT_REASONS:
             self.rejections.labels(reason)
+
+    def serving(self, models: list[tuple[str, str, str]]) -> None:
+        """Publish the served models as ``(model_version, sha256, role)``; zero replaced ones."""
+        for labels in self._info_labels - set(models):
+            self.info.labels(self.model_name, *labels).set(0)
+        for version, sha256, role in models:
+            self.info.labels(self.model_name, version, sha256, role).set(1)
+            self.latency.labels(version)
+            self.probability.labels(version)
+            for outcome in MODEL_OUTCOMES:
+                self.version_requests.labels(version, outcome)
+        self._info_labels = set(models)
 
     def rejected(self, reason: str, records: int = 0) -> None:
         """Count a refused request (and the records it carried, when known)."""
@@ -68,14 +93,19 @@ class ServiceMetrics:
         """Count a request that reached the model (``success``, ``error`` or ``unavailable``)."""
         self.requests.labels(outcome).inc()
 
-    def scored(self, seconds: float, probabilities: np.ndarray, labels: np.ndarray) -> None:
+    def answered(self, model_version: str, outcome: str) -> None:
+        """Count a request one model answered (``success``) or failed to score (``error``)."""
+        self.version_requests.labels(model_version, outcome).inc()
+
+    def scored(self, model_version: str, seconds: float, probabilities: np.ndarray,
+               labels: np.ndarray) -> None:
         """Record one scoring call: its latency, and the distribution of its predictions."""
-        self.latency.observe(seconds)
+        self.latency.labels(model_version).observe(seconds)
         self.records.labels("scored").inc(len(probabilities))
         values, counts = np.unique(labels, return_counts=True)
         for label, count in zip(values, counts):
-            self.predicted_class.labels(self.model_version, str(label)).inc(int(count))
-        observe_many(self.probability, probabilities)
+            self.predicted_class.labels(model_version, str(label)).inc(int(count))
+        observe_many(self.probability.labels(model_version), probabilities)
 
 
 def observe_many(histogram: Any, values: np.ndarray) -> None:
@@ -98,6 +128,6 @@ def observe_many(histogram: Any, values: np.ndarray) -> None:
 
 
 @functools.cache
-def service_metrics(model_name: str, model_version: str, sha256: str) -> ServiceMetrics:
+def service_metrics(model_name: str) -> ServiceMetrics:
     """The process's metrics, created once (a second registration would raise)."""
-    return ServiceMetrics(model_name, model_version, sha256)
+    return ServiceMetrics(model_name)

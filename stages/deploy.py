@@ -1,11 +1,22 @@
-"""deploy: package a blessed model as a BentoML bento and make it the champion; else keep the old one."""
+"""deploy: package a blessed model as a BentoML bento and make it the champion; else keep the old one.
+
+Either way the decision is appended to ``deployments/history.jsonl`` and tagged on the MLflow
+version (``promote`` or ``reject``), and a promotion rewrites the serving routing file. A blessed
+candidate that was rolled back earlier is not promoted again by a rerun (use the rollback command
+with ``--to`` for that). ``deploy.strategy`` is ``direct`` (a blessed model takes all traffic) or
+``canary``: once a champion serves, a blessed model is packaged (archive under
+``models/serving/challenger/``) and becomes the routing file's challenger with
+``deploy.canary_share`` of the traffic, without becoming champion; ``python -m
+mlops_template.canary decide`` then promotes or rolls it back.
+"""
 
 import logging
 import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mlops_template import tracking
+from mlops_template import history, routing, tracking
 from mlops_template.config import load_params, project_root, read_json, setup_logging, write_json
 
 CANDIDATE = Path("models/candidate")
@@ -15,10 +26,14 @@ RECORD = Path("deployments/champion.json")
 logger = logging.getLogger("stages.deploy")
 
 
-def main() -> None:
+def main() -> int:
     setup_logging()
     params = load_params()
     cfg = params["deploy"]
+    strategy = cfg.get("strategy", "direct")
+    if strategy not in ("direct", "canary"):
+        logger.error("deploy.strategy must be 'direct' or 'canary', got %r", strategy)
+        return 1
     gate = read_json("metrics/gate.json")
     evaluation = read_json("metrics/evaluation.json")
     card = read_json(CANDIDATE / "model_card.json")
@@ -31,17 +46,39 @@ def main() -> None:
         "blessed": gate["blessed"],
         "reasons": gate["reasons"],
     }
-    if not gate["blessed"]:
-        logger.warning("candidate v%s not blessed (%s); champion stays %s",
-                       card["mlflow"]["model_version"], "; ".join(gate["reasons"]),
-                       (record["champion"] or {}).get("model_version", "unset"))
+    if os.environ.get("DVC_EXP_NAME"):
+        # Experiments are for comparing; promoting from one would move the shared champion alias
+        # behind the workspace's back.
+        record["last_decision"]["deployed"] = False
+        record["last_decision"]["reasons"] = gate["reasons"] + [
+            f"experiment {os.environ['DVC_EXP_NAME']}: not deployed; to promote it run "
+            "`dvc exp apply <name>` then `dvc repro -f -s deploy` in the workspace"]
+        logger.info("experiment run: gate decision recorded, nothing deployed")
         write_json(RECORD, record)
-        return
+        return 0
+    version = card["mlflow"]["model_version"]
+    current = tracking.champion_version(params["mlflow"], cfg["model_name"])
+    champion = str(current.version) if current is not None else None
+    reasons = gate["reasons"]
+    rollback = history.rolled_back(history.read(), cfg["model_name"], version) if gate["blessed"] else None
+    if rollback:
+        reasons = [f"v{version} was rolled back at {rollback['at']} by {rollback['who']} "
+                   f"({rollback['why']}); restore it with `python -m mlops_template.rollback --to {version}`"]
+        record["last_decision"].update(blessed=False, reasons=reasons)
+    if not gate["blessed"] or rollback:
+        logger.warning("candidate v%s not promoted (%s); champion stays %s",
+                       version, "; ".join(reasons), champion or "unset")
+        history.record(history.entry("reject", cfg["model_name"], champion, version, "; ".join(reasons)),
+                       params["mlflow"])
+        write_json(RECORD, record)
+        return 0
 
     os.environ.setdefault("BENTOML_HOME", str(project_root() / ".bentoml"))
     from mlops_template.packaging import package_model
 
-    version = card["mlflow"]["model_version"]
+    if strategy == "canary" and champion is not None and routing.routing_path().exists():
+        return start_canary(params, card, evaluation, record, version, "; ".join(reasons))
+
     packaged = package_model(
         model_dir=CANDIDATE,
         contract_path=Path(params["data"]["contract"]),
@@ -68,8 +105,41 @@ def main() -> None:
         "deployed_at": now,
     }
     write_json(RECORD, record)
+    history.record(
+        history.entry("promote", cfg["model_name"], champion, version, "; ".join(reasons),
+                      model_tag=packaged["model_tag"], bento_tag=packaged["bento_tag"],
+                      champion=record["champion"]),
+        params["mlflow"],
+    )
+    routing.write_routing(None, routing.champion_only(cfg["model_name"], packaged["model_tag"], version,
+                                                      cfg.get("canary_share", 0.0)))
     logger.info("deployed %s v%s as bento %s", cfg["model_name"], version, packaged["bento_tag"])
+    return 0
+
+
+def start_canary(params: dict, card: dict, evaluation: dict, record: dict, version: str,
+                 why: str) -> int:
+    """Package the blessed candidate and make it the challenger; the champion keeps serving."""
+    from mlops_template import canary
+    from mlops_template.packaging import package_model
+
+    cfg = params["deploy"]
+    packaged = package_model(
+        model_dir=CANDIDATE,
+        contract_path=Path(params["data"]["contract"]),
+        threshold=evaluation["threshold"],
+        model_name=cfg["model_name"],
+        service_name=cfg["service_name"],
+        labels={"model_version": version, "mlflow_run_id": card["mlflow"]["run_id"]},
+        export_dir=SERVING / "challenger",
+    )
+    canary.start(params, version, cfg.get("canary_share", canary.DEFAULTS["canary_share"]), why,
+                 model_tag=packaged["model_tag"])
+    record["last_decision"]["action"] = "canary_start"
+    write_json(RECORD, record)
+    logger.info("v%s packaged as %s and serving as challenger", version, packaged["model_tag"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
