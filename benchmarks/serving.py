@@ -1,23 +1,24 @@
 """Benchmark: the built service under single-record load, against the framework's ceiling.
 
 Starts real `bentoml serve` processes from the exported bento of the deployed model and, in the
-same run, drives each with many concurrent single-record clients:
+same run, drives each with wrk (many concurrent connections, one record per request):
 
 - constant:     the same service setup (request guard, validation, traffic config) answering a
                 constant, i.e. what BentoML itself can do on this machine;
 - batched:      the real model with in-worker micro-batching (the default);
 - naive:        the real model with one predict call per request (BATCHING=off);
 - batched+log:  batched with the inference log on, to price the log;
-- overload:     batched at `--overload-factor` times the concurrency: share shed, p99 admitted.
+- overload:     batched at `--overload-factor` times the concurrency: share shed, and the p99
+                of admitted requests from the server's own duration histogram.
 
-Prints a table and writes benchmarks/results/serving.json. Needs `make pipeline` first.
+Prints a table and writes benchmarks/results/serving.json. Needs `make pipeline` first and wrk
+(Debian package `wrk`).
 Usage: `python -m benchmarks.serving [--duration 15] [--concurrency 32]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -27,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import pandas as pd
+import requests
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_FIELDS_DROP = ("income",)
@@ -64,19 +65,18 @@ class Server:
             cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
-    async def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Block until ``/readyz`` answers 200."""
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}")
-                try:
-                    async with session.get(f"{self.url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.5)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
         raise TimeoutError("server not ready")
 
     def stop(self) -> None:
@@ -87,63 +87,104 @@ class Server:
             self.proc.kill()
 
 
-async def drive(url: str, records: list[dict], concurrency: int, duration: float) -> dict:
-    """`concurrency` clients each POST one record at a time for `duration` seconds."""
-    statuses: list[int] = []
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + duration
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
+WRK_SCRIPT = """
+bodies = {%s}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  io.write(string.format('WRK {"requests": %%d, "duration_us": %%d, "non_2xx": %%d, "socket_errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async def one_client(offset: int) -> None:
-            i = offset
-            while time.perf_counter() < stop_at:
-                body = {"records": [records[i % len(records)]]}
-                i += concurrency
-                started = time.perf_counter()
-                try:
-                    async with session.post(f"{url}/predict", json=body) as response:
-                        await response.read()
-                        status = response.status
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    status = 0
-                latencies.append(time.perf_counter() - started)
-                statuses.append(status)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client(k) for k in range(concurrency)))
-        elapsed = time.perf_counter() - started
+def wrk_script(records: list[dict], path: Path) -> Path:
+    """A wrk Lua script that POSTs single-record bodies, cycling through ``records``."""
+    bodies = ",".join(f"[==[{json.dumps({'records': [r]})}]==]" for r in records)
+    path.write_text(WRK_SCRIPT % bodies)
+    return path
 
-    status_arr = np.array(statuses)
-    lat_arr = np.array(latencies)
-    ok = status_arr == 200
-    shed = np.isin(status_arr, (429, 503))
-    admitted = lat_arr[ok]
+
+def admitted_latency_buckets(url: str) -> dict[float, float]:
+    """Cumulative counts of BentoML's server-side duration histogram for answered (200) predicts."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "bentoml_service_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if (sample.name.endswith("_bucket") and labels.get("http_response_code") == "200"
+                    and labels.get("endpoint") == "/predict"):
+                bound = float(labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def quantile_from_buckets(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The q-quantile (seconds) of the observations between two histogram scrapes."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    target, previous_bound, previous_count = q * counts[-1], 0.0, 0.0
+    for bound, count in zip(bounds, counts):
+        if count >= target:
+            if bound == float("inf"):
+                return previous_bound
+            share = (target - previous_count) / max(count - previous_count, 1e-12)
+            return previous_bound + share * (bound - previous_bound)
+        previous_bound, previous_count = bound, count
+    return None
+
+
+def drive(url: str, script: Path, concurrency: int, duration: float) -> dict:
+    """wrk with ``concurrency`` connections for ``duration`` s; plus server-side admitted p99."""
+    before = admitted_latency_buckets(url)
+    threads = 2 if concurrency >= 64 else 1
+    proc = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--timeout", "30s",
+         "-s", str(script), f"{url}/predict"], capture_output=True, text=True, check=True)
+    after = admitted_latency_buckets(url)
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("WRK "))
+    raw = json.loads(line[4:])
+    seconds = raw["duration_us"] / 1e6
+    ok = raw["requests"] - raw["non_2xx"] - raw["socket_errors"]
+    admitted_p99 = quantile_from_buckets(before, after, 0.99)
     return {
         "concurrency": concurrency,
-        "requests": int(len(status_arr)),
-        "ok_rps": round(float(ok.sum() / elapsed), 1),
-        "p50_ms": round(float(np.percentile(admitted, 50) * 1000), 1) if admitted.size else None,
-        "p99_ms": round(float(np.percentile(admitted, 99) * 1000), 1) if admitted.size else None,
-        "shed_share": round(float(shed.mean()), 4),
-        "failed_other": int((~ok & ~shed).sum()),
+        "requests": raw["requests"],
+        "ok_rps": round(ok / seconds, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 1),
+        "p99_ms": round(raw["p99_us"] / 1000, 1),
+        "admitted_p99_ms_server": round(admitted_p99 * 1000, 1) if admitted_p99 is not None else None,
+        "shed_share": round(raw["non_2xx"] / max(raw["requests"], 1), 4),
+        "socket_errors": raw["socket_errors"],
     }
 
 
-async def measure(name: str, target: str, env: dict[str, str], cwd: Path, records: list[dict],
-                  concurrency: int, duration: float, warmup: float) -> dict:
+def measure(name: str, target: str, env: dict[str, str], cwd: Path, script: Path,
+            concurrency: int, duration: float, warmup: float) -> dict:
     """Start one server, warm it up, measure it, stop it."""
     server = Server(target, env, cwd)
     try:
-        await server.wait_ready()
-        await drive(server.url, records, concurrency, warmup)
-        result = await drive(server.url, records, concurrency, duration)
+        server.wait_ready()
+        drive(server.url, script, concurrency, warmup)
+        result = drive(server.url, script, concurrency, duration)
     finally:
         server.stop()
-    print(f"{name:<14} c={result['concurrency']:<4} {result['ok_rps']:>8} req/s  "
-          f"p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  shed {result['shed_share']:.1%}  "
-          f"other failures {result['failed_other']}", flush=True)
+    print(f"{name:<12} c={concurrency:<4} {result['ok_rps']:>7} req/s  p50 {result['p50_ms']} ms  "
+          f"p99 {result['p99_ms']} ms (server-side admitted p99 {result['admitted_p99_ms_server']} ms)  "
+          f"non-2xx {result['shed_share']:.1%}  socket errors {result['socket_errors']}", flush=True)
     return result
 
 
@@ -166,6 +207,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "bentoml", "import", str(archive)], env=env,
                        check=True, capture_output=True)
         bento = champion["bento_tag"]
+        script = wrk_script(records, Path(tmp) / "single_record.lua")
         variants = [
             ("constant", "benchmarks.constant_service:ConstantService", env, REPO, args.concurrency),
             ("batched", bento, env, Path(tmp), args.concurrency),
@@ -176,8 +218,8 @@ def main() -> None:
         ]
         results = {}
         for name, target, variant_env, cwd, concurrency in variants:
-            results[name] = asyncio.run(measure(name, target, variant_env, cwd, records, concurrency,
-                                                args.duration, args.warmup))
+            results[name] = measure(name, target, variant_env, cwd, script, concurrency,
+                                    args.duration, args.warmup)
 
     ratios = {
         "batched_vs_constant_throughput": round(results["batched"]["ok_rps"] / results["constant"]["ok_rps"], 3),
