@@ -73,21 +73,10 @@ def main() -> int:
         write_json(RECORD, record)
         return 0
 
-    os.environ.setdefault("BENTOML_HOME", str(project_root() / ".bentoml"))
-    from mlops_template.packaging import package_model
-
     if strategy == "canary" and champion is not None and routing.routing_path().exists():
         return start_canary(params, card, evaluation, record, version, "; ".join(reasons))
 
-    packaged = package_model(
-        model_dir=CANDIDATE,
-        contract_path=Path(params["data"]["contract"]),
-        threshold=evaluation["threshold"],
-        model_name=cfg["model_name"],
-        service_name=cfg["service_name"],
-        labels={"model_version": version, "mlflow_run_id": card["mlflow"]["run_id"]},
-        export_dir=SERVING,
-    )
+    packaged = package(params, card, evaluation, SERVING)
     tracking.set_champion(params["mlflow"], cfg["model_name"], version,
                           {"bento_tag": packaged["bento_tag"], "promoted_at": now})
     record["champion"] = {
@@ -117,22 +106,29 @@ def main() -> int:
     return 0
 
 
+def package(params: dict, card: dict, evaluation: dict, export_dir: Path) -> dict:
+    """Save the candidate as a BentoML model, build its bento and export the archive."""
+    os.environ.setdefault("BENTOML_HOME", str(project_root() / ".bentoml"))
+    from mlops_template.packaging import package_model
+
+    return package_model(
+        model_dir=CANDIDATE,
+        contract_path=Path(params["data"]["contract"]),
+        threshold=evaluation["threshold"],
+        model_name=params["deploy"]["model_name"],
+        service_name=params["deploy"]["service_name"],
+        labels={"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]},
+        export_dir=export_dir,
+    )
+
+
 def start_canary(params: dict, card: dict, evaluation: dict, record: dict, version: str,
                  why: str) -> int:
     """Package the blessed candidate and make it the challenger; the champion keeps serving."""
     from mlops_template import canary
-    from mlops_template.packaging import package_model
 
     cfg = params["deploy"]
-    packaged = package_model(
-        model_dir=CANDIDATE,
-        contract_path=Path(params["data"]["contract"]),
-        threshold=evaluation["threshold"],
-        model_name=cfg["model_name"],
-        service_name=cfg["service_name"],
-        labels={"model_version": version, "mlflow_run_id": card["mlflow"]["run_id"]},
-        export_dir=SERVING / "challenger",
-    )
+    packaged = package(params, card, evaluation, SERVING / "challenger")
     canary.start(params, version, cfg.get("canary_share", canary.DEFAULTS["canary_share"]), why,
                  model_tag=packaged["model_tag"])
     record["last_decision"]["action"] = "canary_start"
