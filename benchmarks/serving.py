@@ -152,7 +152,7 @@ def drive(url: str, script: Path, concurrency: int, duration: float) -> dict:
     before = admitted_latency_buckets(url)
     threads = 2 if concurrency >= 64 else 1
     proc = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--timeout", "30s",
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
          "-s", str(script), f"{url}/predict"], capture_output=True, text=True, check=True)
     after = admitted_latency_buckets(url)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("WRK "))
