@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_service_http import (CONTRACT, REPO, THRESHOLD, _free_port, _records, _stop, _train,
-                               _wait)
+from service_helpers import (CONTRACT, REPO, THRESHOLD, free_port, records_of, stop_server,
+                             train_small_model, wait_ready)
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +49,16 @@ def bento(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = root / "bentoml"
     model_dir = root / "model"
     model_dir.mkdir()
-    test, pipeline, spec = _train(model_dir)
+    test, pipeline, spec = train_small_model(model_dir)
     result = _package(model_dir, home, root / "export")
     yield {"tag": result["bento_tag"], "home": home, "root": root, "test": test,
-           "records": _records(test), "pipeline": pipeline, "spec": spec}
+           "records": records_of(test), "pipeline": pipeline, "spec": spec}
 
 
 @contextlib.contextmanager
 def serve(bento: dict, name: str, **env: str) -> Iterator[str]:
     """Serve the bento with ``env`` added to the environment; yield its URL; always stop it."""
-    port = _free_port()
+    port = free_port()
     full_env = {**os.environ, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true",
                 "MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES), **env}
     command = [sys.executable, "-m", "bentoml", "serve", bento["tag"], "--port", str(port),
@@ -70,12 +70,12 @@ def serve(bento: dict, name: str, **env: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
-        _wait(url, process)
+        wait_ready(url, process)
         logger.warning("server %s ready after %.1f s (log: %s)", name,
                        time.monotonic() - started, log_path)
         yield url
     finally:
-        _stop(process)
+        stop_server(process)
 
 
 @pytest.fixture(scope="session")

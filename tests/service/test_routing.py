@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from test_service_http import CONTRACT, RAW, REPO, TRAIN_ROWS
+from service_helpers import CONTRACT, RAW, REPO, TRAIN_ROWS
 
 from mlops_template import routing
 from mlops_template.canary import routes_to_challenger

@@ -6,10 +6,8 @@ exactly as a deployment would serve it, and the answers are compared with the of
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,69 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import requests
 
-from mlops_template.contract import load_contract
-from mlops_template.features import build_features, feature_spec_from
-from mlops_template.model import build_pipeline, save_model
-from mlops_template.validation import validate_file
+from mlops_template.features import build_features
+from service_helpers import (CONTRACT, THRESHOLD, free_port, records_of, stop_server,
+                             train_small_model, wait_ready)
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-CONTRACT = REPO / "contracts" / "adult.yaml"
-RAW = REPO / "data" / "raw" / "adult.csv.gz"
-THRESHOLD = 0.4
-TRAIN_ROWS = 4000
-TEST_ROWS = 200
-STARTUP_TIMEOUT = 90.0
 MAX_RECORDS = 500
-
-
-def _free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _train(model_dir: Path) -> tuple[pd.DataFrame, object, object]:
-    """Train a small logistic regression; return held-out rows, the pipeline and the spec."""
-    contract = load_contract(CONTRACT)
-    valid = validate_file(RAW, contract).valid
-    derived = {"capital_net": "capital_gain - capital_loss"}
-    spec = feature_spec_from(contract, ["fnlwgt", "education"], derived)
-    train = valid.iloc[:TRAIN_ROWS]
-    pipeline = build_pipeline(spec, "logistic_regression", {"max_iter": 500}, 42)
-    pipeline.fit(build_features(train, spec), train[contract.target])
-    save_model(pipeline, model_dir / "model.skops")
-    spec.to_json(model_dir / "feature_spec.json")
-    card = {"name": "adult-income", "estimator": "logistic_regression", "train_rows": TRAIN_ROWS}
-    (model_dir / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
-    test = valid.iloc[TRAIN_ROWS : TRAIN_ROWS + TEST_ROWS].reset_index(drop=True)
-    return test, pipeline, spec
-
-
-def _wait(url: str, process: subprocess.Popen, path: str = "/readyz") -> None:
-    """Poll ``path`` until it answers 200, failing if the server exits or takes too long."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {process.returncode}")
-        try:
-            if requests.get(f"{url}{path}", timeout=2).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url}{path} not 200 after {STARTUP_TIMEOUT} s")
 
 
 def _serve(bento_tag: str, home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """Start ``bentoml serve`` for the bento on a free port; return the process and its URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true",
            "MAX_RECORDS": str(MAX_RECORDS)}
     command = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--port", str(port),
@@ -90,17 +40,6 @@ def _serve(bento_tag: str, home: Path, log_path: Path) -> tuple[subprocess.Popen
     return process, f"http://127.0.0.1:{port}"
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Terminate the server and its workers (it leads its own process group)."""
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Train, package into a temporary BentoML home, and yield what the tests need."""
@@ -108,7 +47,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = root / "bentoml"
     model_dir = root / "model"
     model_dir.mkdir()
-    test, pipeline, spec = _train(model_dir)
+    test, pipeline, spec = train_small_model(model_dir)
     previous = os.environ.get("BENTOML_HOME")
     os.environ["BENTOML_HOME"] = str(home)
     from mlops_template.packaging import package_model
@@ -132,17 +71,11 @@ def server(packaged: dict) -> Iterator[str]:
                           packaged["root"] / "serve.log")
     try:
         started = time.monotonic()
-        _wait(url, process)
+        wait_ready(url, process)
         logger.warning("server ready after %.1f s", time.monotonic() - started)
         yield url
     finally:
-        _stop(process)
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    """JSON-ready records of the contract's input columns (NaN becomes null)."""
-    inputs = [c.name for c in load_contract(CONTRACT).input_columns]
-    return json.loads(frame[inputs].to_json(orient="records"))
+        stop_server(process)
 
 
 def test_package_result(packaged: dict) -> None:
@@ -158,7 +91,7 @@ def test_package_result(packaged: dict) -> None:
 def test_predict_matches_offline(packaged: dict, server: str) -> None:
     """Served probabilities equal the offline pipeline's, and labels follow the threshold."""
     test = packaged["test"]
-    response = requests.post(f"{server}/predict", json={"records": _records(test)}, timeout=30)
+    response = requests.post(f"{server}/predict", json={"records": records_of(test)}, timeout=30)
     assert response.status_code == 200, response.text
     body = response.json()
     expected = packaged["pipeline"].predict_proba(build_features(test, packaged["spec"]))[:, 1]
@@ -182,7 +115,7 @@ def test_predict_matches_offline(packaged: dict, server: str) -> None:
 )
 def test_bad_record_is_400(packaged: dict, server: str, change: dict, field: str) -> None:
     """An invalid record is refused with 400 naming the field; the service keeps answering."""
-    record = {**_records(packaged["test"].iloc[:1])[0], **change}
+    record = {**records_of(packaged["test"].iloc[:1])[0], **change}
     response = requests.post(f"{server}/predict", json={"records": [record]}, timeout=10)
     assert response.status_code == 400, response.text
     assert field in response.text
@@ -191,7 +124,7 @@ def test_bad_record_is_400(packaged: dict, server: str, change: dict, field: str
 
 def test_missing_field_is_400(packaged: dict, server: str) -> None:
     """A record without a required field is refused with 400 naming it."""
-    record = _records(packaged["test"].iloc[:1])[0]
+    record = records_of(packaged["test"].iloc[:1])[0]
     del record["marital_status"]
     response = requests.post(f"{server}/predict", json={"records": [record]}, timeout=10)
     assert response.status_code == 400, response.text
@@ -206,7 +139,7 @@ def test_empty_list_is_4xx(server: str) -> None:
 
 def test_too_many_records_is_4xx(packaged: dict, server: str) -> None:
     """More records than MAX_RECORDS are refused before scoring."""
-    records = _records(packaged["test"].iloc[:1]) * (MAX_RECORDS + 1)
+    records = records_of(packaged["test"].iloc[:1]) * (MAX_RECORDS + 1)
     response = requests.post(f"{server}/predict", json={"records": records}, timeout=30)
     assert 400 <= response.status_code < 500, response.text
     assert requests.post(f"{server}/predict", json={"records": records[:MAX_RECORDS]},
@@ -229,11 +162,11 @@ def test_tampered_model_is_not_ready(packaged: dict, server: str) -> None:
     process, url = _serve(packaged["result"]["bento_tag"], packaged["home"],
                           packaged["root"] / "serve-tampered.log")
     try:
-        _wait(url, process, "/livez")
+        wait_ready(url, process, "/livez")
         assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
-        record = _records(packaged["test"].iloc[:1])
+        record = records_of(packaged["test"].iloc[:1])
         response = requests.post(f"{url}/predict", json={"records": record}, timeout=10)
         assert response.status_code == 503, response.text
         assert process.poll() is None
     finally:
-        _stop(process)
+        stop_server(process)
