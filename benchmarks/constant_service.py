@@ -14,7 +14,8 @@ from mlops_template.service_metrics import service_metrics
 CONSTANT = real.Prediction(probability=0.5, label="constant", model_version="constant")
 
 
-@bentoml.service(traffic={"timeout": real.DEFAULT_REQUEST_TIMEOUT}, workers=1)
+@bentoml.service(traffic={"timeout": real.DEFAULT_REQUEST_TIMEOUT},
+                 workers=real._env_number("WORKERS", 1))
 class ConstantService:
     """Validates records like the real service, then answers without scoring them."""
 
@@ -23,11 +24,17 @@ class ConstantService:
         real.GUARD_RUNTIME.metrics = service_metrics(real.CONTRACT.name)
         real.GUARD_RUNTIME.is_ready = lambda: True
 
+    @bentoml.on_startup
+    async def settle(self) -> None:
+        """The same garbage-collector setting as the real service."""
+        real.freeze_startup_objects()
+
     @bentoml.api
     async def predict(self, records: real.RecordList, ctx: bentoml.Context) -> list[real.Prediction]:
         """One constant prediction per record."""
         return [CONSTANT] * len(records)
 
 
+real.declare_json_responses(ConstantService)
 ConstantService.add_asgi_middleware(RequestGuard, settings=real.guard_settings(),
                                     runtime=real.GUARD_RUNTIME)

@@ -11,7 +11,7 @@ Usage (from the repository root)::
 comes from ``deployments/history.jsonl`` or its MLflow ``model_tag`` tag; ``deploy.strategy:
 canary`` packages a blessed candidate and starts its canary this way) and moves the MLflow alias
 ``challenger`` to it. The service then sends the requests whose routing key hashes under the
-share (:func:`routes_to_challenger`) to the challenger.
+share (:func:`mlops_template.routing.routes_to_challenger`) to the challenger.
 
 ``decide`` reads the live per-version figures from the service's ``/metrics``: the error rate
 (``model_version_requests_total``), the mean scoring latency
@@ -30,7 +30,6 @@ traffic yet (``deploy.canary_min_requests``), 1 error.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -53,17 +52,6 @@ logger = logging.getLogger("mlops_template.canary")
 
 class CanaryError(RuntimeError):
     """No canary is running, or the version asked for cannot be served."""
-
-
-def routes_to_challenger(key: str, share: float) -> bool:
-    """Whether a request with routing key ``key`` goes to the challenger.
-
-    Deterministic (the same key always gets the same model, in every worker and replica) and
-    uniform: the first 32 bits of the key's sha256, as a fraction of 2**32, fall under ``share``.
-    """
-    if share <= 0.0:
-        return False
-    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32 < share
 
 
 @dataclass

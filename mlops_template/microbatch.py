@@ -5,7 +5,8 @@ array; calling such an API from another one (``self.method(...)``) goes back thr
 service's own HTTP stack and serialisation. This batcher does the equivalent inside the worker:
 each request enqueues its rows and awaits a future; one task takes every request waiting (up to
 ``max_records`` rows, waiting at most ``max_wait_s`` for more), scores them with a single call
-on a dedicated thread, and hands each request its slice of the results.
+on a dedicated thread (or on the event loop, for a scorer fast enough), and hands each request
+its slice of the results.
 
 At low load a request is scored as soon as it arrives (plus ``max_wait_s``); under load the
 queue fills while the previous batch is scored, so batches grow with traffic by themselves.
@@ -36,9 +37,9 @@ class _Pending(Generic[Result]):
 class MicroBatcher(Generic[Result]):
     """Gathers rows from concurrent callers and scores them together with ``score``."""
 
-    def __init__(self, score: ScoreFn, executor: Executor, max_records: int,
+    def __init__(self, score: ScoreFn, executor: Executor | None, max_records: int,
                  max_wait_s: float) -> None:
-        """Score with ``score`` on ``executor``, at most ``max_records`` rows per call.
+        """Score with ``score`` on ``executor`` (None: on the event loop), ``max_records`` rows at most.
 
         A single request larger than ``max_records`` is still scored, alone.
         """
@@ -123,7 +124,10 @@ class MicroBatcher(Generic[Result]):
         rows = [row for pending in live for row in pending.rows]
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._score, rows)
+            if self._executor is None:
+                results = self._score(rows)
+            else:
+                results = await loop.run_in_executor(self._executor, self._score, rows)
         except asyncio.CancelledError:
             _fail(live, RuntimeError("service is shutting down"))
             raise

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MAX_FIELD_NAME = 64
+SHED_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class RequestGuard:
         self.settings = settings
         self.runtime = runtime
         self.in_flight = 0
+        self.shed_log = ShedLog(SHED_LOG_INTERVAL_S)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Guard ``POST`` on the predict path; pass everything else through untouched."""
@@ -227,9 +230,12 @@ class RequestGuard:
         """Answer a refused request, count it, and log one line (client errors are not ours)."""
         if self.runtime.metrics is not None:
             self.runtime.metrics.rejected(rejection.reason, rejection.records)
-        level = logging.WARNING if rejection.status >= 500 else logging.INFO
-        logger.log(level, "request %s rejected (%d %s): %s", request_id, rejection.status,
-                   rejection.reason, rejection.message)
+        if rejection.reason == "overload":
+            self.shed_log.shed(request_id)
+        else:
+            level = logging.WARNING if rejection.status >= 500 else logging.INFO
+            logger.log(level, "request %s rejected (%d %s): %s", request_id, rejection.status,
+                       rejection.reason, rejection.message)
         body: dict[str, Any] = {"error": rejection.reason, "request_id": request_id,
                                 "message": rejection.message}
         if rejection.details is not None:
@@ -239,6 +245,29 @@ class RequestGuard:
 
     def _too_large_message(self) -> str:
         return f"request body exceeds {self.settings.max_body_bytes} bytes"
+
+
+class ShedLog:
+    """Logs load shedding at most once per interval, with a count, instead of once per request.
+
+    Under overload a worker sheds hundreds of requests a second; a line for each would flood
+    the logs and cost the event loop time it needs for the admitted requests.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        """Write at most one line per ``interval_s`` seconds."""
+        self.interval_s = interval_s
+        self.pending = 0
+        self.last_logged = float("-inf")
+
+    def shed(self, request_id: str) -> None:
+        """Count one shed request; log the count when the interval has passed."""
+        self.pending += 1
+        now = time.monotonic()
+        if now - self.last_logged >= self.interval_s:
+            logger.warning("overload: shed %d request(s) with 503 since the last report "
+                           "(latest %s)", self.pending, request_id)
+            self.pending, self.last_logged = 0, now
 
 
 def _request_id(headers: dict[str, str]) -> str:

@@ -17,6 +17,7 @@ new one, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,17 @@ ENV_VAR = "ROUTING_FILE"
 DEFAULT_PATH = Path("deployments/routing.json")
 KEYS = {"model_name", "champion", "challenger", "canary_share", "updated_at"}
 SLOT_KEYS = {"model_tag", "model_version"}
+
+
+def routes_to_challenger(key: str, share: float) -> bool:
+    """Whether a request with routing key ``key`` goes to the challenger.
+
+    Deterministic (the same key always gets the same model, in every worker and replica) and
+    uniform: the first 32 bits of the key's sha256, as a fraction of 2**32, fall under ``share``.
+    """
+    if share <= 0.0:
+        return False
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32 < share
 
 
 class RoutingError(ValueError):

@@ -7,10 +7,13 @@ admitted request held about 300 ms by the batch wait, a simultaneous burst must 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+
+from mlops_template import request_guard
 
 BURST = 12
 
@@ -34,3 +37,19 @@ def test_burst_is_shed_then_recovers(start_server: Callable, bento: dict) -> Non
         metrics = requests.get(f"{url}/metrics", timeout=10).text
         assert f'model_rejected_requests_total{{reason="overload"}} {statuses.count(503)}.0' \
             in metrics
+
+
+def test_shedding_is_logged_as_a_count_not_a_line_per_request(monkeypatch, caplog) -> None:
+    """Hundreds of shed requests make one warning per interval, carrying their number."""
+    clock = [1000.0]
+    monkeypatch.setattr(request_guard.time, "monotonic", lambda: clock[0])
+    shed_log = request_guard.ShedLog(interval_s=10.0)
+    with caplog.at_level(logging.WARNING, logger=request_guard.__name__):
+        for index in range(300):
+            shed_log.shed(f"r{index}")
+        clock[0] += 10.0
+        shed_log.shed("last")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert "shed 1 request(s)" in lines[0] and "(latest r0)" in lines[0]
+    assert "shed 300 request(s)" in lines[1] and "(latest last)" in lines[1]

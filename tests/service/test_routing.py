@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import CONTRACT, RAW, REPO, TRAIN_ROWS
 
 from mlops_template import routing
-from mlops_template.canary import routes_to_challenger
+from mlops_template.routing import routes_to_challenger
 from mlops_template.contract import load_contract
 from mlops_template.features import build_features, feature_spec_from
 from mlops_template.model import build_pipeline, save_model

@@ -88,10 +88,10 @@ def test_package_result(packaged: dict) -> None:
     assert len(result["sha256"]) == 64
 
 
-def test_predict_matches_offline(packaged: dict, server: str) -> None:
+def assert_matches_offline(url: str, packaged: dict) -> None:
     """Served probabilities equal the offline pipeline's, and labels follow the threshold."""
     test = packaged["test"]
-    response = requests.post(f"{server}/predict", json={"records": records_of(test)}, timeout=30)
+    response = requests.post(f"{url}/predict", json={"records": records_of(test)}, timeout=30)
     assert response.status_code == 200, response.text
     body = response.json()
     expected = packaged["pipeline"].predict_proba(build_features(test, packaged["spec"]))[:, 1]
@@ -100,6 +100,21 @@ def test_predict_matches_offline(packaged: dict, server: str) -> None:
     labels = [">50K" if p >= THRESHOLD else "<=50K" for p in served]
     assert [p["label"] for p in body] == labels
     assert {p["model_version"] for p in body} == {"7"}
+
+
+def test_predict_matches_offline(packaged: dict, server: str) -> None:
+    """The default server scores with the numpy replay, and it equals the offline pipeline."""
+    assert_matches_offline(server, packaged)
+    log = (packaged["root"] / "serve.log").read_text(encoding="utf-8")
+    assert "scores with the numpy replay of its pipeline" in log
+
+
+def test_sklearn_scorer_matches_offline(bento: dict, start_server) -> None:
+    """``SCORER=pipeline`` scores with the sklearn pipeline itself, with the same answers."""
+    with start_server("sklearn-scorer", SCORER="pipeline") as url:
+        assert_matches_offline(url, bento)
+    log = (Path(bento["root"]) / "serve-sklearn-scorer.log").read_text(encoding="utf-8")
+    assert "scores with its sklearn pipeline" in log
 
 
 @pytest.mark.parametrize(
