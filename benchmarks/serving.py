@@ -13,8 +13,9 @@ this machine's speed drifts by 20% or more between minutes:
                 (BATCHING=off SCORER=pipeline): the service as it would be written first;
 - unbatched:    the numpy replay without batching (BATCHING=off), to separate the two gains;
 - batched+log:  batched with the inference log on, to price the log;
-- overload:     batched at `--overload-factor` times the concurrency: share shed, and the p99
-                of admitted requests from the server's own duration histogram.
+- overload:     batched at `--overload-factor` times the concurrency: share shed, the p99 of
+                admitted requests from the server's own duration histogram, and what one
+                well-behaved probe client (a request every 50 ms) sees meanwhile.
 
 Prints a table and writes benchmarks/results/serving.json. Needs `make pipeline` first and wrk
 (Debian package `wrk`).
@@ -24,12 +25,14 @@ Usage: `python -m benchmarks.serving [--duration 10] [--rounds 3] [--concurrency
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -152,13 +155,63 @@ def quantile_from_buckets(before: dict[float, float], after: dict[float, float],
     return None
 
 
-def drive(url: str, script: Path, concurrency: int, duration: float) -> dict:
-    """wrk with ``concurrency`` connections for ``duration`` s; plus server-side admitted p99."""
+class Probe(threading.Thread):
+    """One well-behaved client beside the load: a request every ``interval`` s, each timed.
+
+    wrk reports one latency distribution for all answers, shed or not; the probe gives the
+    latency a client sees for the requests that were let in.
+    """
+
+    def __init__(self, url: str, records: list[dict], interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.url, self.records, self.interval = url, records, interval
+        self.answers: list[tuple[int, float]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with requests.Session() as session:
+            for index in itertools.count():
+                if self.halt.wait(self.interval):
+                    return
+                body = {"records": [self.records[index % len(self.records)]]}
+                started = time.perf_counter()
+                try:
+                    status = session.post(f"{self.url}/predict", json=body, timeout=30).status_code
+                except requests.RequestException:
+                    status = 0
+                self.answers.append((status, time.perf_counter() - started))
+
+    def figures(self) -> dict:
+        """Requests sent, share not answered 200, and p50/p99 of the answered ones."""
+        admitted = [seconds * 1000 for status, seconds in self.answers if status == 200]
+        return {
+            "probe_requests": len(self.answers),
+            "probe_shed_share": round(1 - len(admitted) / max(len(self.answers), 1), 4),
+            "probe_admitted_p50_ms": round(float(np.percentile(admitted, 50)), 1) if admitted else None,
+            "probe_admitted_p99_ms": round(float(np.percentile(admitted, 99)), 1) if admitted else None,
+        }
+
+
+def drive(url: str, script: Path, concurrency: int, duration: float,
+          probe_records: list[dict] | None = None) -> dict:
+    """wrk with ``concurrency`` connections for ``duration`` s; plus server-side admitted p99.
+
+    With ``probe_records``, a :class:`Probe` runs beside wrk and its figures are added.
+    """
     before = admitted_latency_buckets(url)
     threads = 2 if concurrency >= 64 else 1
-    proc = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
-         "-s", str(script), f"{url}/predict"], capture_output=True, text=True, check=True)
+    probe = Probe(url, probe_records) if probe_records else None
+    if probe is not None:
+        probe.start()
+    try:
+        proc = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
+             "--timeout", "30s", "-s", str(script), f"{url}/predict"],
+            capture_output=True, text=True, check=True)
+    finally:
+        if probe is not None:
+            probe.halt.set()
+            probe.join()
     after = admitted_latency_buckets(url)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("WRK "))
     raw = json.loads(line[4:])
@@ -174,6 +227,7 @@ def drive(url: str, script: Path, concurrency: int, duration: float) -> dict:
         "admitted_p99_ms_server": round(admitted_p99 * 1000, 1) if admitted_p99 is not None else None,
         "shed_share": round(raw["non_2xx"] / max(raw["requests"], 1), 4),
         "socket_errors": raw["socket_errors"],
+        **(probe.figures() if probe is not None else {}),
     }
 
 
@@ -183,16 +237,22 @@ def report(name: str, result: dict) -> None:
           f"p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms (server-side admitted p99 "
           f"{result['admitted_p99_ms_server']} ms)  non-2xx {result['shed_share']:.1%}  "
           f"socket errors {result['socket_errors']}", flush=True)
+    if "probe_requests" in result:
+        print(f"{'':<12} probe client: {result['probe_requests']} requests, "
+              f"{result['probe_shed_share']:.1%} shed, admitted p50 "
+              f"{result['probe_admitted_p50_ms']} ms, p99 {result['probe_admitted_p99_ms']} ms",
+              flush=True)
 
 
 def measure(name: str, target: str, env: dict[str, str], cwd: Path, script: Path,
-            concurrency: int, duration: float, warmup: float) -> dict:
+            concurrency: int, duration: float, warmup: float,
+            probe_records: list[dict] | None = None) -> dict:
     """Start one server, warm it up, measure it, stop it."""
     server = Server(target, env, cwd)
     try:
         server.wait_ready()
         drive(server.url, script, concurrency, warmup)
-        result = drive(server.url, script, concurrency, duration)
+        result = drive(server.url, script, concurrency, duration, probe_records)
     finally:
         server.stop()
     report(name, result)
@@ -262,7 +322,8 @@ def main() -> None:
         ]
         for name, target, variant_env, concurrency in variants:
             results[name] = measure(name, target, variant_env, Path(tmp), script, concurrency,
-                                    args.duration, args.warmup)
+                                    args.duration, args.warmup,
+                                    records if name == "overload" else None)
 
     ratios = {
         "batched_vs_constant_throughput": round(float(np.median(per_round)), 3),

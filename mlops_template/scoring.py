@@ -5,7 +5,8 @@ the batch size (frame construction, dtype coercion, ``DataFrame.eval``, ColumnTr
 checks), while the estimator itself takes about 3 ms. :func:`compile_scorer` reads the fitted
 parameters of the preprocessing that :func:`mlops_template.model.build_pipeline` builds
 (imputation, standard scaling, one-hot encoding) and applies them with numpy, column by column,
-then hands the matrix to the fitted estimator.
+then hands the matrix to the fitted estimator (for a binary HistGradientBoostingClassifier,
+small batches walk all its trees at once with numpy instead of one call per tree).
 
 It is never trusted blindly: before returning a scorer, :func:`compile_scorer` scores a sample
 generated from the contract (every allowed category, nulls, range bounds) both ways and returns
@@ -33,6 +34,10 @@ Row = dict[str, Any]
 BlockStep = Callable[[np.ndarray], np.ndarray]
 AGREEMENT_TOLERANCE = 1e-9
 SAMPLE_ROWS = 256
+# Up to this many records, all trees of a gradient-boosting model are walked at once with numpy
+# (about 3 ms for 32 records, against about 9 ms through its 300 per-tree calls); larger
+# batches use the estimator's own predict_proba, which is faster there.
+TREE_WALK_MAX_ROWS = SAMPLE_ROWS
 
 
 class UnsupportedPipeline(Exception):
@@ -67,6 +72,7 @@ class NumpyScorer:
         self._derived = dict(spec.derived)
         self._blocks = blocks
         self._estimator = estimator
+        self._tree_walk = _boosted_tree_walk(estimator)
 
     def predict_proba(self, rows: Sequence[Row]) -> np.ndarray:
         """Class probabilities, one row per record (records as validated dicts; absent = null)."""
@@ -80,7 +86,10 @@ class NumpyScorer:
             for step in block.steps:
                 values = step(values)
             parts.append(values)
-        return self._estimator.predict_proba(np.hstack(parts).astype(np.float64, copy=False))
+        matrix = np.hstack(parts).astype(np.float64, copy=False)
+        if self._tree_walk is not None and len(rows) <= TREE_WALK_MAX_ROWS:
+            return self._tree_walk(matrix)
+        return self._estimator.predict_proba(matrix)
 
     def _columns(self, rows: Sequence[Row]) -> dict[str, np.ndarray]:
         """Each input column as an array (numbers as float with NaN for null), plus derived ones."""
@@ -190,6 +199,49 @@ def _blocks(pipeline: Any) -> list[_Block]:
         blocks.append(_Block(tuple(columns), numeric,
                              tuple(_replay(step) for _, step in transformer.steps)))
     return blocks
+
+
+def _boosted_tree_walk(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """``predict_proba`` of a binary HistGradientBoostingClassifier walking all trees at once.
+
+    None for any other estimator, or one with categorical splits: its own predict_proba is used.
+    """
+    if type(estimator).__name__ != "HistGradientBoostingClassifier" or \
+            estimator.n_trees_per_iteration_ != 1 or \
+            getattr(estimator, "_preprocessor", None) is not None:
+        return None
+    from scipy.special import expit
+
+    trees = [predictors[0].nodes for predictors in estimator._predictors]
+    nodes = np.concatenate(trees)
+    if nodes["is_categorical"].any():
+        return None
+    roots = np.cumsum([0] + [len(tree) for tree in trees[:-1]])
+    tree_start = np.repeat(roots, [len(tree) for tree in trees])
+    is_leaf = nodes["is_leaf"].astype(bool)
+    here = np.arange(len(nodes))
+    left = np.where(is_leaf, here, nodes["left"].astype(np.int64) + tree_start)  # leaves stay
+    right = np.where(is_leaf, here, nodes["right"].astype(np.int64) + tree_start)
+    feature = nodes["feature_idx"].astype(np.int64)
+    threshold = nodes["num_threshold"]
+    missing_left = nodes["missing_go_to_left"].astype(bool)
+    baseline = float(np.ravel(estimator._baseline_prediction)[0])
+
+    def predict_proba(matrix: np.ndarray) -> np.ndarray:
+        rows = matrix.shape[0]
+        node = np.tile(roots, rows)
+        row_start = np.repeat(np.arange(rows) * matrix.shape[1], len(roots))
+        flat = matrix.ravel()
+        walking = np.arange(node.size)
+        while walking.size:
+            at = node[walking]
+            value = flat[row_start[walking] + feature[at]]
+            go_left = np.where(np.isnan(value), missing_left[at], value <= threshold[at])
+            node[walking] = np.where(go_left, left[at], right[at])
+            walking = walking[~is_leaf[node[walking]]]
+        positive = expit(nodes["value"][node].reshape(rows, -1).sum(axis=1) + baseline)
+        return np.column_stack([1.0 - positive, positive])
+    return predict_proba
 
 
 def _is_text_imputer(step: Any) -> bool:

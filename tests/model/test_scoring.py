@@ -59,6 +59,11 @@ def test_numpy_scorer_equals_pipeline(estimator, spec, contract, train, test_rec
     for index in (0, 1, len(test_records) - 1):
         np.testing.assert_allclose(scorer.predict_proba([test_records[index]]),
                                    expected[index : index + 1], rtol=0, atol=1e-9)
+    for start in range(0, 1000, scoring.TREE_WALK_MAX_ROWS):  # sizes a batch takes in service
+        chunk = test_records[start : start + scoring.TREE_WALK_MAX_ROWS]
+        np.testing.assert_allclose(scorer.predict_proba(chunk),
+                                   expected[start : start + len(chunk)], rtol=0, atol=1e-9)
+    assert (scorer._tree_walk is not None) == (estimator == "hist_gradient_boosting")
 
 
 def test_contract_sample_covers_the_contract(contract) -> None:
