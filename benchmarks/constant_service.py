@@ -1,9 +1,12 @@
 """The serving setup of mlops_template.service answering a constant: the framework's ceiling.
 
 Same request model (validated from the contract), same request guard and metrics middleware,
-same traffic settings and one worker; only the model call is gone. benchmarks/serving.py serves
+same traffic settings, workers (``WORKERS``) and garbage-collector setting, and the same JSON
+response path; only the model call is gone. benchmarks/serving.py serves
 it beside the real service to measure how close the model gets to what BentoML itself can do.
 """
+
+import os
 
 import bentoml
 
@@ -15,7 +18,7 @@ CONSTANT = real.Prediction(probability=0.5, label="constant", model_version="con
 
 
 @bentoml.service(traffic={"timeout": real.DEFAULT_REQUEST_TIMEOUT},
-                 workers=real._env_number("WORKERS", 1))
+                 workers=int(os.environ.get("WORKERS", "1")))
 class ConstantService:
     """Validates records like the real service, then answers without scoring them."""
 
