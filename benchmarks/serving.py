@@ -167,9 +167,12 @@ class Probe(threading.Thread):
         self.url, self.records, self.interval = url, records, interval
         self.answers: list[tuple[int, float]] = []
         self.halt = threading.Event()
+        self.connected = threading.Event()
 
     def run(self) -> None:
         with requests.Session() as session:
+            session.get(f"{self.url}/livez", timeout=30)  # connected before the load starts
+            self.connected.set()
             for index in itertools.count():
                 if self.halt.wait(self.interval):
                     return
@@ -203,6 +206,7 @@ def drive(url: str, script: Path, concurrency: int, duration: float,
     probe = Probe(url, probe_records) if probe_records else None
     if probe is not None:
         probe.start()
+        probe.connected.wait(30)
     try:
         proc = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
