@@ -227,7 +227,7 @@ class RequestGuard:
         return status
 
     async def _reject(self, rejection: Rejection, request_id: str, send: Send) -> None:
-        """Answer a refused request, count it, and log one line (client errors are not ours)."""
+        """Answer a refused request, count it, and log it: one line each, overload in a summary."""
         if self.runtime.metrics is not None:
             self.runtime.metrics.rejected(rejection.reason, rejection.records)
         if rejection.reason == "overload":
