@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -25,23 +26,29 @@ CONTRACT = REPO / "contracts" / "adult.yaml"
 RAW = REPO / "data" / "raw" / "adult.csv.gz"
 
 
-def train(model_dir: Path, rows: int) -> None:
-    """Fit a logistic regression on the first ``rows`` valid rows; write the model directory."""
+def train(model_dir: Path, rows: int) -> tuple[Any, Any, Any]:
+    """Fit a logistic regression on the first ``rows`` valid rows; write the model directory.
+
+    Returns the pipeline, its feature spec and every valid row (the service tests score the
+    rows after the first ``rows`` as held-out data).
+    """
     from mlops_template.contract import load_contract
     from mlops_template.features import build_features, feature_spec_from
     from mlops_template.model import build_pipeline, save_model
     from mlops_template.validation import validate_file
 
     contract = load_contract(CONTRACT)
-    valid = validate_file(RAW, contract).valid.iloc[:rows]
+    valid = validate_file(RAW, contract).valid
+    fitted_on = valid.iloc[:rows]
     spec = feature_spec_from(contract, ["fnlwgt", "education"],
                              {"capital_net": "capital_gain - capital_loss"})
     pipeline = build_pipeline(spec, "logistic_regression", {"max_iter": 500}, 42)
-    pipeline.fit(build_features(valid, spec), valid[contract.target])
+    pipeline.fit(build_features(fitted_on, spec), fitted_on[contract.target])
     save_model(pipeline, model_dir / "model.skops")
     spec.to_json(model_dir / "feature_spec.json")
     card = {"name": "adult-income", "estimator": "logistic_regression", "train_rows": rows}
     (model_dir / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    return pipeline, spec, valid
 
 
 def main(argv: list[str] | None = None) -> None:

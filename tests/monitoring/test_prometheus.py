@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+
+from tests.service.service_helpers import free_port, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "monitoring" / "prometheus"
@@ -48,27 +49,11 @@ def _binary(*names: str) -> str:
                 "prometheus-pushgateway)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     """A background process leading its own process group, output to ``log``."""
     with open(log, "wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
 
 
 def _wait_http(url: str, process: subprocess.Popen, log: Path) -> None:
@@ -103,7 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     assert made.returncode == 0, made.stderr[-3000:]
     bento_tag = json.loads(made.stdout.strip().splitlines()[-1])["bento_tag"]
 
-    ports = {name: _free_port() for name in ("service", "pushgateway", "prometheus")}
+    ports = {name: free_port() for name in ("service", "pushgateway", "prometheus")}
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config.pop("alerting", None)  # no Alertmanager in the test
     config["global"]["evaluation_interval"] = "1s"
@@ -135,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield {"urls": urls, "logs": logs}
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_server(process)
 
 
 def _query(prometheus: str, expr: str) -> list[dict]:

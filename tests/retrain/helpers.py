@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from tests.pipeline.pipeline_helpers import BIN
+from tests.pipeline.pipeline_helpers import Clone as PipelineClone
 
-BIN = Path(sys.executable).parent
 SOURCE = Path(__file__).resolve().parents[2]
-# Files of the continuous-training feature: copied from the work tree over the clone, so the
-# tests exercise them even before they are committed (a no-op once they are).
 TIMEOUT = 1200
 
 
-class Clone:
-    """A ``git clone`` of the repository under test with the venv first on PATH and its own stores."""
+class Clone(PipelineClone):
+    """The pipeline tests' clone, plus what retraining needs: no CI, git or routing settings from
+    outside, background commands, the deployment history and the MLflow store."""
 
     def __init__(self, path: Path):
-        self.path = path
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("MLFLOW_", "DVC_", "BENTOML_", "GIT_", "ROUTING_"))}
-        env.pop("CI", None)
-        env.pop("VIRTUAL_ENV", None)
-        env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", BENTOML_HOME=str(path / ".bentoml"),
-                   BENTOML_DO_NOT_TRACK="true", DVC_NO_ANALYTICS="true", MLFLOW_ENABLE_TELEMETRY="false",
-                   USER="retrain-tests", PYTHONDONTWRITEBYTECODE="1")
-        self.env = env
+        super().__init__(path)
+        self.env = {k: v for k, v in self.env.items()
+                    if not k.startswith(("GIT_", "ROUTING_")) and k != "CI"}
+        self.env.update(MLFLOW_ENABLE_TELEMETRY="false", USER="retrain-tests")
 
     @classmethod
     def create(cls, path: Path) -> Clone:
@@ -42,12 +35,7 @@ class Clone:
         return clone
 
     def run(self, *args: str, check: bool = True, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
-        if check:
-            assert proc.returncode == 0, (f"`{' '.join(args)}` exited {proc.returncode}\n--- stdout ---\n"
-                                          f"{proc.stdout[-5000:]}\n--- stderr ---\n{proc.stderr[-5000:]}")
-        return proc
+        return super().run(*args, check=check, timeout=timeout)
 
     def popen(self, log: Path, *args: str) -> subprocess.Popen:
         """Start ``args`` in the background with stdout and stderr going to ``log``."""
@@ -60,18 +48,6 @@ class Clone:
 
     def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(str(BIN / "dvc"), *args, check=check)
-
-    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run("git", *args, check=check, timeout=120)
-
-    def params(self) -> dict:
-        return yaml.safe_load((self.path / "params.yaml").read_text(encoding="utf-8"))
-
-    def write_params(self, params: dict) -> None:
-        (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-
-    def json(self, relative: str):
-        return json.loads((self.path / relative).read_text(encoding="utf-8"))
 
     def history(self) -> list[dict]:
         path = self.path / "deployments/history.jsonl"

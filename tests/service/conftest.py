@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import (CONTRACT, REPO, THRESHOLD, free_port, records_of, stop_server,
-                             train_small_model, wait_ready)
+from service_helpers import (CONTRACT, REPO, THRESHOLD, records_of, start_bento_server,
+                             stop_server, train_small_model, wait_ready)
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +58,9 @@ def bento(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 @contextlib.contextmanager
 def serve(bento: dict, name: str, **env: str) -> Iterator[str]:
     """Serve the bento with ``env`` added to the environment; yield its URL; always stop it."""
-    port = free_port()
-    full_env = {**os.environ, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true",
-                "MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES), **env}
-    command = [sys.executable, "-m", "bentoml", "serve", bento["tag"], "--port", str(port),
-               "--host", "127.0.0.1"]
     log_path = Path(bento["root"]) / f"serve-{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_bento_server(bento["tag"], bento["home"], log_path, **{
+        "MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES), **env})
     try:
         started = time.monotonic()
         wait_ready(url, process)

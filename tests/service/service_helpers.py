@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,9 +18,7 @@ import pandas as pd
 import requests
 
 from mlops_template.contract import load_contract
-from mlops_template.features import build_features, feature_spec_from
-from mlops_template.model import build_pipeline, save_model
-from mlops_template.validation import validate_file
+from scripts.make_test_bento import train as train_test_model
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT = REPO / "contracts" / "adult.yaml"
@@ -38,18 +37,9 @@ def free_port() -> int:
 
 
 def train_small_model(model_dir: Path) -> tuple[pd.DataFrame, object, object]:
-    """Train a small logistic regression; return held-out rows, the pipeline and the spec."""
-    contract = load_contract(CONTRACT)
-    valid = validate_file(RAW, contract).valid
-    derived = {"capital_net": "capital_gain - capital_loss"}
-    spec = feature_spec_from(contract, ["fnlwgt", "education"], derived)
-    train = valid.iloc[:TRAIN_ROWS]
-    pipeline = build_pipeline(spec, "logistic_regression", {"max_iter": 500}, 42)
-    pipeline.fit(build_features(train, spec), train[contract.target])
-    save_model(pipeline, model_dir / "model.skops")
-    spec.to_json(model_dir / "feature_spec.json")
-    card = {"name": "adult-income", "estimator": "logistic_regression", "train_rows": TRAIN_ROWS}
-    (model_dir / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    """Train the small logistic regression of ``scripts/make_test_bento.py``; return held-out
+    rows, the pipeline and the spec."""
+    pipeline, spec, valid = train_test_model(model_dir, TRAIN_ROWS)
     test = valid.iloc[TRAIN_ROWS : TRAIN_ROWS + TEST_ROWS].reset_index(drop=True)
     return test, pipeline, spec
 
@@ -67,6 +57,23 @@ def wait_ready(url: str, process: subprocess.Popen, path: str = "/readyz") -> No
             pass
         time.sleep(0.3)
     raise TimeoutError(f"{url}{path} not 200 after {STARTUP_TIMEOUT} s")
+
+
+def start_bento_server(tag: str, home: Path, log_path: Path,
+                       **env: str) -> tuple[subprocess.Popen, str]:
+    """Start ``bentoml serve TAG`` on a free port with ``env`` added; return the process and URL.
+
+    The server leads its own process group (see :func:`stop_server`); its output goes to
+    ``log_path``.
+    """
+    port = free_port()
+    full_env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env}
+    command = [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port),
+               "--host", "127.0.0.1"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return process, f"http://127.0.0.1:{port}"
 
 
 def stop_server(process: subprocess.Popen) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,25 +17,12 @@ import pytest
 import requests
 
 from mlops_template.features import build_features
-from service_helpers import (CONTRACT, THRESHOLD, free_port, records_of, stop_server,
+from service_helpers import (CONTRACT, THRESHOLD, records_of, start_bento_server, stop_server,
                              train_small_model, wait_ready)
 
 logger = logging.getLogger(__name__)
 
 MAX_RECORDS = 500
-
-
-def _serve(bento_tag: str, home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``bentoml serve`` for the bento on a free port; return the process and its URL."""
-    port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true",
-           "MAX_RECORDS": str(MAX_RECORDS)}
-    command = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--port", str(port),
-               "--host", "127.0.0.1"]
-    log = open(log_path, "wb")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    return process, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +52,8 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def server(packaged: dict) -> Iterator[str]:
     """One real server for the whole module."""
-    process, url = _serve(packaged["result"]["bento_tag"], packaged["home"],
-                          packaged["root"] / "serve.log")
+    process, url = start_bento_server(packaged["result"]["bento_tag"], packaged["home"],
+                                      packaged["root"] / "serve.log", MAX_RECORDS=str(MAX_RECORDS))
     try:
         started = time.monotonic()
         wait_ready(url, process)
@@ -174,8 +159,9 @@ def test_tampered_model_is_not_ready(packaged: dict, server: str) -> None:
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
-    process, url = _serve(packaged["result"]["bento_tag"], packaged["home"],
-                          packaged["root"] / "serve-tampered.log")
+    process, url = start_bento_server(packaged["result"]["bento_tag"], packaged["home"],
+                                      packaged["root"] / "serve-tampered.log",
+                                      MAX_RECORDS=str(MAX_RECORDS))
     try:
         wait_ready(url, process, "/livez")
         assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
