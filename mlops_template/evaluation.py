@@ -68,6 +68,26 @@ def score_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> di
     }
 
 
+def baseline_metrics(y_true: np.ndarray, prior: float, value_matrix: Mapping[str, float]) -> dict:
+    """Metrics of the prior-only model: it predicts ``prior`` (the training positive share) for all.
+
+    It knows the base rate and nothing else, so any model worth serving must beat it on the same
+    test set, whatever the dataset: its ROC AUC is 0.5 and its log loss is the labels' entropy
+    under ``prior``. The gate's baseline thresholds compare against these figures.
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"the training positive share must lie strictly between 0 and 1, got {prior}")
+    y, _ = _as_arrays(y_true, np.zeros(len(np.asarray(y_true))))
+    proba = np.full(len(y), float(prior))
+    threshold, _ = best_threshold(y, proba, value_matrix)
+    result = score_metrics(y, proba, threshold)
+    if result["roc_auc"] is not None:
+        result["roc_auc"] = 0.5  # a constant score ranks nothing; sklearn agrees, without float noise
+    result.update(business_value(y, proba, threshold, value_matrix))
+    result["prior"] = _round(prior)
+    return result
+
+
 def _check_value_matrix(value_matrix: Mapping[str, float]) -> dict[str, float]:
     missing = [k for k in VALUE_KEYS if k not in value_matrix]
     if missing:

@@ -7,6 +7,7 @@ the service and the offline pipeline compute identical features. Anything fitted
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,17 @@ class FeatureSpec:
         """Numeric model inputs, derived ones included."""
         return [*self.numeric, *self.derived]
 
+    @property
+    def source_columns(self) -> list[str]:
+        """Contract columns the features read: the kept ones plus those derived features use.
+
+        A request must carry these; every other contract column is unused by this model.
+        """
+        used = [*self.numeric, *self.categorical]
+        for expression in self.derived.values():
+            used += [n for n in expression_names(expression) if n not in used]
+        return used
+
     def to_json(self, path: str | Path) -> None:
         """Save the spec beside the data or model it describes."""
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -52,6 +64,20 @@ class FeatureSpec:
         """Load a spec saved by :meth:`to_json`."""
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(tuple(raw["numeric"]), tuple(raw["categorical"]), dict(raw["derived"]))
+
+
+def expression_names(expression: str) -> list[str]:
+    """Column names a derived-feature expression reads (function names such as ``log`` excluded).
+
+    Raises FeatureError when the expression is not valid Python syntax, which pandas also needs.
+    """
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise FeatureError(f"{expression!r} is not a valid expression: {exc.msg}") from exc
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    names = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called]
+    return list(dict.fromkeys(names))
 
 
 def feature_spec_from(

@@ -2,8 +2,13 @@
 
 Value thresholds bound a metric of the challenger (``lower <= metric <= upper``). Change
 thresholds bound the difference challenger minus champion on the same test set; they are
-skipped when there is no champion yet, so the first model is judged on value thresholds alone.
-A gate with no thresholds at all never blesses: promotion must be an explicit decision.
+skipped when there is no champion yet. Baseline thresholds have the change form but compare
+with the prior-only model (it predicts the training set's positive share for every row), which
+the evaluate stage scores on the same test set; they always apply, so the first model of any
+dataset is judged by what it adds over knowing the base rate, not by one dataset's absolute
+figures. A change is ``absolute`` (challenger minus reference) and/or ``relative`` (that
+difference over the reference's magnitude). A gate with no thresholds at all never blesses:
+promotion must be an explicit decision.
 """
 
 from __future__ import annotations
@@ -66,20 +71,36 @@ def _parse_value_thresholds(raw: Any) -> dict[str, dict[str, float]]:
     return parsed
 
 
-def _parse_change_thresholds(raw: Any) -> dict[str, dict[str, Any]]:
+def _parse_change_thresholds(raw: Any, section: str = "change_thresholds") -> dict[str, dict[str, Any]]:
     parsed = {}
-    for metric, spec in _mapping(raw, "gate.change_thresholds").items():
-        where = f"gate.change_thresholds.{metric}"
+    for metric, spec in _mapping(raw, f"gate.{section}").items():
+        where = f"gate.{section}.{metric}"
         spec = _mapping(spec, where)
-        if set(spec) != {"direction", "absolute"}:
-            raise ValueError(f"{where} needs exactly 'direction' and 'absolute', got {spec!r}")
+        limits = set(spec) - {"direction"}
+        if "direction" not in spec or not limits or not limits <= {"absolute", "relative"}:
+            raise ValueError(f"{where} needs 'direction' and 'absolute' and/or 'relative', got {spec!r}")
         if spec["direction"] not in DIRECTIONS:
             raise ValueError(f"{where}.direction must be one of {DIRECTIONS}, got {spec['direction']!r}")
-        parsed[metric] = {
-            "direction": spec["direction"],
-            "absolute": _number(spec["absolute"], f"{where}.absolute"),
-        }
+        parsed[metric] = {"direction": spec["direction"],
+                          **{k: _number(spec[k], f"{where}.{k}") for k in sorted(limits)}}
     return parsed
+
+
+SECTIONS = ("value_thresholds", "change_thresholds", "baseline_thresholds")
+
+
+def parse_config(config: Any) -> dict[str, dict]:
+    """The ``gate`` params section, checked; ValueError names the key that is malformed."""
+    config = _mapping(config, "gate")
+    unknown = set(config) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown gate keys {sorted(unknown)}; known: {list(SECTIONS)}")
+    return {
+        "value_thresholds": _parse_value_thresholds(config.get("value_thresholds")),
+        "change_thresholds": _parse_change_thresholds(config.get("change_thresholds")),
+        "baseline_thresholds": _parse_change_thresholds(config.get("baseline_thresholds"),
+                                                        "baseline_thresholds"),
+    }
 
 
 def _observed(metrics: dict, metric: str, whose: str) -> tuple[float | None, str | None]:
@@ -94,7 +115,8 @@ def _observed(metrics: dict, metric: str, whose: str) -> tuple[float | None, str
 
 def _value_check(metric: str, bound: dict[str, float], challenger: dict) -> dict:
     observed, problem = _observed(challenger, metric, "challenger")
-    check = {"kind": "value", "metric": metric, "threshold": bound, "observed": observed, "skipped": False}
+    check = {"kind": "value", "metric": metric, "key": f"gate.value_thresholds.{metric}",
+             "threshold": bound, "observed": observed, "skipped": False}
     if problem:
         return {**check, "passed": False, "reason": problem}
     lower, upper = bound.get("lower", -math.inf), bound.get("upper", math.inf)
@@ -115,52 +137,71 @@ def _describe_bound(bound: dict[str, float]) -> str:
     return "the bound " + " and ".join(parts)
 
 
-def _change_check(metric: str, spec: dict[str, Any], challenger: dict, champion: dict | None) -> dict:
-    check = {"kind": "change", "metric": metric, "threshold": spec, "observed": None, "skipped": False}
-    if champion is None:
-        return {**check, "passed": None, "skipped": True, "reason": "no champion to compare with"}
+def _change_check(metric: str, spec: dict[str, Any], challenger: dict, reference: dict | None,
+                  kind: str = "change") -> dict:
+    """Challenger minus ``reference`` (the champion, or the baseline for kind ``baseline``)."""
+    whose = "champion" if kind == "change" else "baseline"
+    check = {"kind": kind, "metric": metric, "key": f"gate.{kind}_thresholds.{metric}",
+             "threshold": spec, "observed": None, "skipped": False}
+    if reference is None:
+        return {**check, "passed": None, "skipped": True, "reason": f"no {whose} to compare with"}
     new, problem = _observed(challenger, metric, "challenger")
-    old, old_problem = _observed(champion, metric, "champion")
+    old, old_problem = _observed(reference, metric, whose)
     if problem or old_problem:
         return {**check, "passed": False, "reason": problem or old_problem}
     delta = round(new - old, 9)  # metrics carry 6 decimals; drop float noise so limits are exact
-    limit = spec["absolute"]
-    if spec["direction"] == "higher_is_better":
-        passed, relation = delta >= limit, ">="
-    else:
-        passed, relation = delta <= limit, "<="
-    verdict = "meets" if passed else "fails"
-    reason = (
-        f"{metric} changed by {delta:+.6g} ({old:.6g} -> {new:.6g}); "
-        f"{verdict} the limit {relation} {limit:+g} ({spec['direction']})"
-    )
-    values = {"observed": delta, "challenger": new, "champion": old}
+    changes = {"absolute": delta}
+    if "relative" in spec:
+        changes["relative"] = round(delta / abs(old), 9) if old else (math.inf if delta else 0.0)
+    higher = spec["direction"] == "higher_is_better"
+    relation = ">=" if higher else "<="
+    verdicts = []
+    passed = True
+    for mode, change in changes.items():
+        if mode not in spec:
+            continue
+        limit = spec[mode]
+        ok = change >= limit if higher else change <= limit
+        passed = passed and ok
+        shown = f"{change:+.6g}" if mode == "absolute" else f"{change:+.2%}"
+        wanted = f"{limit:+g}" if mode == "absolute" else f"{limit:+.0%}"
+        verdicts.append(f"{mode} change {shown} {'meets' if ok else 'fails'} the limit {relation} {wanted}")
+    reason = f"{metric} {old:.6g} ({whose}) -> {new:.6g}: {'; '.join(verdicts)} ({spec['direction']})"
+    values = {"observed": delta, "challenger": new, whose: old}
+    if "relative" in changes:
+        values["relative"] = changes["relative"]
     return {**check, **values, "passed": passed, "reason": reason}
 
 
-def decide(challenger: dict, champion: dict | None, config: dict) -> GateDecision:
+def decide(challenger: dict, champion: dict | None, config: dict, baseline: dict | None = None) -> GateDecision:
     """Judge the challenger's metrics against the gate config (the ``gate`` section of params).
 
-    Blessed when at least one threshold is configured and every check that applies passes.
-    Raises ValueError when the config is malformed, so a typo never silently blesses a model.
+    ``champion`` and ``baseline`` are metrics of the current champion and of the prior-only
+    model on the same test set (None when there is none). Blessed when at least one threshold
+    is configured and every check that applies passes. Raises ValueError when the config is
+    malformed, so a typo never silently blesses a model.
     """
-    config = _mapping(config, "gate")
-    value_thresholds = _parse_value_thresholds(config.get("value_thresholds"))
-    change_thresholds = _parse_change_thresholds(config.get("change_thresholds"))
-    if not value_thresholds and not change_thresholds:
-        decision = GateDecision(False, [], ["not blessed: no thresholds configured"], champion)
+    parsed = parse_config(config)
+    if not any(parsed.values()):
+        decision = GateDecision(False, [], ["not blessed: no thresholds configured (gate.*_thresholds)"],
+                                champion)
         logger.warning("gate: %s", decision.reasons[0])
         return decision
-    checks = [_value_check(m, b, challenger) for m, b in value_thresholds.items()]
-    checks += [_change_check(m, s, challenger, champion) for m, s in change_thresholds.items()]
+    checks = [_value_check(m, b, challenger) for m, b in parsed["value_thresholds"].items()]
+    checks += [_change_check(m, s, challenger, baseline, "baseline")
+               for m, s in parsed["baseline_thresholds"].items()]
+    checks += [_change_check(m, s, challenger, champion) for m, s in parsed["change_thresholds"].items()]
     failed = [c for c in checks if c["passed"] is False]
     applied = [c for c in checks if c["passed"] is not None]
     skipped = len(checks) - len(applied)
     if failed:
-        reasons = [f"{c['kind']} check failed: {c['reason']}" for c in failed]
+        reasons = [f"{c['kind']} check failed: {c['reason']} [{c['key']}]" for c in failed]
+    elif not applied:
+        reasons = ["not blessed: no check applied (" + "; ".join(c["reason"] for c in checks) + ")"]
     else:
-        note = f"; {skipped} change check(s) skipped: no champion" if skipped else ""
+        note = f"; {skipped} check(s) skipped: {', '.join(c['reason'] for c in checks if c['skipped'])}" \
+            if skipped else ""
         reasons = [f"blessed: all {len(applied)} applicable check(s) passed{note}"]
-    decision = GateDecision(not failed, checks, reasons, champion)
+    decision = GateDecision(bool(applied) and not failed, checks, reasons, champion)
     logger.info("gate: blessed=%s; %s", decision.blessed, " | ".join(reasons))
     return decision

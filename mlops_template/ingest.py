@@ -18,16 +18,34 @@ under ``ingest:``; a check fails when its value is above its threshold (``min_ro
 - ``invalid``: share of rows failing the contract (``validate_frame``; duplicates excluded).
 - ``duplicates``: share of rows repeated within the batch or already accepted.
 - ``label_shift``: absolute difference of the positive-class share.
-- ``drift``: number of drifted columns; a numeric column drifts when its PSI over the accepted
-  data's quantile bins exceeds ``max_psi``, a categorical one when its total-variation distance
-  exceeds ``max_tvd``. More than ``max_drifted_columns`` drifted columns fails the batch.
+- ``drift``: number of drifted columns; a numeric column drifts when its PSI (:func:`psi`)
+  exceeds ``max_psi``, a categorical one when its total-variation distance exceeds ``max_tvd``.
+  More than ``max_drifted_columns`` drifted columns fails the batch.
+
+PSI bins come from the accepted data. A value holding at least a tenth (``1/PSI_BINS``) of a
+column's known values (the zeros of ``capital_gain``, a sentinel, the codes of a small integer
+scale) gets a bin of its own; the other values are cut at their quantiles into the remaining
+bins, and missing values have their own bin. Plain deciles would collapse under such a point
+mass (with 92% zeros every decile edge is 0) and read PSI 0 however far the non-zero share
+moved; a continuous column has no point mass and keeps its deciles.
+
+Near-limit warnings: a check that passes with its value at least 80% of its limit
+(``min_rows``: fewer than 1.25x the minimum), a column whose PSI or TVD is at least 80% of its
+limit, and every drifted column of a batch whose drift count is still allowed are listed under
+``warnings`` in the report (one line each, naming the check or column, its value and the limit)
+and logged with ``logger.warning``, so a batch creeping towards a limit is seen while accepted.
 
 What happens to a batch
 -----------------------
 Accepted: copied into ``data/raw/`` under a temporary name and hard-linked to its final name
-(atomic, and never overwrites an existing batch), then removed from the incoming folder.
-Rejected: moved to ``data/quarantine/batches/<name>`` with ``<name>.report.json`` beside it
-(every check, and one line per failed check under ``reasons``); training goes on without it.
+(atomic, and never overwrites an existing batch), then removed from the incoming folder; its
+report goes to ``<ingest.reports>/<name>.report.json`` (default ``metrics/ingest/``, tracked by
+git and committed by ``retrain --commit`` with the rest of ``metrics/``), an audit trail of what
+joined the training data and how close it came to a limit.
+Rejected: moved to ``data/quarantine/batches/<name>`` with ``<name>.report.json`` beside it;
+training goes on without it.
+Both reports hold every check, one line per failed check under ``reasons`` and the near-limit
+warnings under ``warnings``.
 """
 
 from __future__ import annotations
@@ -60,6 +78,8 @@ DUPLICATE_CHECK = "row:duplicate"
 MISSING = "<missing>"
 PSI_BINS = 10
 PSI_FLOOR = 1e-4  # empty bins would make PSI infinite
+NEAR_LIMIT = 0.8  # a passing value at or above this share of its limit is a warning
+REPORTS = "metrics/ingest"  # default of ingest.reports: reports of accepted batches
 
 
 # --- pure checks ----------------------------------------------------------------------------
@@ -98,23 +118,53 @@ def invalid_share(rejected: pd.DataFrame, rows: int) -> float:
     return float(checks.map(lambda names: any(n != DUPLICATE_CHECK for n in names)).sum() / rows)
 
 
-def psi(reference: pd.Series, current: pd.Series, bins: int = PSI_BINS) -> float:
-    """Population stability index of ``current`` against ``reference``'s quantile bins.
+def psi_bins(known: np.ndarray, bins: int = PSI_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """The bins ``psi`` measures with, from the reference's non-missing values ``known``.
 
-    Missing values get a bin of their own, so a surge of nulls counts as drift.
+    Returns ``(points, edges)``: ``points`` are the values holding at least ``1/bins`` of
+    ``known`` each (sorted), one bin apiece; ``edges`` are the quantile edges of the remaining
+    values, which share the remaining ``bins - len(points)`` bins (at least one).
+    """
+    values, counts = np.unique(known, return_counts=True)
+    points = values[counts * bins >= known.size]
+    rest = known[~np.isin(known, points)]
+    if rest.size == 0:
+        return points, np.empty(0)
+    quantiles = np.linspace(0, 1, max(bins - points.size, 1) + 1)[1:-1]
+    return points, np.unique(np.quantile(rest, quantiles))
+
+
+def psi(reference: pd.Series, current: pd.Series, bins: int = PSI_BINS) -> float:
+    """Population stability index of ``current`` against bins drawn from ``reference``.
+
+    The bins follow :func:`psi_bins`: a value carrying a point mass in the reference (at least
+    ``1/bins`` of its known values: the zeros of a zero-inflated column, a sentinel, the codes
+    of a small integer scale, the one value of a constant column) gets a bin of its own, and
+    the other values are cut at their own quantiles into the remaining bins. Plain deciles of
+    the whole column collapse under such a mass (with 92% zeros every decile edge is 0, zero
+    and non-zero values share one bin, and PSI stays 0 however far the non-zero share moves).
+    A continuous column has no point mass and keeps its deciles. A current value the reference
+    never had falls into the quantile bin around it (or, with no other values, one extra bin).
+    Missing values get a bin of their own, so a surge of nulls counts as drift. Shares are
+    floored at ``PSI_FLOOR`` so an empty bin gives a large but finite term. Deterministic.
     """
     ref = pd.to_numeric(reference, errors="coerce").to_numpy(dtype=float)
     cur = pd.to_numeric(current, errors="coerce").to_numpy(dtype=float)
     known = ref[~np.isnan(ref)]
     if known.size == 0:
         return 0.0
-    edges = np.unique(np.quantile(known, np.linspace(0, 1, bins + 1)[1:-1]))
+    points, edges = psi_bins(known, bins)
 
     def shares(values: np.ndarray) -> np.ndarray:
         nan = np.isnan(values)
-        counts = np.bincount(np.searchsorted(edges, values[~nan], side="right"), minlength=edges.size + 1)
-        counts = np.append(counts, nan.sum())
-        return np.clip(counts / max(values.size, 1), PSI_FLOOR, None)
+        values = values[~nan]
+        at_point = np.isin(values, points)
+        counts = np.concatenate([
+            np.bincount(np.searchsorted(points, values[at_point]), minlength=points.size),
+            np.bincount(np.searchsorted(edges, values[~at_point], side="right"), minlength=edges.size + 1),
+            [nan.sum()],
+        ])
+        return np.clip(counts / max(nan.size, 1), PSI_FLOOR, None)
 
     p, q = shares(ref), shares(cur)
     return float(np.sum((q - p) * np.log(q / p)))
@@ -163,6 +213,7 @@ class BatchReport:
     batch: str
     rows: int
     checks: list[Check]
+    warnings: list[str] = field(default_factory=list)  # passed, but close to a limit
 
     @property
     def accepted(self) -> bool:
@@ -175,9 +226,10 @@ class BatchReport:
         return [f"{c.name}: {c.reason}" for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form written beside a quarantined batch."""
+        """JSON-ready form: beside a quarantined batch, or in ``ingest.reports`` when accepted."""
         return {"batch": self.batch, "rows": self.rows, "accepted": self.accepted,
-                "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
+                "reasons": self.reasons, "warnings": self.warnings,
+                "checks": [asdict(c) for c in self.checks]}
 
 
 @dataclass
@@ -204,10 +256,52 @@ def _bound(name: str, value: float, limit: float, what: str, details: dict | Non
                  f"{what} {value:.2%} is {verdict} the limit {limit:.2%}", details or {})
 
 
+def _near(value: float, limit: float) -> bool:
+    """True for a positive value at or above ``NEAR_LIMIT`` of its (upper) limit."""
+    return bool(value > 0 and value >= NEAR_LIMIT * limit)
+
+
+def near_limit_warnings(checks: list[Check], thresholds: dict[str, Any]) -> list[str]:
+    """One line per passed check close to its limit, and per drifted or nearly drifted column.
+
+    Close means at least ``NEAR_LIMIT`` (80%) of an upper limit, or fewer than
+    ``min_rows / NEAR_LIMIT`` (1.25x) rows. Failed checks are reasons, not warnings.
+    """
+    lines = []
+    for c in checks:
+        if not c.passed or c.value is None:
+            continue
+        if c.name == "rows":
+            if c.value < c.threshold / NEAR_LIMIT:
+                lines.append(f"rows: {c.value:.0f} rows, near the minimum {c.threshold} "
+                             f"(fewer than {c.threshold / NEAR_LIMIT:.0f})")
+        elif c.name == "drift":
+            scores = c.details.get("columns", {})
+            limits = {"psi": thresholds["max_psi"], "tvd": thresholds["max_tvd"]}
+            drifted = sorted(n for n, s in scores.items() if s["drifted"])
+            if drifted:
+                listed = ", ".join(f"{n} {scores[n]['metric']} {scores[n]['value']:.3f} > "
+                                   f"{limits[scores[n]['metric']]}" for n in drifted)
+                lines.append(f"drift: {len(drifted)} drifted column(s) ({listed}), "
+                             f"within the limit of {c.threshold:.0f} drifted column(s)")
+            for n, s in sorted(scores.items()):
+                if not s["drifted"] and _near(s["value"], limits[s["metric"]]):
+                    lines.append(f"drift: {n} {s['metric']} {s['value']:.3f} is near the limit "
+                                 f"{limits[s['metric']]}")
+        elif _near(c.value, c.threshold):
+            lines.append(f"{c.name}: {c.value:.4g} is near the limit {c.threshold} "
+                         f"({c.value / c.threshold:.0%} of it)")
+    return lines
+
+
 def check_batch(
     name: str, raw: pd.DataFrame, accepted: Accepted, contract: Contract, thresholds: dict[str, Any]
 ) -> tuple[BatchReport, pd.DataFrame]:
-    """Run every guard check on a batch read as raw strings; return the report and valid rows."""
+    """Run every guard check on a batch read as raw strings; return the report and valid rows.
+
+    The report lists failed checks under ``reasons`` and passed ones close to their limit
+    under ``warnings`` (:func:`near_limit_warnings`).
+    """
     rows = len(raw)
     min_rows = int(thresholds["min_rows"])
     checks = [Check("rows", float(rows), min_rows, rows >= min_rows,
@@ -244,7 +338,7 @@ def check_batch(
         checks.append(Check("drift", float(len(drifted)), limit, len(drifted) <= limit,
                             f"{len(drifted)} drifted column(s) {drifted}, at most {limit} allowed",
                             {"columns": scores}))
-    return BatchReport(name, rows, checks), valid
+    return BatchReport(name, rows, checks, near_limit_warnings(checks, thresholds)), valid
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -320,11 +414,22 @@ def quarantine(batch: Path, quarantine_dir: Path, report: dict[str, Any]) -> Pat
     return target
 
 
+def reports_folder(thresholds: dict[str, Any]) -> Path:
+    """Where reports of accepted batches go: ``ingest.reports``, ``metrics/ingest`` by default."""
+    return Path(thresholds.get("reports") or REPORTS)
+
+
 def ingest_batch(
     batch: Path, raw_dir: Path, quarantine_dir: Path, accepted: Accepted,
-    contract: Contract, thresholds: dict[str, Any],
+    contract: Contract, thresholds: dict[str, Any], reports_dir: str | Path | None = None,
 ) -> tuple[Outcome, Accepted]:
-    """Guard one batch: into ``raw_dir`` if it passes, to quarantine with a report if not."""
+    """Guard one batch: into ``raw_dir`` if it passes, to quarantine with a report if not.
+
+    An accepted batch's report goes to ``reports_dir`` (default :func:`reports_folder`) as
+    ``<name>.report.json``, written after the batch is in ``raw_dir`` so that no report claims
+    a batch that is not there. Near-limit warnings are logged either way.
+    """
+    reports_dir = Path(reports_dir) if reports_dir is not None else reports_folder(thresholds)
     existing = raw_dir / batch.name
     if existing.exists():
         if _sha256(existing) == _sha256(batch):  # accepted before a crash; only the cleanup is left
@@ -333,31 +438,41 @@ def ingest_batch(
             return Outcome(batch.name, "skipped", str(existing), 0, ["already ingested"]), accepted
         report = {"batch": batch.name, "accepted": False,
                   "reasons": [f"name: a different batch named {batch.name} is already in {raw_dir}"],
-                  "checks": []}
+                  "warnings": [], "checks": []}
         target = quarantine(batch, quarantine_dir, report)
         return Outcome(batch.name, "quarantined", str(target), 0, report["reasons"]), accepted
     try:
         raw = read_raw_csv(batch, contract)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         report = {"batch": batch.name, "accepted": False, "reasons": [f"read: not a readable CSV: {exc}"],
-                  "checks": []}
+                  "warnings": [], "checks": []}
         target = quarantine(batch, quarantine_dir, report)
         return Outcome(batch.name, "quarantined", str(target), 0, report["reasons"]), accepted
     report, valid = check_batch(batch.name, raw, accepted, contract, thresholds)
+    for line in report.warnings:
+        logger.warning("%s: near a limit: %s", batch.name, line)
     if not report.accepted:
         target = quarantine(batch, quarantine_dir, report.to_dict())
         logger.warning("quarantined %s -> %s: %s", batch.name, target, "; ".join(report.reasons))
         return Outcome(batch.name, "quarantined", str(target), report.rows, report.reasons), accepted
     final = accept(batch, raw_dir)
-    logger.info("accepted %s (%d rows) into %s", batch.name, report.rows, final)
+    report_path = reports_dir / f"{final.name}.report.json"
+    write_json(report_path, report.to_dict())
+    logger.info("accepted %s (%d rows) into %s; report %s%s", batch.name, report.rows, final, report_path,
+                f", {len(report.warnings)} warning(s)" if report.warnings else "")
     return Outcome(batch.name, "accepted", str(final), report.rows, []), accepted.extend(valid, contract)
 
 
 def ingest(
     incoming: str | Path, raw_dir: str | Path, quarantine_dir: str | Path,
-    contract: Contract, thresholds: dict[str, Any],
+    contract: Contract, thresholds: dict[str, Any], reports_dir: str | Path | None = None,
 ) -> list[Outcome]:
-    """Guard every incoming batch in name order; each accepted batch joins the reference."""
+    """Guard every incoming batch in name order; each accepted batch joins the reference.
+
+    Reports of accepted batches go to ``reports_dir``, by default ``thresholds["reports"]``
+    (``ingest.reports``) or ``metrics/ingest`` when that key is absent.
+    """
+    reports_dir = Path(reports_dir) if reports_dir is not None else reports_folder(thresholds)
     batches = incoming_batches(incoming)
     if not batches:
         return []
@@ -367,6 +482,7 @@ def ingest(
     accepted = load_accepted(raw_dir, contract)
     outcomes = []
     for batch in batches:
-        outcome, accepted = ingest_batch(batch, raw_dir, quarantine_dir, accepted, contract, thresholds)
+        outcome, accepted = ingest_batch(batch, raw_dir, quarantine_dir, accepted, contract, thresholds,
+                                         reports_dir)
         outcomes.append(outcome)
     return outcomes

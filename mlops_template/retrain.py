@@ -44,6 +44,7 @@ from mlops_template.config import load_params, read_json, setup_logging
 
 LOCK_FILE = Path(".dvc/tmp/retrain.lock")
 GATE = Path("metrics/gate.json")
+EVALUATION = Path("metrics/evaluation.json")
 RECORD = Path("deployments/champion.json")
 COMMIT_PATHS = ("dvc.lock", "metrics", "deployments")
 
@@ -105,7 +106,7 @@ def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
     champion = record.get("champion") or {}
     decision = record.get("last_decision") or {}
     candidate = str(gate["candidate"]["model_version"])
-    observed = {c["metric"]: c["observed"] for c in gate["checks"] if c["kind"] == "value"}
+    evaluation = read_json(EVALUATION) if EVALUATION.exists() else {}
     promoted = (str(champion.get("model_version")) == candidate
                 and decision.get("candidate_version") == candidate and bool(decision.get("blessed")))
     return {
@@ -114,7 +115,7 @@ def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
         "blessed": bool(gate["blessed"]),
         "promoted": promoted,
         "champion_version": champion.get("model_version"),
-        "roc_auc": observed.get("roc_auc"),
+        "roc_auc": evaluation.get("roc_auc"),
         "reasons": decision.get("reasons", gate["reasons"]),
     }
 

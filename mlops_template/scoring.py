@@ -47,7 +47,8 @@ class UnsupportedPipeline(Exception):
 def pipeline_probabilities(pipeline: Any, spec: FeatureSpec, contract: Contract,
                            rows: Sequence[Row]) -> np.ndarray:
     """``predict_proba`` of the sklearn pipeline on records, exactly as the offline stages do."""
-    dtypes = {c.name: pandas_dtype(c) for c in contract.input_columns}
+    used = set(spec.source_columns)  # columns the model does not use may be absent from requests
+    dtypes = {c.name: pandas_dtype(c) for c in contract.input_columns if c.name in used}
     frame = pd.DataFrame.from_records(list(rows), columns=list(dtypes)).astype(dtypes)
     return pipeline.predict_proba(build_features(frame, spec))
 

@@ -176,12 +176,18 @@ def _field_type(column: ColumnSpec) -> Any:
     return StrictStr
 
 
-def build_record_model(contract: Contract) -> type[BaseModel]:
-    """A pydantic model of one input record, generated from the contract's input columns."""
+def build_record_model(contract: Contract, used: list[str] | None = None) -> type[BaseModel]:
+    """A pydantic model of one input record, generated from the contract's input columns.
+
+    A field is required when the model uses the column (``used``; default: every input column)
+    and the contract does not allow nulls there. Nullable fields and columns the model does not
+    use may be omitted (read as null); when sent they are still checked against the contract.
+    """
+    required = set(contract.column_names if used is None else used)
     fields: dict[str, Any] = {}
     for column in contract.input_columns:
         field_type = _field_type(column)
-        if column.nullable:
+        if column.nullable or column.name not in required:
             fields[column.name] = (Optional[field_type], Field(default=None))
         else:
             fields[column.name] = (field_type, Field(...))
@@ -197,11 +203,11 @@ class Prediction(BaseModel):
 
 
 # Located and read at import: the request model must exist before the service class is defined.
-# Models served through the routing file are expected to share this contract.
+# Models served through the routing file are expected to share this contract and feature columns.
 _STORED_MODEL = bentoml.models.get(model_reference())
 MODEL_DIR = Path(_STORED_MODEL.path)
 CONTRACT = load_contract(MODEL_DIR / CONTRACT_FILE)
-Record = build_record_model(CONTRACT)
+Record = build_record_model(CONTRACT, FeatureSpec.from_json(MODEL_DIR / FEATURE_SPEC_FILE).source_columns)
 RecordList = Annotated[list[Record], Field(min_length=1, max_length=max_records())]
 RECORDS = TypeAdapter(RecordList)
 PredictRequest = create_model("PredictRequest", __config__=ConfigDict(extra="forbid"),

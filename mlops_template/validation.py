@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +18,8 @@ SOURCE_FILE_COLUMN = "source_file"
 SOURCE_ROW_COLUMN = "source_row"
 RAW_SUFFIXES = (".csv", ".csv.gz")
 MAX_PASSES = 5
+INTEGRAL_FLOAT_SUFFIX = r"(?<=\d)\.0*$"
+EXAMPLES_PER_CHECK = 3
 
 
 class DataValidationError(RuntimeError):
@@ -32,6 +34,8 @@ class ValidationResult:
     rejected: pd.DataFrame
     rows_in: int
     failures_by_check: dict[str, int]
+    examples_by_check: dict[str, list[str]] = field(default_factory=dict)
+    na_values: tuple[str, ...] = ()
 
     @property
     def rejected_share(self) -> float:
@@ -72,6 +76,24 @@ def _check_columns(frame: pd.DataFrame, contract: Contract, source: str = "the d
         )
 
 
+def normalise_integral_floats(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Rewrite integral values written as floats (``129.0``) as integers in ``int`` columns.
+
+    Exports from tools that store integers as floats (pandas with missing values, spreadsheets)
+    write them so; they are integers the contract accepts as written, while ``129.5`` still fails
+    the column's type check.
+    """
+    columns = [c.name for c in contract.columns if c.type == "int" and c.name in frame.columns]
+    if not columns:
+        return frame
+    frame = frame.copy()
+    for name in columns:
+        values = frame[name]
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            frame[name] = values.str.replace(INTEGRAL_FLOAT_SUFFIX, "", regex=True)
+    return frame
+
+
 def validate_frame(
     frame: pd.DataFrame, contract: Contract, origin: pd.DataFrame | None = None
 ) -> ValidationResult:
@@ -88,9 +110,10 @@ def validate_frame(
 
     schema = build_schema(contract)
     frame = frame.reset_index(drop=True)
-    remaining = frame
+    remaining = normalise_integral_floats(frame, contract)
     reasons: dict[int, list[str]] = {}
     counts: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
     for _ in range(MAX_PASSES):
         try:
             validated = schema.validate(remaining, lazy=True)
@@ -111,6 +134,11 @@ def validate_frame(
                 if name not in reasons.setdefault(index, []):
                     reasons[index].append(name)
                     counts[name] += 1
+                    seen = examples.setdefault(name, [])
+                    value = case["failure_case"]
+                    shown = "" if value is None or value is pd.NA else str(value)
+                    if len(seen) < EXAMPLES_PER_CHECK and shown not in seen:
+                        seen.append(shown)
             remaining = remaining.drop(index=[i for i in reasons if i in remaining.index])
             if remaining.empty:
                 validated = remaining
@@ -130,6 +158,8 @@ def validate_frame(
         rejected=rejected.reset_index(drop=True),
         rows_in=len(frame),
         failures_by_check=dict(counts),
+        examples_by_check=examples,
+        na_values=contract.na_values,
     )
 
 
@@ -183,7 +213,12 @@ def describe_rejections(result: ValidationResult, sample_rows: int = 5) -> str:
         f"({result.rejected_share:.2%}); failures by check:"
     ]
     for check, count in sorted(result.failures_by_check.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {check}: {count} rows")
+        examples = result.examples_by_check.get(check, [])
+        shown = f" (values such as {', '.join(repr(e) for e in examples)})" if examples else ""
+        lines.append(f"  {check}: {count} rows{shown}")
+        if "" in examples and "" not in result.na_values:
+            lines.append("    empty cells are not read as missing: add '' to read.na_values in the "
+                         "contract (and nullable: true to the column if it may be empty)")
     if not result.rejected.empty:
         lines.append(f"first {min(sample_rows, len(result.rejected))} rejected rows (line: checks):")
         for _, row in result.rejected.head(sample_rows).iterrows():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlops_template import history, routing, tracking
 from mlops_template.config import load_params, project_root, read_json, setup_logging, write_json
+from mlops_template.params_check import contract_or_exit
 
 CANDIDATE = Path("models/candidate")
 SERVING = Path("models/serving")
@@ -29,6 +30,7 @@ logger = logging.getLogger("stages.deploy")
 def main() -> int:
     setup_logging()
     params = load_params()
+    contract_or_exit(params)
     cfg = params["deploy"]
     strategy = cfg.get("strategy", "direct")
     if strategy not in ("direct", "canary"):
@@ -52,7 +54,7 @@ def main() -> int:
         record["last_decision"]["deployed"] = False
         record["last_decision"]["reasons"] = gate["reasons"] + [
             f"experiment {os.environ['DVC_EXP_NAME']}: not deployed; to promote it run "
-            "`dvc exp apply <name>` then `dvc repro -f -s deploy` in the workspace"]
+            f"`python -m mlops_template.experiments promote {os.environ['DVC_EXP_NAME']}`"]
         logger.info("experiment run: gate decision recorded, nothing deployed")
         write_json(RECORD, record)
         return 0
@@ -71,6 +73,9 @@ def main() -> int:
         history.record(history.entry("reject", cfg["model_name"], champion, version, "; ".join(reasons)),
                        params["mlflow"])
         write_json(RECORD, record)
+        if champion is None:
+            logger.error(nothing_deployed(cfg["model_name"], version, reasons))
+            return 1
         return 0
 
     if strategy == "canary" and champion is not None and routing.routing_path().exists():
@@ -104,6 +109,18 @@ def main() -> int:
                                                       cfg.get("canary_share", 0.0)))
     logger.info("deployed %s v%s as bento %s", cfg["model_name"], version, packaged["bento_tag"])
     return 0
+
+
+def nothing_deployed(model_name: str, version: str, reasons: list[str]) -> str:
+    """The message that stops ``dvc repro`` when the first model of a repository is not blessed."""
+    rule = "=" * 78
+    lines = [rule, f"NOTHING DEPLOYED: {model_name} v{version} is the first model and the gate did not "
+             "bless it,", "so no champion exists and models/serving/ is empty. Reasons:"]
+    lines += [f"  - {r}" for r in reasons]
+    lines += ["What to change: improve the model (featurize.*, train.* in params.yaml, or the data), or",
+              "relax the gate key named in brackets above (gate.* in params.yaml), then run `dvc repro`.",
+              "metrics/gate.json holds every check; metrics/evaluation.json the candidate's figures.", rule]
+    return "\n".join(lines)
 
 
 def package(params: dict, card: dict, evaluation: dict, export_dir: Path) -> dict:

@@ -9,9 +9,9 @@ import pandas as pd
 
 from mlops_template import tracking
 from mlops_template.config import load_params, read_json, setup_logging, write_json
-from mlops_template.contract import load_contract
 from mlops_template.evaluation import (
     assert_finite,
+    baseline_metrics,
     best_threshold,
     business_value,
     calibration_points,
@@ -24,6 +24,7 @@ from mlops_template.evaluation import (
 from mlops_template.features import FeatureSpec, build_features
 from mlops_template.gate import decide
 from mlops_template.model import load_model
+from mlops_template.params_check import contract_or_exit
 
 TEST = "data/features/test.parquet"
 CANDIDATE = Path("models/candidate")
@@ -50,7 +51,7 @@ def champion_metrics(params: dict, candidate_run: str, test, labels, value_matri
     name = params["deploy"]["model_name"]
     version = tracking.champion_version(params["mlflow"], name)
     if version is None:
-        logger.info("no champion for %s yet: only value thresholds apply", name)
+        logger.info("no champion for %s yet: only value and baseline thresholds apply", name)
         return None, None
     info = {"model_version": str(version.version), "mlflow_run_id": version.run_id}
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +65,7 @@ def main() -> int:
     setup_logging()
     params = load_params()
     cfg = params["evaluate"]
-    contract = load_contract(params["data"]["contract"])
+    contract = contract_or_exit(params)
     card = read_json(CANDIDATE / "model_card.json")
     test = pd.read_parquet(TEST)
     labels = (test[contract.target] == contract.positive_class).astype(int).to_numpy()
@@ -77,7 +78,8 @@ def main() -> int:
         logger.error("the champion model could not be scored (%s); fix the registry or remove the "
                      "'champion' alias to gate on value thresholds alone", exc)
         return 1
-    decision = decide(metrics, champion, params["gate"])
+    baseline = baseline_metrics(labels, card["training_data"]["positive_share"], cfg["value_matrix"])
+    decision = decide(metrics, champion, params["gate"], baseline)
 
     negative = next(v for v in contract.target_spec.allowed or ("0", "1") if v != contract.positive_class)
     plots = {
@@ -90,6 +92,7 @@ def main() -> int:
     gate = decision.to_dict()
     gate["candidate"] = {"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]}
     gate["champion"] = None if champion_info is None else {**champion_info, "metrics": champion}
+    gate["baseline"] = {"model": "prior-only (predicts the training positive share)", "metrics": baseline}
     for data in (metrics, slices, gate, plots):
         assert_finite(data)
     write_json(METRICS / "evaluation.json", metrics)

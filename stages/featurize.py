@@ -5,8 +5,8 @@ import logging
 import pandas as pd
 
 from mlops_template.config import load_params, setup_logging, write_frame
-from mlops_template.contract import load_contract
 from mlops_template.features import build_features, feature_spec_from
+from mlops_template.params_check import contract_or_exit
 from mlops_template.splits import split_train_test
 
 VALIDATED = "data/validated/data.parquet"
@@ -18,7 +18,7 @@ logger = logging.getLogger("stages.featurize")
 def main() -> None:
     setup_logging()
     params = load_params()
-    contract = load_contract(params["data"]["contract"])
+    contract = contract_or_exit(params)
     cfg = params["featurize"]
     spec = feature_spec_from(contract, cfg.get("drop"), cfg.get("derived"))
     data = pd.read_parquet(VALIDATED)

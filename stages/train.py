@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from mlops_template.config import git_revision, load_params, setup_logging, write_json
-from mlops_template.contract import load_contract
+from mlops_template.evaluation import score_metrics
 from mlops_template.features import FeatureSpec, build_features
 from mlops_template.model import build_pipeline, save_model, sha256_of, trusted_types
-from mlops_template.evaluation import score_metrics
+from mlops_template.params_check import contract_or_exit
 from mlops_template import tracking
 
 TRAIN = "data/features/train.parquet"
@@ -25,7 +25,7 @@ def main() -> None:
     setup_logging()
     params = load_params()
     cfg = params["train"]
-    contract = load_contract(params["data"]["contract"])
+    contract = contract_or_exit(params)
     spec = FeatureSpec.from_json(SPEC)
     train = pd.read_parquet(TRAIN)
     features = build_features(train, spec)

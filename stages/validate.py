@@ -4,7 +4,7 @@ import logging
 import sys
 
 from mlops_template.config import load_params, setup_logging, write_json, write_frame
-from mlops_template.contract import load_contract
+from mlops_template.params_check import contract_or_exit
 from mlops_template.validation import DataValidationError, describe_rejections, validate_file
 
 VALIDATED = "data/validated/data.parquet"
@@ -17,7 +17,7 @@ logger = logging.getLogger("stages.validate")
 def main() -> int:
     setup_logging()
     params = load_params()
-    contract = load_contract(params["data"]["contract"])
+    contract = contract_or_exit(params)
     max_share = params["validate"]["max_rejected_share"]
     try:
         result = validate_file(params["data"]["raw"], contract)

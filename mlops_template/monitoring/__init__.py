@@ -39,6 +39,7 @@ class Settings:
 
     inference_log_dir: Path = Path("monitoring/inference-log")
     window_records: int = 5000
+    min_window_records: int = 500
     drift_share_threshold: float = 0.2
     quality_drop_fraction: float = 0.2
     quality_min_labelled: int = 100
@@ -58,6 +59,7 @@ class Settings:
         return cls(
             inference_log_dir=Path(settings.inference_log_dir),
             window_records=int(settings.window_records),
+            min_window_records=int(settings.min_window_records),
             drift_share_threshold=float(settings.drift_share_threshold),
             quality_drop_fraction=float(settings.quality_drop_fraction),
             quality_min_labelled=int(settings.quality_min_labelled),
@@ -84,6 +86,7 @@ class Window:
         """JSON-ready account of the window asked for and the time span actually found."""
         found = not frame.empty
         return {
+            "records": len(frame),
             "last_n": self.last_n,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,

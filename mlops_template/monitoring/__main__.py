@@ -1,7 +1,8 @@
 """CLI for the monitoring jobs, made for cron: ``python -m mlops_template.monitoring drift|quality``.
 
 Settings come from the ``monitoring`` section of params.yaml; flags override them. Exit codes:
-0 all well, 3 drift or a quality drop was detected (and alerted), 1 the job failed. One summary
+0 all well (or too few records / labels to judge: ``min_window_records``, ``quality_min_labelled``),
+3 drift or a quality drop was detected (and alerted), 1 the job failed. One summary
 line goes to standard output; details go to the log (standard error) and the report files.
 
 Examples::
@@ -77,8 +78,10 @@ def _run(args: argparse.Namespace) -> int:
         last_n = args.last_n or (None if time_bounded else settings.window_records)
         threshold = settings.drift_share_threshold if args.threshold is None else args.threshold
         summary = run_drift_job(log_dir, args.reference, contract, Window(last_n, args.since, args.until),
-                                threshold, report_dir, alerts, pushgateway)
-        print(f"drift: {'DETECTED' if summary['drift_detected'] else 'none'}; "
+                                threshold, report_dir, alerts, pushgateway, settings.min_window_records)
+        state = ("DETECTED" if summary["drift_detected"]
+                 else "none" if summary["enough_records"] else "too few records")
+        print(f"drift: {state}; "
               f"share {summary['drift_share']:.2f} (threshold {threshold:.2f}), "
               f"{summary['rows_current']} records; drifted: {', '.join(summary['drifted_columns']) or '-'}; "
               f"report {summary['report']}")

@@ -165,11 +165,14 @@ def run_quality_job(
         "min_labelled": min_labelled,
         "enough_labels": enough,
         "quality_drop": comparison["quality_drop"] and enough,
+        "alert_suppressed": None if enough else (
+            f"{live['labelled_records']} labelled records is below "
+            f"monitoring.quality_min_labelled ({min_labelled})"
+        ),
         "run_timestamp": time.time(),
     }
     if not enough:
-        logger.warning("only %d labelled records (< %d): no alert decision",
-                       live["labelled_records"], min_labelled)
+        logger.warning("%s: no alert decision", summary["alert_suppressed"])
     write_json(summary_path, summary)
     publish(quality_registry(summary), JOB, report_dir / "quality.prom", pushgateway_url)
     title = f"Live quality drop on model {contract.name!r}"

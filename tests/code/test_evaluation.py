@@ -193,3 +193,16 @@ def test_assert_finite_names_the_path():
         ev.assert_finite({"plots": [{"threshold": 0.5}, {"threshold": math.inf}]})
     with pytest.raises(ValueError, match=r"\$\.x"):
         ev.assert_finite({"x": np.float64("nan")})
+
+
+def test_baseline_metrics_are_those_of_the_base_rate():
+    from mlops_template.evaluation import baseline_metrics
+
+    y = np.array([1] * 30 + [0] * 70)
+    base = baseline_metrics(y, 0.3, {"tp": 1.0, "fp": 0.0, "tn": 1.0, "fn": 0.0})
+    entropy = -(0.3 * np.log(0.3) + 0.7 * np.log(0.7))
+    assert base["roc_auc"] == 0.5 and base["log_loss"] == pytest.approx(entropy, abs=1e-6)
+    assert base["accuracy"] == pytest.approx(0.7)  # predicting the majority class
+    assert base["prior"] == 0.3
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        baseline_metrics(y, 1.0, {"tp": 1.0, "fp": 0.0, "tn": 1.0, "fn": 0.0})

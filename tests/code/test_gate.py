@@ -118,3 +118,61 @@ def test_none_metric_fails_rather_than_crashing():
 def test_malformed_config_raises(config, message):
     with pytest.raises(ValueError, match=message):
         decide(GOOD, None, config)
+
+
+# --- baseline thresholds: the default gate for any dataset -------------------------------------
+
+DEFAULT_GATE = {
+    "baseline_thresholds": {
+        "log_loss": {"direction": "lower_is_better", "relative": -0.05},
+        "roc_auc": {"direction": "higher_is_better", "absolute": 0.05},
+    },
+    "change_thresholds": {"roc_auc": {"direction": "higher_is_better", "absolute": -0.005}},
+}
+PRIOR = {"roc_auc": 0.5, "log_loss": 0.60}
+
+
+def test_a_modest_model_on_another_dataset_beats_the_baseline():
+    """ROC AUC 0.76 fails Adult's absolute 0.85 but is clearly better than knowing the base rate."""
+    decision = decide({"roc_auc": 0.76, "log_loss": 0.52}, None, DEFAULT_GATE, PRIOR)
+    assert decision.blessed, decision.reasons
+    loss = _check(decision, "baseline", "log_loss")
+    assert loss["relative"] == pytest.approx(-0.08 / 0.60) and loss["passed"]
+    assert _check(decision, "change", "roc_auc")["skipped"]
+    assert not decide({"roc_auc": 0.76, "log_loss": 0.52}, None, CONFIG).blessed
+
+
+def test_baseline_checks_refuse_a_model_no_better_than_the_prior():
+    decision = decide({"roc_auc": 0.53, "log_loss": 0.59}, None, DEFAULT_GATE, PRIOR)
+    assert not decision.blessed
+    assert {c["key"] for c in decision.checks if c["passed"] is False} == {
+        "gate.baseline_thresholds.log_loss", "gate.baseline_thresholds.roc_auc"}
+    assert all("[gate.baseline_thresholds." in r for r in decision.reasons)
+
+
+def test_relative_limit_boundary_and_both_limits_together():
+    at_limit = {"roc_auc": 0.7, "log_loss": 0.57}  # exactly 5% below the prior's 0.60
+    assert _check(decide(at_limit, None, DEFAULT_GATE, PRIOR), "baseline", "log_loss")["passed"]
+    both = {"baseline_thresholds": {"log_loss": {"direction": "lower_is_better", "absolute": -0.01,
+                                                 "relative": -0.05}}}
+    assert not decide({"log_loss": 0.585}, None, both, PRIOR).blessed  # absolute passes, relative fails
+    assert decide({"log_loss": 0.56}, None, both, PRIOR).blessed
+
+
+def test_baseline_checks_apply_even_with_a_champion_and_fail_without_a_baseline():
+    champion = {"roc_auc": 0.75, "log_loss": 0.53}
+    assert decide({"roc_auc": 0.76, "log_loss": 0.52}, champion, DEFAULT_GATE, PRIOR).blessed
+    skipped = decide({"roc_auc": 0.76, "log_loss": 0.52}, None, DEFAULT_GATE, None)
+    assert all(c["skipped"] for c in skipped.checks) and skipped.blessed is False
+    assert "no check applied" in skipped.reasons[0] and "no baseline to compare with" in skipped.reasons[0]
+
+
+@pytest.mark.parametrize("config", [
+    {"baseline_thresholds": {"log_loss": {"direction": "lower_is_better"}}},
+    {"baseline_thresholds": {"log_loss": {"direction": "down", "relative": -0.05}}},
+    {"baseline_thresholds": {"log_loss": {"direction": "lower_is_better", "relativ": -0.05}}},
+    {"value_threshold": {"roc_auc": {"lower": 0.8}}},
+])
+def test_malformed_gate_config_names_the_key(config):
+    with pytest.raises(ValueError, match="gate"):
+        decide(GOOD, None, config, PRIOR)

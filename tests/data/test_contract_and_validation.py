@@ -18,7 +18,6 @@ from mlops_template.contract import (
     ContractError,
     build_schema,
     contract_from_dict,
-    infer_contract,
     load_contract,
     read_raw_csv,
 )
@@ -206,54 +205,3 @@ def test_bundled_adult_data(adult):
     assert result.valid[nullable].isna().any().all()  # the "?" markers became real missing values
     assert result.valid["capital_gain"].max() <= 99998
     assert not result.valid.duplicated().any()
-
-
-# --- contract inference -----------------------------------------------------------------------
-
-@pytest.fixture()
-def small_frame() -> pd.DataFrame:
-    n = 60
-    return pd.DataFrame({
-        "count": [str(i % 7) for i in range(n)],
-        "ratio": [f"{0.5 + i / 10:.2f}" for i in range(n)],
-        "colour": [["red", "green", "blue"][i % 3] for i in range(n)],
-        "comment": [None if i == 3 else f"free text {i}" for i in range(n)],
-        "customer_id": [f"C{i:04d}" for i in range(n)],
-        "label": [["yes", "no"][i % 2] for i in range(n)],
-    })
-
-
-def test_infer_contract_types_roles_ranges(small_frame):
-    drafted = infer_contract(small_frame, target="label", positive="yes")
-    cols = drafted["columns"]
-    assert cols["count"] == {"type": "int", "role": "numeric", "min": 0, "max": 6}
-    assert cols["ratio"]["type"] == "float" and cols["ratio"]["role"] == "numeric"
-    assert cols["ratio"]["min"] == 0.5 and cols["ratio"]["max"] == pytest.approx(6.4)
-    assert cols["colour"] == {"type": "str", "role": "categorical", "allowed": ["blue", "green", "red"]}
-    assert cols["comment"]["role"] == "ignore" and cols["comment"]["nullable"] is True
-    assert cols["customer_id"]["role"] == "ignore"  # 60 distinct values > 50 categories
-    assert cols["label"] == {"type": "str", "role": "target", "allowed": ["no", "yes"]}
-    assert drafted["target"] == {"column": "label", "positive": "yes"}
-
-
-def test_infer_contract_rejects_bad_target(small_frame):
-    with pytest.raises(ContractError):
-        infer_contract(small_frame, target="missing")
-    with pytest.raises(ContractError, match="positive class"):
-        infer_contract(small_frame, target="label", positive="maybe")
-
-
-def test_inferred_contract_round_trip(tmp_path, small_frame):
-    drafted = infer_contract(small_frame, target="label", positive="yes")
-    contract = contract_from_dict(drafted)
-    assert contract.target == "label" and contract.positive_class == "yes"
-    assert contract.columns_with_role("numeric") == ["count", "ratio"]
-    assert contract.columns_with_role("categorical") == ["colour"]
-    path = tmp_path / "drafted.yaml"
-    path.write_text(yaml.safe_dump(drafted, sort_keys=False), encoding="utf-8")
-    reloaded = load_contract(path)
-    assert reloaded == contract
-    # The data the contract was drafted from passes it.
-    result = validate_frame(small_frame, reloaded)
-    assert result.rejected.empty and len(result.valid) == len(small_frame)
-    assert result.valid["count"].dtype == "int64"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -114,9 +114,11 @@ def samples(contract: Contract) -> dict[str, pd.DataFrame]:
     return {"reference": reference, "like_reference": like, "shifted": shifted}
 
 
-def log_entries(frame: pd.DataFrame, contract: Contract, prefix: str = "req") -> list[dict]:
-    """One inference-log entry per row, features as a client would send them."""
-    inputs = [c.name for c in contract.input_columns]
+def log_entries(
+    frame: pd.DataFrame, contract: Contract, prefix: str = "req", omit: Collection[str] = ()
+) -> list[dict]:
+    """One inference-log entry per row, features as a client would send them (but ``omit``)."""
+    inputs = [c.name for c in contract.input_columns if c.name not in omit]
     features = frame[inputs].astype(object).where(frame[inputs].notna(), None).to_dict("records")
     return [
         {"request_id": f"{prefix}-{i}", "record_index": 0, "model_version": "test:1",
@@ -126,12 +128,12 @@ def log_entries(frame: pd.DataFrame, contract: Contract, prefix: str = "req") ->
 
 
 @pytest.fixture
-def write_log(contract: Contract) -> Callable[[Path, pd.DataFrame], Path]:
-    """Write rows of the bundled data as an inference log in ``directory``."""
+def write_log(contract: Contract) -> Callable[..., Path]:
+    """Write rows of the bundled data as an inference log in ``directory``, without ``omit``."""
 
-    def write(directory: Path, frame: pd.DataFrame) -> Path:
+    def write(directory: Path, frame: pd.DataFrame, omit: Collection[str] = ()) -> Path:
         with InferenceLog(directory) as log:
-            log.submit(log_entries(frame, contract))
+            log.submit(log_entries(frame, contract, omit=omit))
         return directory
 
     return write
@@ -145,6 +147,7 @@ def params_file(tmp_path: Path) -> Path:
     params["monitoring"] = {
         "inference_log_dir": str(tmp_path / "log"),
         "window_records": 5000,
+        "min_window_records": 500,
         "drift_share_threshold": 0.2,
         "quality_drop_fraction": 0.2,
         "quality_min_labelled": 100,

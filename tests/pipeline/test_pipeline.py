@@ -349,3 +349,31 @@ def test_temp_experiment_logs_to_the_root_mlflow_store(repo):
     data = find_experiment(json.loads(repo.dvc("exp", "show", "--json").stdout), name)
     assert data["params"]["params.yaml"]["data"]["train"]["seed"] == 7
     repo.assert_up_to_date()
+
+
+def test_experiments_table_fits_a_terminal_and_a_blessed_experiment_is_promoted(repo):
+    """Runs last in this module: it moves the champion to the promoted experiment's model."""
+    repo.assert_up_to_date()
+    champion_before = repo.json("deployments/champion.json")["champion"]["model_version"]
+    proc = repo.dvc("exp", "run", "-S", "train.hyperparameters.hist_gradient_boosting.learning_rate=0.2",
+                    "-S", "gate.change_thresholds.roc_auc.absolute=-1.0")
+    name = experiment_name(proc.stdout + proc.stderr)
+    record = repo.json("deployments/champion.json")
+    assert record["champion"]["model_version"] == champion_before  # an experiment never deploys
+    assert f"experiments promote {name}" in " ".join(record["last_decision"]["reasons"])
+    candidate = repo.json("models/candidate/model_card.json")["mlflow"]["model_version"]
+
+    table = repo.python("-m", "mlops_template.experiments", "show").stdout
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 80, table
+    assert any(line.strip().startswith(name) and "learning_rate=0.2" in line for line in lines), table
+    assert lines[0].split()[:4] == ["Experiment", "roc_auc", "log_loss", "value/row"]
+
+    missing = repo.python("-m", "mlops_template.experiments", "promote", "no-such-exp", check=False)
+    assert missing.returncode == 1 and "no experiment named" in missing.stderr
+    proc = repo.python("-m", "mlops_template.experiments", "promote", name, timeout=900)
+    assert "promoted" in proc.stdout, proc.stdout
+    record = repo.json("deployments/champion.json")
+    assert record["champion"]["model_version"] == candidate != champion_before
+    assert repo.params()["train"]["hyperparameters"]["hist_gradient_boosting"]["learning_rate"] == 0.2
+    repo.assert_up_to_date()

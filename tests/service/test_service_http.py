@@ -131,6 +131,17 @@ def test_missing_field_is_400(packaged: dict, server: str) -> None:
     assert "marital_status" in response.text
 
 
+def test_unused_and_nullable_fields_may_be_omitted(packaged: dict, server: str) -> None:
+    """Columns the model does not use (featurize.drop) and nullable ones may be left out."""
+    full = records_of(packaged["test"].iloc[:1])[0]
+    record = {k: v for k, v in full.items() if k not in ("fnlwgt", "education", "workclass")}
+    response = requests.post(f"{server}/predict", json={"records": [record, {**full, "workclass": None}]},
+                             timeout=10)
+    assert response.status_code == 200, response.text
+    first, second = response.json()
+    assert first["probability"] == pytest.approx(second["probability"], abs=1e-12)
+
+
 def test_empty_list_is_4xx(server: str) -> None:
     """An empty request is a client error."""
     response = requests.post(f"{server}/predict", json={"records": []}, timeout=10)

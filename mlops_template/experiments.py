@@ -1,0 +1,130 @@
+"""DVC experiments a person can read, and the promotion of one of them.
+
+``python -m mlops_template.experiments show`` prints one line per experiment that fits an
+80-column terminal: the gate's metrics, whether it was blessed, and only the params that differ
+between the rows (``dvc exp show`` prints every param and metric, 200+ columns).
+
+``python -m mlops_template.experiments promote NAME`` deploys a blessed experiment: experiment
+runs never deploy (the deploy stage records their gate decision and stops), so this applies
+the experiment to the workspace (``dvc exp apply``), evaluates it again against the champion
+serving now, and runs deploy. Exit codes: 0 promoted, 3 not blessed (the champion stays),
+1 failure. Commit the result as the command prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from mlops_template.retrain import dvc, outcome_of_pipeline
+
+EXIT_OK, EXIT_FAILED, EXIT_NOT_BLESSED = 0, 1, 3
+METRICS = (("roc_auc", "metrics/evaluation.json", "roc_auc"),
+           ("log_loss", "metrics/evaluation.json", "log_loss"),
+           ("value/row", "metrics/evaluation.json", "value_per_row"))
+WIDTH = 80
+
+
+def _flat(params: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _entry(record: dict, name: str) -> dict[str, Any]:
+    data = record.get("data") or {}
+    params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+    metrics = {path: (found or {}).get("data") or {} for path, found in (data.get("metrics") or {}).items()}
+    return {"name": name, "params": _flat(params), "metrics": metrics}
+
+
+def experiment_rows(shown: list[dict]) -> list[dict[str, Any]]:
+    """The workspace, each commit and its experiments, from ``dvc exp show --json``."""
+    rows = []
+    for commit in shown:
+        rev = str(commit.get("rev", ""))
+        label = commit.get("name") or (rev if rev == "workspace" else rev[:7])
+        rows.append(_entry(commit, label))
+        for experiment in commit.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                rows.append(_entry(rev, f"  {rev.get('name') or str(rev.get('rev', ''))[:7]}"))
+    return rows
+
+
+def table(rows: list[dict[str, Any]], width: int = WIDTH) -> str:
+    """Metrics, blessing and differing params, one line per row, cut to ``width`` columns."""
+    keys = sorted({k for r in rows for k in r["params"]})
+    changing = [k for k in keys if len({json.dumps(r["params"].get(k)) for r in rows}) > 1]
+    name_width = max([len("Experiment"), *(len(r["name"]) for r in rows)])
+    header = f"{'Experiment':<{name_width}}  " + "  ".join(f"{m:>9}" for m, _, _ in METRICS)
+    header += "  blessed  changed params"
+    lines = [header, "-" * min(width, len(header) + 10)]
+    for row in rows:
+        figures = []
+        for _, path, key in METRICS:
+            value = row["metrics"].get(path, {}).get(key)
+            figures.append(f"{value:>9.4f}" if isinstance(value, (int, float)) else f"{'-':>9}")
+        blessed = row["metrics"].get("metrics/gate.json", {}).get("blessed")
+        mark = {True: "yes", False: "no"}.get(blessed, "-")
+        changed = " ".join(f"{k.split('.')[-1]}={row['params'].get(k)}" for k in changing)
+        line = f"{row['name']:<{name_width}}  " + "  ".join(figures) + f"  {mark:>7}  {changed}"
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    return "\n".join(lines)
+
+
+def show() -> int:
+    """Print the experiments table."""
+    proc = dvc("exp", "show", "--json", capture=True)
+    if proc.returncode != 0:
+        print(proc.stderr.strip(), file=sys.stderr)
+        return EXIT_FAILED
+    print(table(experiment_rows(json.loads(proc.stdout or "[]"))))
+    return EXIT_OK
+
+
+def promote(name: str, model_name: str) -> int:
+    """Apply experiment ``name``, evaluate it against the current champion, deploy if blessed."""
+    listed = dvc("exp", "list", "--name-only", capture=True).stdout.split()
+    if name not in listed:
+        print(f"no experiment named {name!r}; `dvc exp list` shows: {listed}", file=sys.stderr)
+        return EXIT_FAILED
+    for args in (("exp", "apply", name), ("repro", "--force", "--single-item", "evaluate"),
+                 ("repro", "--force", "--single-item", "deploy")):
+        if dvc(*args).returncode != 0:
+            print(f"`dvc {' '.join(args)}` failed; the workspace holds the experiment", file=sys.stderr)
+            return EXIT_FAILED
+    result = outcome_of_pipeline(model_name)
+    if not result["promoted"]:
+        print(f"{name}: v{result['candidate_version']} not blessed against the champion "
+              f"v{result['champion_version']}: {'; '.join(result['reasons'])}")
+        return EXIT_NOT_BLESSED
+    print(f"{name}: v{result['candidate_version']} promoted. Commit it: git add params.yaml dvc.lock "
+          f"metrics deployments && git commit -m 'promote experiment {name}'")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m mlops_template.experiments",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("show", help="a readable table of experiments")
+    chosen = sub.add_parser("promote", help="deploy a blessed experiment")
+    chosen.add_argument("name")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        return show()
+    from mlops_template.config import load_params, setup_logging
+
+    setup_logging()
+    return promote(args.name, load_params()["deploy"]["model_name"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
