@@ -1,5 +1,6 @@
-# Serving image for the deployed model: the exported bento (models/serving/*.bento, written by the
-# pipeline's deploy stage) on top of the serving requirements only.
+# Serving image for the deployed model: the champion's exported bento (models/serving/champion.bento,
+# written by the deploy stage and kept current by canary promotion and rollback) on top of the
+# serving requirements only.
 #
 #   make pipeline
 #   docker build -t adult-income-service .
@@ -10,9 +11,9 @@
 # Build arguments
 #   BASE_IMAGE      any Debian-like image with python3.11 and the venv module (default
 #                   python:3.11-slim; the verify script uses a local debootstrap bookworm image).
-#   BENTO_ARCHIVE   the exported bento inside the build context.
-#   BENTO_TAG       the bento to serve once imported (deployments/champion.json names the exact
-#                   tag; ":latest" is the only bento in the image's store, so it is the same one).
+#   BENTO_ARCHIVE   the exported bento inside the build context (default: the champion's).
+#   BENTO_TAG       the bento to serve once imported; default: the one bento the archive holds
+#                   (deployments/champion.json names the same tag).
 #   PIP_CA_BUNDLE   path, inside the build, of a CA bundle pip must trust (TLS-inspecting
 #                   corporate proxies). Unset: pip uses its own certifi bundle. The file has to be
 #                   visible to RUN steps, e.g. with podman/buildah
@@ -27,8 +28,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
-ARG BENTO_ARCHIVE=models/serving/adult_income_service.bento
-ARG BENTO_TAG=adult_income_service:latest
+ARG BENTO_ARCHIVE=models/serving/champion.bento
+ARG BENTO_TAG=
 ARG PIP_CA_BUNDLE=
 ARG PIP_EXTRA_ARGS=
 ARG APP_UID=10001
@@ -71,7 +72,10 @@ RUN set -eu; \
 COPY ${BENTO_ARCHIVE} /opt/bento/service.bento
 USER ${APP_UID}:${APP_UID}
 WORKDIR /home/app
-RUN bentoml import /opt/bento/service.bento && bentoml list
+RUN bentoml import /opt/bento/service.bento \
+ && bentoml list -o json | python -c "import json, sys; print(json.load(sys.stdin)[0]['tag'])" \
+      > /home/app/bento.tag \
+ && echo "imported bento $(cat /home/app/bento.tag)"
 
 EXPOSE 3000
 # slim images have no curl: python's urllib answers the health check (non-2xx raises -> exit 1).
@@ -79,4 +83,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '3000'), timeout=4)"]
 
 # exec: bentoml becomes PID 1 and receives SIGTERM from `docker stop` directly.
-CMD ["sh", "-c", "exec bentoml serve \"$BENTO_TAG\" --host 0.0.0.0 --port \"$PORT\""]
+CMD ["sh", "-c", "exec bentoml serve \"${BENTO_TAG:-$(cat /home/app/bento.tag)}\" --host 0.0.0.0 --port \"$PORT\""]

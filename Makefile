@@ -7,7 +7,9 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_TELEMETRY := false
 
-.PHONY: setup pipeline test serve mlflow-ui plots benchmark clean
+PORT ?= 3000
+
+.PHONY: setup pipeline test test-fast lint serve mlflow-ui plots benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -20,12 +22,19 @@ $(VENV)/.installed: requirements.txt requirements-serve.txt constraints.txt
 pipeline: setup
 	dvc repro
 
-test: setup
+test: setup  ## every tier: unit, integration (real servers), e2e (real dvc in fresh clones)
 	python -m pytest
 
-serve: setup  ## serve the deployed champion on port 3000, logging to monitoring/inference-log
+test-fast: setup  ## the unit tier only: no servers, no clones
+	python -m pytest tests/unit
+
+lint: setup
+	ruff check .
+
+serve: setup  ## serve the deployed champion on $(PORT), logging to monitoring/inference-log
 	INFERENCE_LOG_DIR=$(CURDIR)/monitoring/inference-log ROUTING_FILE=$(CURDIR)/deployments/routing.json \
-	bentoml serve $$(python -c "import json;print(json.load(open('deployments/champion.json'))['champion']['bento_tag'])") --port 3000
+	bentoml serve $$(python -c "import json;print(json.load(open('deployments/champion.json'))['champion']['bento_tag'])") \
+	  --port $(PORT)
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

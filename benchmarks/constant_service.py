@@ -1,4 +1,4 @@
-"""The serving setup of mlops_template.service answering a constant: the framework's ceiling.
+"""The serving setup of mlops_template.serving.service answering a constant: the framework's ceiling.
 
 Same request model (validated from the contract), same request guard and metrics middleware,
 same traffic settings, workers (``WORKERS``) and garbage-collector setting, and the same JSON
@@ -6,19 +6,16 @@ response path; only the model call is gone. benchmarks/serving.py serves
 it beside the real service to measure how close the model gets to what BentoML itself can do.
 """
 
-import os
-
 import bentoml
 
-from mlops_template import service as real
-from mlops_template.request_guard import RequestGuard
-from mlops_template.service_metrics import service_metrics
+from mlops_template.serving import service as real
+from mlops_template.serving.guard import RequestGuard
+from mlops_template.serving.metrics import service_metrics
 
 CONSTANT = real.Prediction(probability=0.5, label="constant", model_version="constant")
 
 
-@bentoml.service(traffic={"timeout": real.DEFAULT_REQUEST_TIMEOUT},
-                 workers=int(os.environ.get("WORKERS", "1")))
+@bentoml.service(traffic={"timeout": real.SETTINGS.request_timeout}, workers=real.SETTINGS.workers)
 class ConstantService:
     """Validates records like the real service, then answers without scoring them."""
 

@@ -27,13 +27,13 @@ SEED = 0
 def child(log_dir: Path, reference: Path, rows: int, report_dir: Path) -> dict:
     """Run one drift job in this process; its timings and peak memory."""
     started = time.perf_counter()
-    from mlops_template.contract import load_contract
-    from mlops_template.inference_log import read_log
+    import evidently.presets  # noqa: F401  (timed here rather than inside the job)
+
+    from mlops_template.core.contract import load_contract
     from mlops_template.monitoring import Window
     from mlops_template.monitoring.alerts import AlertSink
     from mlops_template.monitoring.drift import run_drift_job
-
-    import evidently.presets  # noqa: F401  (timed here rather than inside the job)
+    from mlops_template.serving.inference_log import read_log
 
     imported = time.perf_counter()
     read_log(log_dir, last_n=rows)
@@ -54,9 +54,9 @@ def child(log_dir: Path, reference: Path, rows: int, report_dir: Path) -> dict:
 
 def prepare(tmp: Path, sizes: list[int]) -> tuple[Path, dict[int, tuple[Path, float, int]]]:
     """The reference file and, per size, a log directory with its write time and size on disk."""
-    from mlops_template.contract import load_contract
-    from mlops_template.inference_log import InferenceLog
-    from mlops_template.validation import validate_file
+    from mlops_template.core.contract import load_contract
+    from mlops_template.pipeline.validation import validate_file
+    from mlops_template.serving.inference_log import InferenceLog
 
     contract = load_contract(REPO / "contracts/adult.yaml")
     rows = validate_file(REPO / "data/raw/adult.csv.gz", contract).valid.sample(frac=1.0, random_state=SEED)

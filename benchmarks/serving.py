@@ -40,6 +40,9 @@ import numpy as np
 import pandas as pd
 import requests
 
+from mlops_template.core import paths
+from mlops_template.ops import records
+
 REPO = Path(__file__).resolve().parents[1]
 RECORD_FIELDS_DROP = ("income",)
 
@@ -105,7 +108,8 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[i])
 end
 done = function(summary, latency, requests)
-  io.write(string.format('WRK {"requests": %%d, "duration_us": %%d, "non_2xx": %%d, "socket_errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
+  io.write(string.format('WRK {"requests": %%d, "duration_us": %%d, "non_2xx": %%d, '
+    .. '"socket_errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
     summary.requests, summary.duration, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(99)))
@@ -145,7 +149,7 @@ def quantile_from_buckets(before: dict[float, float], after: dict[float, float],
     if not counts or counts[-1] <= 0:
         return None
     target, previous_bound, previous_count = q * counts[-1], 0.0, 0.0
-    for bound, count in zip(bounds, counts):
+    for bound, count in zip(bounds, counts, strict=True):
         if count >= target:
             if bound == float("inf"):
                 return previous_bound
@@ -217,7 +221,7 @@ def drive(url: str, script: Path, concurrency: int, duration: float,
             probe.halt.set()
             probe.join()
     after = admitted_latency_buckets(url)
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("WRK "))
+    line = next(text for text in proc.stdout.splitlines() if text.startswith("WRK "))
     raw = json.loads(line[4:])
     seconds = raw["duration_us"] / 1e6
     ok = raw["requests"] - raw["non_2xx"] - raw["socket_errors"]
@@ -285,6 +289,14 @@ def alternate(servers: dict[str, Server], script: Path, concurrency: int, durati
     return runs
 
 
+def champion_deployment(repo: Path) -> dict:
+    """The deployment serving now in ``repo``, with an archive on disk to import (SystemExit if none)."""
+    champion = records.champion(repo / paths.CHAMPION_RECORD)
+    if champion is None or not champion.get("archive") or not (repo / champion["archive"]).is_file():
+        raise SystemExit(f"no deployed champion with an archive in {repo}: run `make pipeline` first")
+    return champion
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -296,7 +308,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/serving.json")
     args = parser.parse_args()
 
-    champion = json.loads((REPO / "deployments/champion.json").read_text())["champion"]
+    champion = champion_deployment(REPO)
     archive = REPO / champion["archive"]
     records = sample_records()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -316,7 +328,7 @@ def main() -> None:
             for server in paired.values():
                 server.stop()
         results = {name: median_result(measured) for name, measured in runs.items()}
-        per_round = [b["ok_rps"] / c["ok_rps"] for c, b in zip(runs["constant"], runs["batched"])]
+        per_round = [b["ok_rps"] / c["ok_rps"] for c, b in zip(runs["constant"], runs["batched"], strict=True)]
         variants = [
             ("naive", bento, {**env, "BATCHING": "off", "SCORER": "pipeline"}, args.concurrency),
             ("unbatched", bento, {**env, "BATCHING": "off"}, args.concurrency),

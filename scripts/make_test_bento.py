@@ -32,10 +32,11 @@ def train(model_dir: Path, rows: int) -> tuple[Any, Any, Any]:
     Returns the pipeline, its feature spec and every valid row (the service tests score the
     rows after the first ``rows`` as held-out data).
     """
-    from mlops_template.contract import load_contract
-    from mlops_template.features import build_features, feature_spec_from
-    from mlops_template.model import build_pipeline, save_model
-    from mlops_template.validation import validate_file
+    from mlops_template.core.artifacts import save_model
+    from mlops_template.core.contract import load_contract
+    from mlops_template.core.features import build_features, feature_spec_from
+    from mlops_template.pipeline.training import build_pipeline
+    from mlops_template.pipeline.validation import validate_file
 
     contract = load_contract(CONTRACT)
     valid = validate_file(RAW, contract).valid
@@ -60,14 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not os.environ.get("BENTOML_HOME"):
         parser.error("set BENTOML_HOME (a scratch store: this writes a model and a bento into it)")
-    from mlops_template.packaging import package_model
+    from mlops_template.pipeline.packaging import package_model
 
     with tempfile.TemporaryDirectory(prefix="test-model-") as tmp:
         model_dir = Path(tmp)
         train(model_dir, args.rows)
         result = package_model(model_dir, CONTRACT, args.threshold, "adult-income",
                                "adult_income_service", {"model_version": args.model_version},
-                               args.export_dir)
+                               args.export_dir / "champion.bento")
     print(json.dumps({**result, "model_version": args.model_version}))
 
 

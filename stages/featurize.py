@@ -4,13 +4,12 @@ import logging
 
 import pandas as pd
 
-from mlops_template.config import load_params, setup_logging, write_frame
-from mlops_template.features import build_features, feature_spec_from
-from mlops_template.params_check import contract_or_exit
-from mlops_template.splits import split_train_test
-
-VALIDATED = "data/validated/data.parquet"
-OUT_DIR = "data/features"
+from mlops_template.core import paths
+from mlops_template.core.config import load_params, setup_logging
+from mlops_template.core.features import build_features, feature_spec_from
+from mlops_template.core.io import write_frame
+from mlops_template.pipeline.params_check import contract_or_exit
+from mlops_template.pipeline.splits import split_train_test
 
 logger = logging.getLogger("stages.featurize")
 
@@ -21,16 +20,16 @@ def main() -> None:
     contract = contract_or_exit(params)
     cfg = params["featurize"]
     spec = feature_spec_from(contract, cfg.get("drop"), cfg.get("derived"))
-    data = pd.read_parquet(VALIDATED)
+    data = pd.read_parquet(paths.VALIDATED)
     features = build_features(data, spec)
     # Keep the contract columns too: scoring an older champion re-derives its own features.
     data = data.join(features[list(spec.derived)])
     train, test, reference = split_train_test(
         data, contract.target, cfg["test_size"], cfg["seed"], cfg["reference_rows"]
     )
-    for name, frame in {"train": train, "test": test, "reference": reference}.items():
-        write_frame(frame, f"{OUT_DIR}/{name}.parquet")
-    spec.to_json(f"{OUT_DIR}/feature_spec.json")
+    for path, frame in ((paths.TRAIN, train), (paths.TEST, test), (paths.REFERENCE, reference)):
+        write_frame(frame, path)
+    spec.to_json(paths.FEATURE_SPEC)
     logger.info("train %d rows, test %d rows, reference %d rows, %d features",
                 len(train), len(test), len(reference), len(spec.columns))
 

@@ -3,13 +3,11 @@
 import logging
 import sys
 
-from mlops_template.config import load_params, setup_logging, write_json, write_frame
-from mlops_template.params_check import contract_or_exit
-from mlops_template.validation import DataValidationError, describe_rejections, validate_file
-
-VALIDATED = "data/validated/data.parquet"
-QUARANTINE = "data/quarantine/rejected.csv"
-METRICS = "metrics/validation.json"
+from mlops_template.core import paths
+from mlops_template.core.config import load_params, setup_logging
+from mlops_template.core.io import write_frame, write_json
+from mlops_template.pipeline.params_check import contract_or_exit
+from mlops_template.pipeline.validation import DataValidationError, describe_rejections, validate_file
 
 logger = logging.getLogger("stages.validate")
 
@@ -25,16 +23,16 @@ def main() -> int:
         logger.error("validation failed: %s", exc)
         return 1
     report = describe_rejections(result)
-    write_frame(result.rejected, QUARANTINE)
+    write_frame(result.rejected, paths.QUARANTINE)
     if result.rejected_share > max_share:
         logger.error(
             "rejected share %.2f%% exceeds validate.max_rejected_share %.2f%%; rejected rows are in %s\n%s",
-            100 * result.rejected_share, 100 * max_share, QUARANTINE, report,
+            100 * result.rejected_share, 100 * max_share, paths.QUARANTINE, report,
         )
         return 1
     logger.info("%s", report)
-    write_frame(result.valid, VALIDATED)
-    write_json(METRICS, {**result.summary(), "max_rejected_share": max_share})
+    write_frame(result.valid, paths.VALIDATED)
+    write_json(paths.VALIDATION_METRICS, {**result.summary(), "max_rejected_share": max_share})
     return 0
 
 

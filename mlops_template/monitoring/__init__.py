@@ -24,13 +24,14 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_template.inference_log import read_log
+from mlops_template.core import paths
+from mlops_template.serving.inference_log import read_log
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_ALERT = 0, 1, 3
-REFERENCE_PATH = Path("data/features/reference.parquet")  # written by the featurize stage
-EVALUATION_PATH = Path("metrics/evaluation.json")  # written by the evaluate stage
+REFERENCE_PATH = paths.REFERENCE  # written by the featurize stage
+EVALUATION_PATH = paths.EVALUATION  # written by the evaluate stage
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Settings:
     webhook_url: str | None = None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> "Settings":
+    def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Settings:
         """Settings from the parsed params.yaml; ``PUSHGATEWAY_URL`` and ``ALERT_WEBHOOK_URL`` win."""
         section = dict(params.get("monitoring") or {})
         unknown = set(section) - set(cls.__dataclass_fields__)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from mlops_template.config import load_params, setup_logging
-from mlops_template.contract import load_contract
+from mlops_template.core import paths
+from mlops_template.core.config import load_params, setup_logging
+from mlops_template.core.contract import load_contract
 from mlops_template.monitoring import (
     EVALUATION_PATH,
     EXIT_ALERT,
@@ -38,12 +39,12 @@ logger = logging.getLogger("mlops_template.monitoring")
 def _timestamp(text: str) -> datetime:
     """An ISO-8601 time; one without a zone is taken as UTC."""
     value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", type=Path, default=Path("params.yaml"))
+    common.add_argument("--params", type=Path, default=paths.PARAMS)
     common.add_argument("--log-dir", type=Path, help="inference log (default: params)")
     common.add_argument("--report-dir", type=Path, help="reports, gauges and alert state (default: params)")
     common.add_argument("--last-n", type=int, help="newest N records (drift default: window_records)")

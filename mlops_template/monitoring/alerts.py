@@ -22,11 +22,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlops_template.config import write_json
+from mlops_template.core.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class AlertSink:
         """
         try:
             with self._state() as state:
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 incident = state.get(alert.key)
                 if incident and now - datetime.fromisoformat(incident["notified"]) < self.dedup:
                     logger.info("alert %r suppressed: already notified at %s", alert.key, incident["notified"])
@@ -148,7 +148,7 @@ class AlertSink:
             logger.error("alert %r NOT delivered: %s", key, text)
         else:
             logger.warning("alert %r %s: %s", key, status, text)
-        record = {"ts": datetime.now(timezone.utc).isoformat(), "key": key, "status": status,
+        record = {"ts": datetime.now(UTC).isoformat(), "key": key, "status": status,
                   "delivery": outcome, "text": text, "detail": markdown}
         with open(self.state_dir / LOG_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_template.config import write_json
-from mlops_template.contract import Contract
+from mlops_template.core.contract import Contract
+from mlops_template.core.io import write_json
 from mlops_template.monitoring import Settings, Window, publish
 from mlops_template.monitoring.alerts import Alert, AlertSink
 

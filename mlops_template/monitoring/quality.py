@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_template.config import read_json, write_json
-from mlops_template.contract import Contract
-from mlops_template.evaluation import business_value, score_metrics
+from mlops_template.core.contract import Contract
+from mlops_template.core.io import read_json, write_json
 from mlops_template.monitoring import Window, publish
 from mlops_template.monitoring.alerts import Alert, AlertSink
+from mlops_template.pipeline.evaluation import business_value, score_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,206 @@
+"""The data contract: one declaration of the columns a dataset must have.
+
+The contract is a YAML file (see ``contracts/adult.yaml``). The validate stage turns it into a
+pandera schema, the service turns it into a pydantic request model, and monitoring reads the
+column roles from it. :mod:`mlops_template.pipeline.inference` drafts one for a new dataset
+(``python -m mlops_template.contract infer data.csv --target COL``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+ROLES = ("numeric", "categorical", "target", "ignore")
+TYPES = ("int", "float", "str")
+
+
+class ContractError(ValueError):
+    """The contract file itself is malformed."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """What one column may hold."""
+
+    name: str
+    type: str
+    role: str
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Columns, target and read rules of a dataset."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    target: str
+    positive_class: str
+    na_values: tuple[str, ...] = ()
+    strip_whitespace: bool = False
+    unique_rows: bool = False
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def column_names(self) -> list[str]:
+        """All columns, target included, in declaration order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def input_columns(self) -> list[ColumnSpec]:
+        """Columns a client sends for scoring: everything but the target."""
+        return [c for c in self.columns if c.role != "target"]
+
+    def columns_with_role(self, role: str) -> list[str]:
+        """Names of the columns declared with ``role`` (numeric, categorical, ...)."""
+        return [c.name for c in self.columns if c.role == role]
+
+    @property
+    def target_spec(self) -> ColumnSpec:
+        """The target column's declaration."""
+        return next(c for c in self.columns if c.name == self.target)
+
+    @property
+    def negative_class(self) -> str:
+        """The label of a negative prediction: the other allowed value, else ``not <positive>``."""
+        others = [v for v in self.target_spec.allowed or () if v != self.positive_class]
+        return others[0] if len(others) == 1 else f"not {self.positive_class}"
+
+
+def _parse_column(name: str, spec: dict[str, Any]) -> ColumnSpec:
+    unknown = set(spec) - {"type", "role", "nullable", "min", "max", "allowed", "description"}
+    if unknown:
+        raise ContractError(f"column {name!r}: unknown keys {sorted(unknown)}")
+    ctype = spec.get("type")
+    role = spec.get("role")
+    if ctype not in TYPES:
+        raise ContractError(f"column {name!r}: type must be one of {TYPES}, got {ctype!r}")
+    if role not in ROLES:
+        raise ContractError(f"column {name!r}: role must be one of {ROLES}, got {role!r}")
+    allowed = spec.get("allowed")
+    if allowed is not None and ctype != "str":
+        raise ContractError(f"column {name!r}: 'allowed' is only for str columns")
+    if ctype == "str" and (spec.get("min") is not None or spec.get("max") is not None):
+        raise ContractError(f"column {name!r}: 'min'/'max' are only for numeric columns")
+    return ColumnSpec(
+        name=name,
+        type=ctype,
+        role=role,
+        nullable=bool(spec.get("nullable", False)),
+        min=spec.get("min"),
+        max=spec.get("max"),
+        allowed=tuple(str(v) for v in allowed) if allowed is not None else None,
+        description=spec.get("description", ""),
+    )
+
+
+def contract_from_dict(raw: dict[str, Any]) -> Contract:
+    """Build a contract from its parsed YAML form, checking that it is coherent."""
+    try:
+        columns = tuple(_parse_column(n, s or {}) for n, s in raw["columns"].items())
+        target = raw["target"]["column"]
+        positive = str(raw["target"]["positive"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ContractError(f"contract lacks a required key: {exc}") from exc
+    by_name = {c.name: c for c in columns}
+    if target not in by_name:
+        raise ContractError(f"target column {target!r} is not declared under 'columns'")
+    if by_name[target].role != "target":
+        raise ContractError(f"target column {target!r} must have role 'target'")
+    if [c.name for c in columns if c.role == "target"] != [target]:
+        raise ContractError("exactly one column must have role 'target'")
+    target_allowed = by_name[target].allowed
+    if target_allowed is not None and positive not in target_allowed:
+        raise ContractError(f"positive class {positive!r} is not among {list(target_allowed)}")
+    read = raw.get("read", {}) or {}
+    return Contract(
+        name=str(raw.get("name", "model")),
+        description=str(raw.get("description", "")),
+        columns=columns,
+        target=target,
+        positive_class=positive,
+        na_values=tuple(str(v) for v in read.get("na_values", ())),
+        strip_whitespace=bool(read.get("strip_whitespace", False)),
+        unique_rows=bool(raw.get("unique_rows", False)),
+        raw=raw,
+    )
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Read and check a contract YAML file."""
+    with open(path, encoding="utf-8") as fh:
+        return contract_from_dict(yaml.safe_load(fh))
+
+
+def read_raw_csv(path: str | Path, contract: Contract) -> pd.DataFrame:
+    """Read a raw CSV as strings, applying only the contract's read rules.
+
+    Every cell stays a string (or NA) so that type coercion, and its failures, happen in the
+    schema where they are reported per row rather than aborting the read.
+    """
+    frame = pd.read_csv(
+        path,
+        dtype=str,
+        na_values=list(contract.na_values),
+        keep_default_na=False,
+        skipinitialspace=contract.strip_whitespace,
+    )
+    frame.columns = [c.strip() for c in frame.columns]
+    if contract.strip_whitespace:
+        for column in frame.columns:
+            frame[column] = frame[column].str.strip()
+        # A cell holding only a marker plus spaces ("? ") is still a missing value.
+        frame = frame.replace(list(contract.na_values), pd.NA) if contract.na_values else frame
+    return frame
+
+
+def pandas_dtype(column: ColumnSpec) -> str:
+    """The pandas dtype a column is coerced to; nullable ints use the masked ``Int64``."""
+    if column.type == "int":
+        return "Int64" if column.nullable else "int64"
+    if column.type == "float":
+        return "float64"
+    return "str"
+
+
+def build_schema(contract: Contract):
+    """The pandera schema that enforces the contract on a frame of raw strings."""
+    import pandera.pandas as pa
+
+    columns = {}
+    for col in contract.columns:
+        checks = []
+        if col.min is not None and col.max is not None:
+            checks.append(pa.Check.in_range(col.min, col.max))
+        elif col.min is not None:
+            checks.append(pa.Check.ge(col.min))
+        elif col.max is not None:
+            checks.append(pa.Check.le(col.max))
+        if col.allowed is not None:
+            checks.append(pa.Check.isin(list(col.allowed)))
+        if col.type == "float":
+            checks.append(
+                pa.Check(lambda s: ~s.isin([math.inf, -math.inf]), element_wise=False, name="finite")
+            )
+        columns[col.name] = pa.Column(
+            pandas_dtype(col), checks=checks, nullable=col.nullable, coerce=True
+        )
+    return pa.DataFrameSchema(
+        columns,
+        strict=True,
+        ordered=False,
+        unique=contract.column_names if contract.unique_rows else None,
+        report_duplicates="exclude_first",
+        name=contract.name,
+    )

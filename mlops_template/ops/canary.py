@@ -1,0 +1,311 @@
+"""Canary releases: send a share of traffic to a challenger, then promote it or roll it back.
+
+Usage (from the repository root)::
+
+    python -m mlops_template.canary start --version V [--share 0.1]
+    python -m mlops_template.canary decide (--metrics-url URL | --metrics-file FILE)
+                                           [--labels FILE] [--min-requests N] [--dry-run]
+    python -m mlops_template.canary status
+
+``start`` makes registered version ``V`` the routing file's challenger (its BentoML model tag
+comes from ``deployments/history.jsonl`` or its MLflow ``model_tag`` tag; ``deploy.strategy:
+canary`` packages a blessed candidate and starts its canary this way) and moves the MLflow alias
+``challenger`` to it. The service then sends the requests whose routing key hashes under the
+share (:func:`mlops_template.serving.routing.routes_to_challenger`) to the challenger.
+
+``decide`` reads the live per-version figures from the service's ``/metrics``: the error rate
+(``model_version_requests_total``), the mean scoring latency
+(``model_prediction_latency_seconds``) and, with ``--labels`` (ground truth joined with the
+inference log), ROC AUC and value per row. The challenger is promoted unless its error rate
+exceeds ``deploy.canary_max_error_rate``, its mean latency exceeds the champion's times
+``deploy.canary_max_latency_ratio``, or its live quality is more than
+``monitoring.quality_drop_fraction`` below the champion's; otherwise it is rolled back. Either
+way the routing file, MLflow aliases, ``deployments/champion.json`` and the history record the
+decision and its reasons.
+
+Exit codes: 0 promoted (or ``start``/``status`` done), 3 rolled back, 4 not enough challenger
+traffic yet (``deploy.canary_min_requests``), 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops_template.core import paths
+from mlops_template.core.config import load_params, setup_logging
+from mlops_template.core.io import utc_now
+from mlops_template.ops import records
+from mlops_template.ops.promotion import publish_champion_archive
+from mlops_template.serving import routing
+
+EXIT_PROMOTED, EXIT_FAILED, EXIT_ROLLED_BACK, EXIT_WAIT = 0, 1, 3, 4
+DEFAULTS = {"canary_share": 0.1, "canary_min_requests": 100, "canary_max_error_rate": 0.01,
+            "canary_max_latency_ratio": 1.5}
+
+logger = logging.getLogger(__name__)
+
+
+class CanaryError(RuntimeError):
+    """No canary is running, or the version asked for cannot be served."""
+
+
+@dataclass
+class VersionFigures:
+    """Live figures of one model version, read from ``/metrics``."""
+
+    success: float = 0.0
+    error: float = 0.0
+    latency_sum: float = 0.0
+    latency_count: float = 0.0
+
+    @property
+    def requests(self) -> float:
+        return self.success + self.error
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.error / self.requests if self.requests else None
+
+    @property
+    def mean_latency(self) -> float | None:
+        return self.latency_sum / self.latency_count if self.latency_count else None
+
+
+@dataclass
+class Decision:
+    """What ``decide`` concluded, and why."""
+
+    action: str  # "promote", "rollback" or "wait"
+    reasons: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_metrics(text: str) -> dict[str, VersionFigures]:
+    """Per-version request outcomes and latency from a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    figures: dict[str, VersionFigures] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            version = sample.labels.get("model_version")
+            if version is None:
+                continue
+            item = figures.setdefault(version, VersionFigures())
+            if sample.name == "model_version_requests_total":
+                outcome = sample.labels.get("outcome")
+                if outcome in ("success", "error"):
+                    setattr(item, outcome, getattr(item, outcome) + sample.value)
+            elif sample.name == "model_prediction_latency_seconds_sum":
+                item.latency_sum += sample.value
+            elif sample.name == "model_prediction_latency_seconds_count":
+                item.latency_count += sample.value
+    return figures
+
+
+def fetch_metrics(url: str) -> str:
+    """The service's ``/metrics`` text."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:  # the operator's own URL
+        return response.read().decode("utf-8")
+
+
+def live_quality_by_version(labels: Path, log_dir: Path, params: dict[str, Any]) -> dict[str, dict]:
+    """Live ROC AUC and value per row of each version, from ground truth joined with the log."""
+    from mlops_template.core.contract import load_contract
+    from mlops_template.monitoring.quality import live_quality, read_ground_truth
+    from mlops_template.serving.inference_log import read_log
+
+    log, truth = read_log(log_dir), read_ground_truth(labels)
+    contract = load_contract(params["data"]["contract"])
+    value_matrix = params["evaluate"]["value_matrix"]
+    return {str(version): live_quality(part, truth, contract, value_matrix)
+            for version, part in log.groupby("model_version")}
+
+
+def judge(champion: str, challenger: str, figures: dict[str, VersionFigures], cfg: dict[str, Any],
+          quality: dict[str, dict] | None = None, drop_fraction: float = 0.2,
+          min_labelled: int = 100) -> Decision:
+    """Promote, roll back or wait, from the two versions' live figures."""
+    new, old = figures.get(challenger, VersionFigures()), figures.get(champion, VersionFigures())
+    summary = {v: {"requests": f.requests, "error_rate": f.error_rate, "mean_latency_s": f.mean_latency}
+               for v, f in ((champion, old), (challenger, new))}
+    if new.requests < max(1, cfg["canary_min_requests"]):
+        return Decision("wait", [f"challenger v{challenger} answered {new.requests:.0f} requests, "
+                                 f"fewer than {cfg['canary_min_requests']}"], summary)
+    reasons, failed = [], False
+    if new.error_rate > cfg["canary_max_error_rate"]:
+        failed = True
+        reasons.append(f"error rate {new.error_rate:.4f} > {cfg['canary_max_error_rate']}")
+    else:
+        reasons.append(f"error rate {new.error_rate:.4f} <= {cfg['canary_max_error_rate']}")
+    if new.mean_latency is not None and old.mean_latency:
+        ratio = new.mean_latency / old.mean_latency
+        failed |= ratio > cfg["canary_max_latency_ratio"]
+        reasons.append(f"mean latency {ratio:.2f}x the champion's "
+                       f"({'>' if ratio > cfg['canary_max_latency_ratio'] else '<='} "
+                       f"{cfg['canary_max_latency_ratio']}x)")
+    else:
+        reasons.append("latency not compared: no champion latency observed")
+    failed |= _judge_quality(champion, challenger, quality, drop_fraction, min_labelled, reasons,
+                             summary)
+    return Decision("rollback" if failed else "promote", reasons, summary)
+
+
+def _judge_quality(champion: str, challenger: str, quality: dict[str, dict] | None,
+                   drop_fraction: float, min_labelled: int, reasons: list[str],
+                   summary: dict[str, Any]) -> bool:
+    """Append the quality verdict to ``reasons``; True when the challenger is clearly worse."""
+    if quality is None:
+        reasons.append("quality not compared: no --labels given")
+        return False
+    from mlops_template.monitoring.quality import compare
+
+    new, old = quality.get(challenger, {}), quality.get(champion, {})
+    for version, live in ((champion, old), (challenger, new)):
+        summary[version]["quality"] = live
+    labelled = min(new.get("labelled_records", 0), old.get("labelled_records", 0))
+    if labelled < min_labelled:
+        reasons.append(f"quality not compared: {labelled} labelled records, fewer than {min_labelled}")
+        return False
+    verdict = compare(new, old, drop_fraction)
+    reasons.append(f"live quality drop vs champion {verdict['drop_fraction']:.3f} "
+                   f"({'>' if verdict['quality_drop'] else '<='} {drop_fraction})")
+    return bool(verdict["quality_drop"])
+
+
+def start(params: dict[str, Any], version: str, share: float, why: str,
+          model_tag: str | None = None) -> dict[str, Any]:
+    """Make ``version`` the challenger in the routing file, MLflow and the history."""
+    from mlops_template.pipeline import tracking
+
+    name, mlflow_config = params["deploy"]["model_name"], params["mlflow"]
+    current = routing.read_routing()
+    if current["champion"]["model_version"] == str(version):
+        raise CanaryError(f"v{version} already is the champion")
+    if model_tag is None:
+        try:
+            model_tag = records.deployment_of(records.read(), mlflow_config, name, version)["model_tag"]
+        except records.RecordError as exc:
+            raise CanaryError(str(exc)) from exc
+    document = {**current, "challenger": {"model_tag": model_tag, "model_version": str(version)},
+                "canary_share": float(share), "updated_at": utc_now()}
+    routing.write_routing(None, document)
+    tracking.set_challenger(mlflow_config, name, str(version))
+    item = records.entry("canary_start", name, current["champion"]["model_version"], version,
+                         why, model_tag=model_tag, canary_share=float(share))
+    return records.record(item, mlflow_config)
+
+
+def _challenger_deployment(name: str, mlflow_config: dict, challenger: dict[str, Any]) -> dict[str, Any]:
+    """The challenger's deployment record: the one deploy wrote, else what history knows."""
+    recorded = records.read_record()["challenger"]
+    if recorded and recorded["model_version"] == challenger["model_version"]:
+        return recorded
+    known = records.deployment_of(records.read(), mlflow_config, name, challenger["model_version"])
+    return records.full_deployment({**known, "model_name": name, **challenger})
+
+
+def apply(params: dict[str, Any], decision: Decision, document: dict[str, Any]) -> dict[str, Any]:
+    """Carry out a promote or rollback decision; return the history entry."""
+    from mlops_template.pipeline import tracking
+
+    name, mlflow_config = params["deploy"]["model_name"], params["mlflow"]
+    champion, challenger = document["champion"], document["challenger"]
+    why = "; ".join(decision.reasons)
+    if decision.action == "promote":
+        promoted = publish_champion_archive(_challenger_deployment(name, mlflow_config, challenger))
+        promoted = {**promoted, "deployed_at": utc_now()}
+        routing.write_routing(None, {**document, "champion": challenger, "challenger": None,
+                                     "updated_at": utc_now()})
+        tracking.set_champion(mlflow_config, name, challenger["model_version"],
+                              {"promoted_at": promoted["deployed_at"], "promoted_by": "canary"})
+        tracking.set_challenger(mlflow_config, name, None)
+        item = records.entry("canary_promote", name, champion["model_version"],
+                             challenger["model_version"], why, model_tag=challenger["model_tag"],
+                             bento_tag=promoted["bento_tag"], champion=promoted, figures=decision.figures)
+        records.write_record(records.decision(item["action"], item["from_version"], item["to_version"],
+                                              decision.reasons), champion=promoted, challenger=None)
+    else:
+        routing.write_routing(None, {**document, "challenger": None, "updated_at": utc_now()})
+        tracking.set_challenger(mlflow_config, name, None)
+        paths.CHALLENGER_ARCHIVE.unlink(missing_ok=True)
+        item = records.entry("canary_rollback", name, champion["model_version"],
+                             challenger["model_version"], why, model_tag=challenger["model_tag"],
+                             figures=decision.figures)
+        records.write_record(records.decision(item["action"], item["from_version"], item["to_version"],
+                                              decision.reasons), challenger=None)
+    return records.record(item, mlflow_config)
+
+
+def decide(params: dict[str, Any], metrics_text: str, labels: Path | None,
+           min_requests: int | None, dry_run: bool) -> Decision:
+    """Judge the running canary from ``metrics_text`` and, unless ``dry_run``, act on it."""
+    cfg = {**DEFAULTS, **params["deploy"]}
+    if min_requests is not None:
+        cfg["canary_min_requests"] = min_requests
+    document = routing.read_routing()
+    if document["challenger"] is None:
+        raise CanaryError("no canary is running: the routing file has no challenger")
+    champion = document["champion"]["model_version"]
+    challenger = document["challenger"]["model_version"]
+    monitoring = params.get("monitoring", {})
+    quality = None
+    if labels is not None:
+        quality = live_quality_by_version(labels, Path(monitoring["inference_log_dir"]), params)
+    decision = judge(champion, challenger, parse_metrics(metrics_text), cfg, quality,
+                     monitoring.get("quality_drop_fraction", 0.2),
+                     monitoring.get("quality_min_labelled", 100))
+    logger.info("canary v%s vs v%s: %s (%s)", challenger, champion, decision.action,
+                "; ".join(decision.reasons))
+    if decision.action != "wait" and not dry_run:
+        apply(params, decision, document)
+    return decision
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run ``start``, ``decide`` or ``status``."""
+    parser = argparse.ArgumentParser(prog="python -m mlops_template.canary",
+                                     description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    begin = commands.add_parser("start", help="make a registered version the challenger")
+    begin.add_argument("--version", required=True)
+    begin.add_argument("--share", type=float, help="challenger's share (default deploy.canary_share)")
+    begin.add_argument("--reason", default="manual canary start")
+    judge_cmd = commands.add_parser("decide", help="promote or roll back the challenger")
+    source = judge_cmd.add_mutually_exclusive_group(required=True)
+    source.add_argument("--metrics-url", help="the service's /metrics URL")
+    source.add_argument("--metrics-file", type=Path, help="a captured /metrics text")
+    judge_cmd.add_argument("--labels", type=Path, help="ground truth (.csv/.jsonl) for quality")
+    judge_cmd.add_argument("--min-requests", type=int)
+    judge_cmd.add_argument("--dry-run", action="store_true", help="decide but change nothing")
+    commands.add_parser("status", help="print the routing file")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = load_params()
+    try:
+        if args.command == "status":
+            print(json.dumps(routing.read_routing(), indent=2), flush=True)
+            return EXIT_PROMOTED
+        if args.command == "start":
+            share = args.share if args.share is not None else params["deploy"].get(
+                "canary_share", DEFAULTS["canary_share"])
+            item = start(params, args.version, share, args.reason)
+            print(json.dumps(item), flush=True)
+            return EXIT_PROMOTED
+        text = fetch_metrics(args.metrics_url) if args.metrics_url else args.metrics_file.read_text(
+            encoding="utf-8")
+        decision = decide(params, text, args.labels, args.min_requests, args.dry_run)
+    except (CanaryError, routing.RoutingError, FileNotFoundError, OSError) as exc:
+        logger.error("%s", exc)
+        print(f"canary failed: {exc}", flush=True)
+        return EXIT_FAILED
+    print(json.dumps({"action": decision.action, "reasons": decision.reasons,
+                      "figures": decision.figures}), flush=True)
+    return {"promote": EXIT_PROMOTED, "rollback": EXIT_ROLLED_BACK}.get(decision.action, EXIT_WAIT)
+

@@ -1,0 +1,142 @@
+"""DVC experiments a person can read, and the promotion of one of them.
+
+``python -m mlops_template.experiments show`` prints one line per experiment that fits an
+80-column terminal: the gate's metrics, whether it was blessed, and only the params it changed
+against the commit it ran from (``dvc exp show`` prints every param and metric, 200+ columns).
+
+``python -m mlops_template.experiments promote NAME`` deploys a blessed experiment: experiment
+runs never deploy (the deploy stage records their gate decision and stops), so this applies
+the experiment to the workspace (``dvc exp apply``), evaluates it again against the champion
+serving now, and runs deploy. Exit codes: 0 promoted, 3 not blessed (the champion stays),
+1 failure. Commit the result as the command prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from mlops_template.ops.process import dvc
+from mlops_template.ops.retrain import outcome_of_pipeline
+
+EXIT_OK, EXIT_FAILED, EXIT_NOT_BLESSED = 0, 1, 3
+METRICS = (("roc_auc", "metrics/evaluation.json", "roc_auc"),
+           ("log_loss", "metrics/evaluation.json", "log_loss"),
+           ("value/row", "metrics/evaluation.json", "value_per_row"))
+WIDTH = 80
+
+
+def _flat(params: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _entry(record: dict, name: str) -> dict[str, Any]:
+    data = record.get("data") or {}
+    params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+    metrics = {path: (found or {}).get("data") or {} for path, found in (data.get("metrics") or {}).items()}
+    return {"name": name, "params": _flat(params), "metrics": metrics}
+
+
+def experiment_rows(shown: list[dict]) -> list[dict[str, Any]]:
+    """The workspace, each commit and its experiments, from ``dvc exp show --json``.
+
+    Each row knows its baseline: the commit an experiment ran from (for the workspace, the
+    commit it is on), whose params it is compared with.
+    """
+    rows = []
+    for commit in shown:
+        rev = str(commit.get("rev", ""))
+        label = commit.get("name") or (rev if rev == "workspace" else rev[:7])
+        row = _entry(commit, label)
+        rows.append(row)
+        for experiment in commit.get("experiments") or []:
+            for found in experiment.get("revs") or []:
+                rows.append({**_entry(found, f"  {found.get('name') or str(found.get('rev', ''))[:7]}"),
+                             "baseline": row["params"]})
+    commits = [r for r in rows[1:] if "baseline" not in r]
+    if rows and commits:
+        rows[0]["baseline"] = commits[0]["params"]  # the workspace against its commit
+    return rows
+
+
+def changed_params(row: dict[str, Any]) -> str:
+    """``key=value`` for each param that differs from the row's baseline (last key part only)."""
+    baseline = row.get("baseline", row["params"])
+    keys = sorted(set(row["params"]) | set(baseline))
+    return " ".join(f"{k.split('.')[-1]}={row['params'].get(k)}" for k in keys
+                    if json.dumps(row["params"].get(k)) != json.dumps(baseline.get(k)))
+
+
+def table(rows: list[dict[str, Any]], width: int = WIDTH) -> str:
+    """Metrics, blessing and the params changed against the baseline, one line per row."""
+    name_width = max([len("Experiment"), *(len(r["name"]) for r in rows)])
+    header = f"{'Experiment':<{name_width}}  " + "  ".join(f"{m:>9}" for m, _, _ in METRICS)
+    header += "  blessed  changed params"
+    lines = [header, "-" * min(width, len(header) + 10)]
+    for row in rows:
+        figures = []
+        for _, path, key in METRICS:
+            value = row["metrics"].get(path, {}).get(key)
+            figures.append(f"{value:>9.4f}" if isinstance(value, (int, float)) else f"{'-':>9}")
+        blessed = row["metrics"].get("metrics/gate.json", {}).get("blessed")
+        mark = {True: "yes", False: "no"}.get(blessed, "-")
+        line = f"{row['name']:<{name_width}}  " + "  ".join(figures) + f"  {mark:>7}  {changed_params(row)}"
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    return "\n".join(lines)
+
+
+def show() -> int:
+    """Print the experiments table."""
+    proc = dvc("exp", "show", "--json", capture=True)
+    if proc.returncode != 0:
+        print(proc.stderr.strip(), file=sys.stderr)
+        return EXIT_FAILED
+    print(table(experiment_rows(json.loads(proc.stdout or "[]"))))
+    return EXIT_OK
+
+
+def promote(name: str, model_name: str) -> int:
+    """Apply experiment ``name``, evaluate it against the current champion, deploy if blessed."""
+    listed = dvc("exp", "list", "--name-only", capture=True).stdout.split()
+    if name not in listed:
+        print(f"no experiment named {name!r}; `dvc exp list` shows: {listed}", file=sys.stderr)
+        return EXIT_FAILED
+    for args in (("exp", "apply", name), ("repro", "--force", "--single-item", "evaluate"),
+                 ("repro", "--force", "--single-item", "deploy")):
+        if dvc(*args).returncode != 0:
+            print(f"`dvc {' '.join(args)}` failed; the workspace holds the experiment", file=sys.stderr)
+            return EXIT_FAILED
+    result = outcome_of_pipeline(model_name)
+    if not result["promoted"]:
+        print(f"{name}: v{result['candidate_version']} not blessed against the champion "
+              f"v{result['champion_version']}: {'; '.join(result['reasons'])}")
+        return EXIT_NOT_BLESSED
+    print(f"{name}: v{result['candidate_version']} promoted. Commit it: git add params.yaml dvc.lock "
+          f"metrics deployments && git commit -m 'promote experiment {name}'")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m mlops_template.experiments",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("show", help="a readable table of experiments")
+    chosen = sub.add_parser("promote", help="deploy a blessed experiment")
+    chosen.add_argument("name")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        return show()
+    from mlops_template.core.config import load_params, setup_logging
+
+    setup_logging()
+    return promote(args.name, load_params()["deploy"]["model_name"])
+

@@ -1,0 +1,81 @@
+"""Process helpers for the commands that change the repository: a lock, dvc and git.
+
+Retrain and rollback share one lock, so a rollback never lands in the middle of a retrain.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from mlops_template.core import paths
+
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another retrain or rollback holds the lock; try again later
+
+logger = logging.getLogger(__name__)
+
+
+def try_lock(path: Path = paths.RETRAIN_LOCK) -> IO[str] | None:
+    """Hold an exclusive, non-blocking ``flock`` on ``path``; None when another process has it.
+
+    Keep the returned file open for as long as the lock is needed; the kernel drops the lock
+    when the process exits, however it exits.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        logger.error("another retrain or rollback holds %s (pid %s)", path, holder)
+        return None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _env() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH, so ``dvc`` stages use the same venv."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    return env
+
+
+def dvc(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    """Run ``dvc ARGS`` with this venv; output streams through unless ``capture``."""
+    return subprocess.run([sys.executable, "-m", "dvc", *args], env=_env(), text=True,
+                          capture_output=capture, check=False)
+
+
+def git_commit(message: str, files: list[str]) -> bool:
+    """Stage ``files`` (new, changed and deleted ones) and commit only them; False on failure."""
+    def tracked(path: str) -> bool:
+        return bool(subprocess.run(["git", "ls-files", "--", path], capture_output=True, text=True).stdout)
+
+    root = Path.cwd().resolve()
+    files = [p for p in dict.fromkeys(files)
+             if Path(p).resolve().is_relative_to(root) and (Path(p).exists() or tracked(p))]
+    add = subprocess.run(["git", "add", "-A", "--", *files], capture_output=True, text=True)
+    if add.returncode != 0:
+        logger.error("git add failed: %s", add.stderr.strip())
+        return False
+    files = [p for p in files if subprocess.run(["git", "diff", "--cached", "--quiet", "--", p]).returncode]
+    if not files:
+        logger.info("nothing changed to commit")
+        return True
+    done = subprocess.run(["git", "commit", "--quiet", "-m", message, "--", *files],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        logger.error("git commit failed: %s", done.stderr.strip() or done.stdout.strip())
+        return False
+    logger.info("committed: %s", message)
+    return True

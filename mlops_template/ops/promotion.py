@@ -1,0 +1,173 @@
+"""The deployment policy: what a gate decision does to what serves.
+
+:func:`plan` is the policy as a pure function of the gate decision and the deployment state:
+
+- an experiment run (``dvc exp run``) never deploys: experiments are for comparing, and
+  promoting from one would move the shared champion behind the workspace's back;
+- a candidate the gate did not bless is rejected, and so is a blessed one that was rolled back
+  earlier (restore it with the rollback command instead);
+- with ``deploy.strategy: canary`` and a champion serving through the routing file, a blessed
+  candidate becomes the challenger; otherwise (``direct``, or the first model) it becomes the
+  champion at once.
+
+A rejection when no champion exists yet is the repository's first model failing the gate:
+:func:`carry_out` then prints a ``NOTHING DEPLOYED`` block and returns 1, so ``dvc repro`` fails
+instead of exiting 0 with nothing served. :func:`carry_out` does what the plan says: package the
+bento, move MLflow aliases, and write the records, the history and the routing file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops_template.core import paths
+from mlops_template.core.config import project_root
+from mlops_template.core.io import sha256_of, utc_now
+from mlops_template.ops import records
+from mlops_template.serving import routing
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("direct", "canary")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with a candidate: ``promote``, ``canary``, ``reject`` or ``record`` (experiment)."""
+
+    action: str
+    reasons: list[str]
+    first_model: bool  # no champion exists yet
+
+
+def plan(gate: dict[str, Any], candidate: str, champion: str | None, history: list[dict[str, Any]],
+         model_name: str, strategy: str, experiment: str | None, canary_possible: bool) -> Plan:
+    """The policy above; ``canary_possible`` is true when a routing file names a champion."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"deploy.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    reasons, first = list(gate["reasons"]), champion is None
+    if experiment:
+        return Plan("record", [*reasons, f"experiment {experiment}: not deployed; to promote it run "
+                               f"`python -m mlops_template.experiments promote {experiment}`"], first)
+    if not gate["blessed"]:
+        return Plan("reject", reasons, first)
+    rollback = records.rolled_back(history, model_name, candidate)
+    if rollback:
+        return Plan("reject", [f"v{candidate} was rolled back at {rollback['at']} by {rollback['who']} "
+                               f"({rollback['why']}); restore it with "
+                               f"`python -m mlops_template.rollback --to {candidate}`"], first)
+    if strategy == "canary" and not first and canary_possible:
+        return Plan("canary", reasons, first)
+    return Plan("promote", reasons, first)
+
+
+def nothing_deployed(model_name: str, version: str, reasons: list[str]) -> str:
+    """The message that stops ``dvc repro`` when the first model of a repository is not blessed."""
+    rule = "=" * 78
+    lines = [rule, f"NOTHING DEPLOYED: {model_name} v{version} is the first model and the gate did not "
+             "bless it,", "so no champion exists and models/serving/ is empty. Reasons:"]
+    lines += [f"  - {r}" for r in reasons]
+    lines += ["What to change: improve the model (featurize.*, train.* in params.yaml, or the data), or",
+              "relax the gate key named in brackets above (gate.* in params.yaml), then run `dvc repro`.",
+              "metrics/gate.json holds every check; metrics/evaluation.json the candidate's figures.", rule]
+    return "\n".join(lines)
+
+
+def package(params: dict[str, Any], card: dict[str, Any], evaluation: dict[str, Any],
+            archive: Path) -> dict[str, Any]:
+    """Package the candidate as a BentoML model and bento, exported to ``archive``; its record."""
+    os.environ.setdefault("BENTOML_HOME", str(project_root() / ".bentoml"))
+    from mlops_template.pipeline.packaging import package_model
+
+    cfg = params["deploy"]
+    packaged = package_model(
+        model_dir=paths.CANDIDATE, contract_path=Path(params["data"]["contract"]),
+        threshold=evaluation["threshold"], model_name=cfg["model_name"], service_name=cfg["service_name"],
+        labels={"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]},
+        archive=archive,
+    )
+    return records.deployment(
+        model_name=cfg["model_name"], model_version=card["mlflow"]["model_version"],
+        mlflow_run_id=card["mlflow"]["run_id"], bento_tag=packaged["bento_tag"],
+        model_tag=packaged["model_tag"], archive=str(archive), archive_sha256=packaged["sha256"],
+        sha256=card["sha256"], threshold=evaluation["threshold"], test_roc_auc=evaluation["roc_auc"],
+        git_revision=card["git_revision"], deployed_at=utc_now(),
+    )
+
+
+def publish_champion_archive(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Make ``models/serving/champion.bento`` the archive of ``deployment``; its updated record.
+
+    A challenger's archive is moved into place; any other deployment's bento is exported again
+    from the BentoML store (deploy never deletes bentos). ``docker build`` takes that file.
+    """
+    target = paths.CHAMPION_ARCHIVE
+    source = Path(deployment["archive"]) if deployment.get("archive") else None
+    expected = deployment.get("archive_sha256")
+    if source is not None and source.exists() and expected and sha256_of(source) == expected:
+        if source.resolve() != target.resolve():
+            os.replace(source, target)
+    elif deployment.get("bento_tag"):
+        os.environ.setdefault("BENTOML_HOME", str(project_root() / ".bentoml"))
+        from mlops_template.pipeline.packaging import export_archive
+
+        export_archive(deployment["bento_tag"], target)
+    else:
+        logger.warning("no bento recorded for %s v%s: %s not updated", deployment.get("model_name"),
+                       deployment.get("model_version"), target)
+        return {**deployment, "archive": None, "archive_sha256": None}
+    return {**deployment, "archive": str(target), "archive_sha256": sha256_of(target)}
+
+
+def carry_out(params: dict[str, Any], gate: dict[str, Any], evaluation: dict[str, Any],
+              card: dict[str, Any]) -> int:
+    """Plan the deployment of the candidate and do it; the deploy stage's exit code."""
+    from mlops_template.pipeline import tracking
+
+    cfg, mlflow_config = params["deploy"], params["mlflow"]
+    name, version = cfg["model_name"], str(card["mlflow"]["model_version"])
+    current = tracking.champion_version(mlflow_config, name)
+    champion = str(current.version) if current is not None else None
+    chosen = plan(gate, version, champion, records.read(), name, cfg.get("strategy", "direct"),
+                  os.environ.get("DVC_EXP_NAME"), routing.routing_path().exists())
+    why = "; ".join(chosen.reasons)
+    gate_fields = {"candidate_version": version, "blessed": gate["blessed"] and chosen.action != "reject"}
+    if chosen.action == "record":
+        records.write_record(records.decision("experiment", champion, version, chosen.reasons,
+                                              **gate_fields, deployed=False))
+        logger.info("experiment run: gate decision recorded, nothing deployed")
+        return 0
+    if chosen.action == "reject":
+        records.record(records.entry("reject", name, champion, version, why), mlflow_config)
+        records.write_record(records.decision("reject", champion, version, chosen.reasons,
+                                              **gate_fields, deployed=False))
+        if chosen.first_model:
+            logger.error(nothing_deployed(name, version, chosen.reasons))
+            return 1
+        logger.warning("candidate v%s not promoted (%s); champion stays v%s", version, why, champion)
+        return 0
+    if chosen.action == "canary":
+        from mlops_template.ops import canary
+
+        challenger = package(params, card, evaluation, paths.CHALLENGER_ARCHIVE)
+        canary.start(params, version, cfg.get("canary_share", canary.DEFAULTS["canary_share"]), why,
+                     model_tag=challenger["model_tag"])
+        records.write_record(records.decision("canary_start", champion, version, chosen.reasons,
+                                              **gate_fields, deployed=True), challenger=challenger)
+        logger.info("v%s packaged as %s and serving as challenger", version, challenger["model_tag"])
+        return 0
+    deployed = package(params, card, evaluation, paths.CHAMPION_ARCHIVE)
+    tracking.set_champion(mlflow_config, name, version,
+                          {"bento_tag": deployed["bento_tag"], "promoted_at": deployed["deployed_at"]})
+    records.write_record(records.decision("promote", champion, version, chosen.reasons, **gate_fields,
+                                          deployed=True), champion=deployed, challenger=None)
+    records.record(records.entry("promote", name, champion, version, why, model_tag=deployed["model_tag"],
+                                 bento_tag=deployed["bento_tag"], champion=deployed), mlflow_config)
+    routing.write_routing(None, routing.champion_only(name, deployed["model_tag"], version,
+                                                      cfg.get("canary_share", 0.0)))
+    logger.info("deployed %s v%s as bento %s", name, version, deployed["bento_tag"])
+    return 0

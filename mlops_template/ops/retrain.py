@@ -1,0 +1,161 @@
+"""Retrain on new data: guard incoming batches, reproduce the pipeline, report, optionally commit.
+
+Usage (from the repository root)::
+
+    python -m mlops_template.retrain [--incoming PATH] [--commit]
+
+1. Take the retrain lock (``flock`` on ``.dvc/tmp/retrain.lock``, git-ignored, non-blocking).
+2. Pass every batch in ``--incoming`` (default ``ingest.incoming``, ``data/incoming/``) through
+   the bad-batch guard (:mod:`mlops_template.ops.ingest`): accepted batches join ``data/raw/``,
+   rejected ones go to ``data/quarantine/batches/`` with a report.
+3. Nothing new accepted: say so and stop, unless ``data/raw`` changed since the last successful
+   ``dvc repro`` (an earlier run died after ingesting), in which case the pipeline is rerun.
+4. ``dvc repro`` (its output streams through), which trains, evaluates, gates and deploys.
+5. Print one line for people and one JSON line for machines (the last line of stdout).
+6. ``--commit``: commit ``dvc.lock``, ``metrics/``, ``deployments/`` and the new batches.
+
+Exit codes, for cron or CI:
+
+- 0: done: a new model was promoted, or the champion was kept because the candidate was not
+  blessed, or there was no new data.
+- 1: failure: ``dvc repro`` or ``git commit`` failed, or the configuration is unusable.
+- 2: every incoming batch was quarantined: nothing to train on, someone should look (alert).
+- 75 (EX_TEMPFAIL): another retrain holds the lock; nothing was touched, try again later.
+
+Safe after a crash: the lock dies with its process, a batch joins ``data/raw`` atomically (and
+a batch found both there and in incoming is recognised by content), and ``dvc repro`` is
+idempotent, so rerunning the command finishes the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from typing import Any
+
+from mlops_template.core import paths
+from mlops_template.core.config import load_params, setup_logging
+from mlops_template.core.io import read_json
+from mlops_template.ops import records
+from mlops_template.ops.process import EXIT_LOCKED, dvc, git_commit, try_lock
+
+COMMIT_PATHS = ("dvc.lock", str(paths.METRICS), str(paths.DEPLOYMENTS))
+
+EXIT_OK, EXIT_FAILED, EXIT_ALL_QUARANTINED = 0, 1, 2
+
+logger = logging.getLogger(__name__)
+
+
+def raw_changed_since_repro(raw: str) -> bool:
+    """True when ``data/raw`` differs from what ``dvc.lock`` recorded for the validate stage."""
+    proc = dvc("status", "--json", "validate", capture=True)
+    if proc.returncode != 0:
+        return False
+    changes = json.loads(proc.stdout or "{}").get("validate", [])
+    return any(raw.rstrip("/") in change.get("changed deps", {}) for change in changes
+               if isinstance(change, dict))
+
+
+def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
+    """What the pipeline decided: candidate, blessing, reasons and the champion now serving."""
+    gate = read_json(paths.GATE)
+    record = records.read_record()
+    champion = record.get("champion") or {}
+    decision = record.get("last_decision") or {}
+    candidate = str(gate["candidate"]["model_version"])
+    evaluation = read_json(paths.EVALUATION) if paths.EVALUATION.exists() else {}
+    promoted = (str(champion.get("model_version")) == candidate
+                and decision.get("candidate_version") == candidate and bool(decision.get("blessed")))
+    return {
+        "model_name": model_name,
+        "candidate_version": candidate,
+        "blessed": bool(gate["blessed"]),
+        "promoted": promoted,
+        "champion_version": champion.get("model_version"),
+        "roc_auc": evaluation.get("roc_auc"),
+        "reasons": decision.get("reasons", gate["reasons"]),
+    }
+
+
+def commit_message(result: dict[str, Any]) -> str:
+    """A one-line commit subject such as ``retrain: adult-income v5 promoted (roc_auc 0.927)``."""
+    auc = f"roc_auc {result['roc_auc']:.3f}" if result.get("roc_auc") is not None else "no roc_auc"
+    name, candidate = result["model_name"], result["candidate_version"]
+    if result["promoted"]:
+        return f"retrain: {name} v{candidate} promoted ({auc})"
+    return f"retrain: {name} v{candidate} not promoted, champion v{result['champion_version']} kept ({auc})"
+
+
+def report(summary: dict[str, Any], line: str) -> None:
+    """The human line, then the JSON line (last on stdout, for schedulers and scripts)."""
+    print(line, flush=True)
+    print(json.dumps(summary, allow_nan=False), flush=True)
+
+
+def run(incoming: str | None, commit: bool) -> int:
+    """The retrain steps after the lock is held; returns the exit code."""
+    from mlops_template.core.contract import load_contract
+    from mlops_template.ops.ingest import ingest
+    from mlops_template.pipeline.validation import DataValidationError
+
+    started = time.monotonic()
+    summary: dict[str, Any] = {}
+
+    def finish(status: str, code: int, line: str, **extra: Any) -> int:
+        report({"status": status, "exit_code": code, **summary, **extra,
+                "seconds": round(time.monotonic() - started, 1)}, line)
+        return code
+
+    params = load_params()
+    cfg, raw = params["ingest"], params["data"]["raw"]
+    source = incoming or cfg["incoming"]
+    try:
+        outcomes = ingest(source, raw, cfg["quarantine"], load_contract(params["data"]["contract"]), cfg)
+    except DataValidationError as exc:
+        logger.error("cannot ingest: %s", exc)
+        return finish("failed", EXIT_FAILED, f"retrain failed: {exc}", error=str(exc))
+    accepted = [o for o in outcomes if o.status == "accepted"]
+    quarantined = [o for o in outcomes if o.status == "quarantined"]
+    summary["accepted"] = [{"batch": o.batch, "rows": o.rows} for o in accepted]
+    summary["quarantined"] = [{"batch": o.batch, "path": o.path, "reasons": o.reasons} for o in quarantined]
+    intake = f"{len(accepted)} batch(es) accepted, {len(quarantined)} quarantined"
+
+    if not accepted:
+        if quarantined and len(quarantined) == len(outcomes):
+            return finish("quarantined", EXIT_ALL_QUARANTINED,
+                          f"retrain: every incoming batch was quarantined ({len(quarantined)}), "
+                          f"see {cfg['quarantine']}; nothing retrained")
+        if not raw_changed_since_repro(raw):
+            return finish("no_new_data", EXIT_OK,
+                          f"retrain: no new data in {source} ({intake}); nothing to do")
+        logger.warning("%s changed since the last successful dvc repro: reproducing", raw)
+
+    logger.info("%s; running dvc repro", intake)
+    if dvc("repro").returncode != 0:
+        return finish("failed", EXIT_FAILED,
+                      f"retrain failed: dvc repro failed ({intake}); rerun after fixing, it resumes")
+    result = outcome_of_pipeline(params["deploy"]["model_name"])
+    line = f"retrain: {intake}; {commit_message(result).removeprefix('retrain: ')}"
+    if commit and not git_commit(commit_message(result), [*COMMIT_PATHS, raw, source]):
+        return finish("failed", EXIT_FAILED, f"{line}; git commit FAILED", **result)
+    return finish("promoted" if result["promoted"] else "kept", EXIT_OK, line, **result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, take the lock and retrain."""
+    parser = argparse.ArgumentParser(prog="python -m mlops_template.retrain",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--incoming", help="a batch file or a folder of batches (default: ingest.incoming)")
+    parser.add_argument("--commit", action="store_true", help="git-commit the results")
+    args = parser.parse_args(argv)
+    setup_logging()
+    lock = try_lock()
+    if lock is None:
+        report({"status": "locked", "exit_code": EXIT_LOCKED},
+               "retrain: another retrain is running; try again later")
+        return EXIT_LOCKED
+    with lock:
+        return run(args.incoming, args.commit)
+

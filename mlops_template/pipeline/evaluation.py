@@ -1,0 +1,395 @@
+"""Scoring a binary classifier: metrics, business value, slices and plot data for DVC.
+
+Most of it is pure computation on arrays (labels as 0/1, scores as positive-class
+probabilities) so the evaluate stage, notebooks and tests share it; :func:`evaluate_candidate`
+is the evaluate stage's whole job (candidate, prior-only baseline and champion on one test set,
+then the gate). Plot data is plain lists of
+dicts with no NaN or Infinity, because DVC refuses plot JSON that holds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+
+from mlops_template.core.artifacts import load_model
+from mlops_template.core.contract import Contract
+from mlops_template.core.features import FeatureSpec, build_features
+from mlops_template.pipeline.gate import decide
+
+logger = logging.getLogger(__name__)
+
+DECIMALS = 6
+MISSING_KEY = "<missing>"
+VALUE_KEYS = ("tp", "fp", "tn", "fn")
+
+
+def _as_arrays(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as an int 0/1 array and scores as a float array, checked to match."""
+    y = np.asarray(y_true)
+    p = np.asarray(proba, dtype="float64")
+    if y.ndim != 1 or p.ndim != 1 or len(y) != len(p):
+        raise ValueError(f"y_true and proba must be 1-d and of equal length, got {y.shape} and {p.shape}")
+    if len(y) == 0:
+        raise ValueError("y_true and proba are empty")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must hold only 0 and 1 (or booleans)")
+    if not np.isfinite(p).all() or p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError("proba must hold finite probabilities in [0, 1]")
+    return y.astype("int64"), p
+
+
+def _round(value: float) -> float:
+    return round(float(value), DECIMALS)
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return 0 < int(y.sum()) < len(y)
+
+
+def score_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+    """Standard metrics at a decision threshold (positive when ``proba >= threshold``).
+
+    Ranking metrics (roc_auc, pr_auc) are None when the labels hold a single class, since they
+    are undefined there; every other value is a plain float or int rounded to 6 decimals.
+    """
+    y, p = _as_arrays(y_true, proba)
+    pred = (p >= threshold).astype("int64")
+    ranked = _both_classes(y)
+    return {
+        "roc_auc": _round(metrics.roc_auc_score(y, p)) if ranked else None,
+        "pr_auc": _round(metrics.average_precision_score(y, p)) if ranked else None,
+        "f1": _round(metrics.f1_score(y, pred, zero_division=0)),
+        "accuracy": _round(metrics.accuracy_score(y, pred)),
+        "precision": _round(metrics.precision_score(y, pred, zero_division=0)),
+        "recall": _round(metrics.recall_score(y, pred, zero_division=0)),
+        "log_loss": _round(metrics.log_loss(y, p, labels=[0, 1])),
+        "positive_rate": _round(y.mean()),
+        "n": int(len(y)),
+    }
+
+
+def baseline_metrics(y_true: np.ndarray, prior: float, value_matrix: Mapping[str, float]) -> dict:
+    """Metrics of the prior-only model: it predicts ``prior`` (the training positive share) for all.
+
+    It knows the base rate and nothing else, so any model worth serving must beat it on the same
+    test set, whatever the dataset: its ROC AUC is 0.5 and its log loss is the labels' entropy
+    under ``prior``. The gate's baseline thresholds compare against these figures.
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"the training positive share must lie strictly between 0 and 1, got {prior}")
+    y, _ = _as_arrays(y_true, np.zeros(len(np.asarray(y_true))))
+    proba = np.full(len(y), float(prior))
+    threshold, _ = best_threshold(y, proba, value_matrix)
+    result = score_metrics(y, proba, threshold)
+    if result["roc_auc"] is not None:
+        result["roc_auc"] = 0.5  # a constant score ranks nothing; sklearn agrees, without float noise
+    result.update(business_value(y, proba, threshold, value_matrix))
+    result["prior"] = _round(prior)
+    return result
+
+
+def _check_value_matrix(value_matrix: Mapping[str, float]) -> dict[str, float]:
+    missing = [k for k in VALUE_KEYS if k not in value_matrix]
+    if missing:
+        raise ValueError(f"value_matrix lacks {missing}; it needs all of {list(VALUE_KEYS)}")
+    return {k: float(value_matrix[k]) for k in VALUE_KEYS}
+
+
+def _value(tp, fp, tn, fn, values: dict[str, float]):
+    """Total value of the given counts; works on scalars and arrays alike."""
+    return tp * values["tp"] + fp * values["fp"] + tn * values["tn"] + fn * values["fn"]
+
+
+def best_threshold(
+    y_true: np.ndarray, proba: np.ndarray, value_matrix: Mapping[str, float]
+) -> tuple[float, float]:
+    """The threshold that maximises total value, and the value per row there.
+
+    Candidates are the distinct scores plus 1.0 (the "contact nobody" decision when no score is
+    1.0); a row is predicted positive when ``proba >= threshold``. Scores are sorted once and
+    counts come from cumulative sums, so the cost is O(n log n). Ties go to the highest value,
+    then to the higher threshold, which makes the answer deterministic.
+    """
+    y, p = _as_arrays(y_true, proba)
+    values = _check_value_matrix(value_matrix)
+    order = np.argsort(-p, kind="stable")
+    scores, labels = p[order], y[order]
+    # The last position of each run of equal scores: predicting positive down to there.
+    ends = np.flatnonzero(np.append(scores[1:] != scores[:-1], True))
+    tp = np.cumsum(labels)[ends]
+    fp = (ends + 1) - tp
+    thresholds = scores[ends]
+    if thresholds[0] < 1.0:  # add "nothing positive", the highest candidate
+        tp, fp = np.insert(tp, 0, 0), np.insert(fp, 0, 0)
+        thresholds = np.insert(thresholds, 0, 1.0)
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    totals = _value(tp, fp, n_neg - fp, n_pos - tp, values)
+    best = int(np.argmax(totals))  # first maximum = highest threshold, candidates are descending
+    return float(thresholds[best]), _round(totals[best] / len(y))
+
+
+def business_value(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float, value_matrix: Mapping[str, float]
+) -> dict:
+    """Total and per-row value of deciding at ``threshold``, with the confusion counts."""
+    y, p = _as_arrays(y_true, proba)
+    values = _check_value_matrix(value_matrix)
+    pred = p >= threshold
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    tn = int(np.sum(~pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    total = _value(tp, fp, tn, fn, values)
+    return {
+        "value_total": _round(total),
+        "value_per_row": _round(total / len(y)),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
+
+
+def _slice_keys(column: pd.Series) -> np.ndarray:
+    """The slice key of each row as a string, with missing values as ``<missing>``."""
+    keys = column.astype(object).where(column.notna(), MISSING_KEY)
+    return keys.map(str).to_numpy()
+
+
+def _slice_scores(y: np.ndarray, p: np.ndarray, threshold: float, min_rows: int) -> dict:
+    if len(y) < min_rows:
+        return {"n": int(len(y)), "too_small": True}
+    pred = (p >= threshold).astype("int64")
+    return {
+        "n": int(len(y)),
+        "positive_rate": _round(y.mean()),
+        "roc_auc": _round(metrics.roc_auc_score(y, p)) if _both_classes(y) else None,
+        "accuracy": _round(metrics.accuracy_score(y, pred)),
+        "f1": _round(metrics.f1_score(y, pred, zero_division=0)),
+        "predicted_positive_rate": _round(pred.mean()),
+    }
+
+
+def slice_metrics(
+    frame: pd.DataFrame,
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    threshold: float,
+    slice_columns: list[str],
+    min_rows: int = 30,
+) -> dict:
+    """Metrics per value of each slice column, to spot groups where the model does worse.
+
+    ``frame`` is aligned with ``y_true`` and ``proba`` by position. Slices with fewer than
+    ``min_rows`` rows get only ``n`` and ``too_small: true``, since their scores would be noise.
+    """
+    y, p = _as_arrays(y_true, proba)
+    if len(frame) != len(y):
+        raise ValueError(f"frame has {len(frame)} rows but y_true has {len(y)}")
+    unknown = [c for c in slice_columns if c not in frame.columns]
+    if unknown:
+        raise ValueError(f"slice columns not in the frame: {unknown}")
+    result: dict[str, dict] = {}
+    for column in slice_columns:
+        keys = _slice_keys(frame[column])
+        result[column] = {
+            key: _slice_scores(y[keys == key], p[keys == key], threshold, min_rows)
+            for key in sorted(set(keys))
+        }
+    return result
+
+
+def _finite_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if all(math.isfinite(v) for v in r.values())]
+
+
+def roc_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict]:
+    """ROC curve as ``{fpr, tpr, threshold}`` rows; the infinite first threshold becomes 1.0.
+
+    With a single class the curve is undefined and the result is empty.
+    """
+    y, p = _as_arrays(y_true, proba)
+    if not _both_classes(y):
+        return []
+    fpr, tpr, thresholds = metrics.roc_curve(y, p, drop_intermediate=True)
+    rows = [
+        {"fpr": _round(f), "tpr": _round(t), "threshold": _round(min(th, 1.0))}
+        for f, t, th in zip(fpr, tpr, thresholds, strict=True)
+    ]
+    return _finite_rows(rows)
+
+
+def _downsample(n: int, max_points: int) -> np.ndarray:
+    """At most ``max_points`` evenly spaced indices into ``range(n)``, first and last kept."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype("int64"))
+
+
+def pr_points(y_true: np.ndarray, proba: np.ndarray, max_points: int = 500) -> list[dict]:
+    """Precision-recall curve as ``{recall, precision, threshold}`` rows, at most ``max_points``.
+
+    sklearn's final point (recall 0, precision 1) has no threshold; it is given 1.0. With no
+    positive labels the curve is undefined and the result is empty.
+    """
+    y, p = _as_arrays(y_true, proba)
+    if y.sum() == 0:
+        return []
+    precision, recall, thresholds = metrics.precision_recall_curve(y, p)
+    thresholds = np.append(thresholds, 1.0)
+    rows = [
+        {"recall": _round(recall[i]), "precision": _round(precision[i]), "threshold": _round(thresholds[i])}
+        for i in _downsample(len(precision), max_points)
+    ]
+    return _finite_rows(rows)
+
+
+def calibration_points(
+    y_true: np.ndarray, proba: np.ndarray, n_bins: int = 10, strategy: str = "uniform"
+) -> list[dict]:
+    """Reliability diagram data: per score bin, mean score, share of positives and row count.
+
+    ``strategy`` is ``uniform`` (equal-width bins on [0, 1]) or ``quantile`` (equal-count bins).
+    Empty bins are skipped.
+    """
+    y, p = _as_arrays(y_true, proba)
+    if strategy == "uniform":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    elif strategy == "quantile":
+        edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1)))
+    else:
+        raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
+    bins = np.searchsorted(edges[1:-1], p, side="right")
+    size = len(edges) - 1 if len(edges) > 1 else 1
+    counts = np.bincount(bins, minlength=size)
+    score_sums = np.bincount(bins, weights=p, minlength=size)
+    positive_sums = np.bincount(bins, weights=y, minlength=size)
+    return [
+        {
+            "mean_predicted": _round(score_sums[b] / counts[b]),
+            "fraction_positive": _round(positive_sums[b] / counts[b]),
+            "count": int(counts[b]),
+        }
+        for b in np.flatnonzero(counts)
+    ]
+
+
+def confusion_rows(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float, labels: tuple[str, str] = ("0", "1")
+) -> list[dict]:
+    """One ``{actual, predicted}`` row per test row, with string labels, for DVC's confusion plot.
+
+    ``labels`` names the negative then the positive class.
+    """
+    y, p = _as_arrays(y_true, proba)
+    names = np.array([str(labels[0]), str(labels[1])], dtype=object)
+    actual = names[y]
+    predicted = names[(p >= threshold).astype("int64")]
+    return [{"actual": a, "predicted": b} for a, b in zip(actual, predicted, strict=True)]
+
+
+def assert_finite(obj: Any, path: str = "$") -> None:
+    """Raise ValueError naming the path of any NaN or Infinity in nested dict/list data.
+
+    Called before writing metric or plot JSON: ``json.dump`` would write ``NaN``, which DVC and
+    most JSON parsers reject.
+    """
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            assert_finite(value, f"{path}.{key}")
+    elif isinstance(obj, (list, tuple, np.ndarray)):
+        for index, value in enumerate(obj):
+            assert_finite(value, f"{path}[{index}]")
+    elif isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        raise ValueError(f"non-finite value {obj} at {path}")
+
+
+
+# --- the evaluate stage's work: candidate, baseline and champion on one test set -------------
+
+class ChampionUnscorable(RuntimeError):
+    """The champion named by the registry cannot be downloaded or scored."""
+
+
+@dataclass
+class Evaluation:
+    """Everything the evaluate stage writes: metrics, slices, the gate decision and plot data."""
+
+    metrics: dict
+    slices: dict
+    gate: dict
+    plots: dict[str, list[dict]]
+    blessed: bool
+    reasons: list[str]
+
+
+def score_package(package: Path, test: pd.DataFrame, labels: np.ndarray,
+                  value_matrix: Mapping[str, float]) -> tuple[dict, np.ndarray]:
+    """Metrics of the model in ``package`` on ``test``, at its own best decision threshold."""
+    model = load_model(package / "model.skops")
+    spec = FeatureSpec.from_json(package / "feature_spec.json")
+    proba = model.predict_proba(build_features(test, spec))[:, 1]
+    threshold, _ = best_threshold(labels, proba, value_matrix)
+    metrics = score_metrics(labels, proba, threshold)
+    metrics.update(business_value(labels, proba, threshold, value_matrix))
+    metrics["threshold"] = threshold
+    return metrics, proba
+
+
+def champion_metrics(params: dict, test: pd.DataFrame, labels: np.ndarray,
+                     value_matrix: Mapping[str, float]) -> tuple[dict | None, dict | None]:
+    """Score the current champion on the same test set; (None, None) when there is none."""
+    import tempfile
+
+    from mlops_template.pipeline import tracking
+
+    name = params["deploy"]["model_name"]
+    try:
+        version = tracking.champion_version(params["mlflow"], name)
+        if version is None:
+            logger.info("no champion for %s yet: only value and baseline thresholds apply", name)
+            return None, None
+        info = {"model_version": str(version.version), "mlflow_run_id": version.run_id}
+        with tempfile.TemporaryDirectory() as tmp:
+            package = tracking.download_package(params["mlflow"], version.run_id, Path(tmp))
+            metrics, _ = score_package(package, test, labels, value_matrix)
+    except Exception as exc:  # the registry, the download and the model can all fail
+        raise ChampionUnscorable(str(exc)) from exc
+    logger.info("champion %s v%s scored ROC AUC %.4f on this test set", name, version.version, metrics["roc_auc"])
+    return metrics, info
+
+
+def evaluate_candidate(params: dict, contract: Contract, card: dict, test: pd.DataFrame,
+                       package: Path) -> Evaluation:
+    """Score the candidate, the prior-only baseline and the champion on ``test``; run the gate."""
+    cfg = params["evaluate"]
+    labels = (test[contract.target] == contract.positive_class).astype(int).to_numpy()
+    metrics, proba = score_package(package, test, labels, cfg["value_matrix"])
+    threshold = metrics["threshold"]
+    champion, champion_info = champion_metrics(params, test, labels, cfg["value_matrix"])
+    baseline = baseline_metrics(labels, card["training_data"]["positive_share"], cfg["value_matrix"])
+    decision = decide(metrics, champion, params["gate"], baseline)
+    plots = {
+        "roc": roc_points(labels, proba),
+        "precision_recall": pr_points(labels, proba),
+        "calibration": calibration_points(labels, proba),
+        "confusion": confusion_rows(labels, proba, threshold,
+                                    labels=(contract.negative_class, contract.positive_class)),
+    }
+    slices = slice_metrics(test, labels, proba, threshold, cfg.get("slices", []), cfg.get("min_slice_rows", 30))
+    gate = decision.to_dict()
+    gate["candidate"] = {"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]}
+    gate["champion"] = None if champion_info is None else {**champion_info, "metrics": champion}
+    gate["baseline"] = {"model": "prior-only (predicts the training positive share)", "metrics": baseline}
+    for data in (metrics, slices, gate, plots):
+        assert_finite(data)
+    return Evaluation(metrics, slices, gate, plots, decision.blessed, decision.reasons)

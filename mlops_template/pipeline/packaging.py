@@ -1,0 +1,157 @@
+"""Package a trained model as a BentoML model plus a bento, and export the bento as one archive.
+
+The BentoML store is wherever ``BENTOML_HOME`` points (the caller sets it). The bento pins the
+exact model version through the ``model_tag`` bento argument read by
+:mod:`mlops_template.serving.service`, and references it as a ``BentoModel`` so the model ships inside the
+exported archive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlops_template.core.artifacts import ModelIntegrityError, checksum_path
+from mlops_template.core.contract import load_contract
+from mlops_template.core.io import sha256_of
+
+logger = logging.getLogger(__name__)
+
+SERVICE_MODULE = "mlops_template.serving.service"
+SERVICE_IMPORT = f"{SERVICE_MODULE}:PredictionService"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+SHIPPED = ("__init__.py", "core/*.py", "serving/*.py")  # what the bento runs; nothing offline
+REQUIREMENTS_FILE = PACKAGE_DIR.parent / "requirements-serve.txt"
+MODEL_FILES = ("model.skops", "model.skops.sha256", "feature_spec.json", "model_card.json")
+
+
+def _verified_model_sha256(model_dir: Path) -> str:
+    """The model's sha256, refusing to package a model whose checksum file disagrees."""
+    model_path = model_dir / "model.skops"
+    missing = [name for name in MODEL_FILES if not (model_dir / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{model_dir} lacks {missing}")
+    expected = checksum_path(model_path).read_text(encoding="utf-8").split()[0]
+    actual = sha256_of(model_path)
+    if actual != expected:
+        raise ModelIntegrityError(f"{model_path} has sha256 {actual}, expected {expected}")
+    return actual
+
+
+def _serving_config(contract_path: Path, threshold: float, labels: dict[str, str]) -> dict:
+    """Threshold and class names the service labels predictions with."""
+    contract = load_contract(contract_path)
+    return {
+        "threshold": float(threshold),
+        "positive_class": contract.positive_class,
+        "negative_class": contract.negative_class,
+        "model_version": labels.get("model_version"),
+    }
+
+
+def save_bento_model(
+    model_dir: Path, contract_path: Path, serving: dict, model_name: str,
+    labels: dict[str, str], sha256: str,
+) -> str:
+    """Copy model files, contract and serving config into a new BentoML model; return its tag."""
+    import bentoml
+
+    metadata = {**serving, "sha256": sha256}
+    with bentoml.models.create(name=model_name, labels=labels, metadata=metadata) as bento_model:
+        target = Path(bento_model.path)
+        for name in MODEL_FILES:
+            shutil.copy2(model_dir / name, target / name)
+        shutil.copy2(contract_path, target / "contract.yaml")
+        (target / "serving.json").write_text(json.dumps(serving, indent=2) + "\n", encoding="utf-8")
+    logger.info("saved BentoML model %s", bento_model.tag)
+    return str(bento_model.tag)
+
+
+def _build_context(directory: Path) -> None:
+    """A minimal build context: the shipped package sources and the serving requirements only."""
+    for pattern in SHIPPED:
+        for source in PACKAGE_DIR.glob(pattern):
+            target = directory / PACKAGE_DIR.name / source.relative_to(PACKAGE_DIR)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    if REQUIREMENTS_FILE.exists():
+        shutil.copy2(REQUIREMENTS_FILE, directory / REQUIREMENTS_FILE.name)
+
+
+def build_bento(model_tag: str, service_name: str, labels: dict[str, str]) -> str:
+    """Build the bento for the service, pinned to ``model_tag``; return the bento tag."""
+    import bentoml
+
+    python: dict[str, Any] = {"lock_packages": False}
+    if REQUIREMENTS_FILE.exists():
+        python["requirements_txt"] = REQUIREMENTS_FILE.name
+    # The build imports the service, which reads its model at import: drop a copy imported
+    # earlier in this process so it sees the model just saved.
+    sys.modules.pop(SERVICE_MODULE, None)
+    with tempfile.TemporaryDirectory(prefix="bento-ctx-") as ctx:
+        _build_context(Path(ctx))
+        bento = bentoml.bentos.build(
+            service=SERVICE_IMPORT,
+            name=service_name,
+            labels=labels,
+            include=[*(f"{PACKAGE_DIR.name}/{pattern}" for pattern in SHIPPED), REQUIREMENTS_FILE.name],
+            python=python,
+            build_ctx=ctx,
+            args={"model_tag": model_tag},
+        )
+    logger.info("built bento %s", bento.tag)
+    return str(bento.tag)
+
+
+def export_archive(bento_tag: str, archive: Path) -> Path:
+    """Export the bento (models included) to the file ``archive``, atomically.
+
+    The archive is written under a temporary name and renamed, so a reader (``docker build``)
+    never sees a partial file.
+    """
+    import bentoml
+
+    archive = Path(archive).resolve()  # export_bento reads a relative path as relative to "/"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(f".{archive.name}.tmp.bento")
+    tmp.unlink(missing_ok=True)
+    bentoml.bentos.export_bento(bento_tag, str(tmp))
+    tmp.replace(archive)
+    return archive
+
+
+def package_model(
+    model_dir: Path,
+    contract_path: Path,
+    threshold: float,
+    model_name: str,
+    service_name: str,
+    labels: dict[str, str],
+    archive: Path,
+) -> dict:
+    """Save the model to the BentoML store, build its bento and export it to ``archive``.
+
+    Returns ``bento_tag``, ``model_tag``, ``sha256`` (of the archive), ``model_sha256`` and
+    ``archive`` (its path), for the deploy stage to record.
+    """
+    model_dir, contract_path = Path(model_dir), Path(contract_path)
+    labels = {str(k): str(v) for k, v in labels.items()}
+    model_sha256 = _verified_model_sha256(model_dir)
+    serving = _serving_config(contract_path, threshold, labels)
+    model_tag = save_bento_model(
+        model_dir, contract_path, serving, model_name, labels, model_sha256
+    )
+    bento_tag = build_bento(model_tag, service_name, labels)
+    archive = export_archive(bento_tag, archive)
+    return {
+        "bento_tag": bento_tag,
+        "model_tag": model_tag,
+        "sha256": sha256_of(archive),
+        "model_sha256": model_sha256,
+        "archive": str(archive),
+    }

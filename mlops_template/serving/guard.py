@@ -1,0 +1,377 @@
+"""The ASGI middleware in front of ``/predict``: every client mistake becomes a small 4xx answer.
+
+BentoML parses and validates a request only once it has read the whole body, has no body size
+limit, answers overload with a 429 from a middleware placed outside the service's own ones (so
+those answers cannot be counted here), and logs a client's validation error as an ERROR with a
+traceback. This guard runs before the endpoint and, for ``POST /predict``:
+
+1. refuses a wrong ``Content-Type`` (415) and a declared ``Content-Length`` over the limit (413)
+   before reading anything;
+2. answers 503 when the model is not ready or the worker already holds ``max_concurrency``
+   requests, so excess load is shed fast instead of queueing;
+3. reads the body while counting bytes (413 as soon as a chunked body passes the limit);
+4. parses it as strict UTF-8 JSON (400 on invalid UTF-8, bad JSON, absurd nesting), refuses more
+   than ``max_records`` records (400), and validates it with the contract's request model (400
+   naming each record index and field; ``NaN``/``Infinity`` fail as non-finite numbers);
+5. passes the already-read body on to BentoML, and replaces any 5xx answer with a body that
+   carries the request id and no internals.
+
+Every answer carries ``X-Request-ID``; every outcome is counted in :mod:`service_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from mlops_template.serving.metrics import ServiceMetrics
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+MAX_FIELD_NAME = 64
+SHED_LOG_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """Limits and behaviour of the guard, read from the environment by the service."""
+
+    path: str
+    request_model: type[BaseModel]
+    max_body_bytes: int
+    max_records: int
+    max_concurrency: int
+    log_payloads: bool = False
+    max_error_details: int = 100
+
+
+@dataclass
+class GuardRuntime:
+    """What the service instance hands the guard once its ``__init__`` has run."""
+
+    metrics: ServiceMetrics | None = None
+    is_ready: Callable[[], bool] = field(default=lambda: False)
+
+
+class Rejection(Exception):
+    """A request refused before it reached the model."""
+
+    def __init__(self, status: int, reason: str, message: str, records: int = 0,
+                 details: list[dict] | None = None) -> None:
+        """``reason`` is the metrics label and the ``error`` field of the answer."""
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+        self.records, self.details = records, details
+
+
+class RequestGuard:
+    """ASGI middleware enforcing :class:`GuardSettings` on the predict route (see module doc)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], settings: GuardSettings,
+                 runtime: GuardRuntime) -> None:
+        """Wrap ``app``; ``runtime`` is filled in later by the service instance."""
+        self.app = app
+        self.settings = settings
+        self.runtime = runtime
+        self.in_flight = 0
+        self.shed_log = ShedLog(SHED_LOG_INTERVAL_S)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Guard ``POST`` on the predict path; pass everything else through untouched."""
+        if scope["type"] != "http" or scope["path"] != self.settings.path \
+                or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = _request_id(headers)
+        scope.setdefault("state", {})["request_id"] = request_id
+        send = _with_header(send, b"x-request-id", request_id.encode())
+        try:
+            self._check_headers(headers)
+            self._check_capacity()
+        except Rejection as rejection:
+            await self._reject(rejection, request_id, send)
+            return
+        self.in_flight += 1
+        try:
+            await self._admitted(scope, receive, send, request_id)
+        finally:
+            self.in_flight -= 1
+
+    def _check_headers(self, headers: dict[str, str]) -> None:
+        """415 unless the body is declared as UTF-8 JSON; 413 on a declared oversize body."""
+        media_type, _, params = headers.get("content-type", "").partition(";")
+        charset = re.search(r"charset\s*=\s*\"?([\w-]+)", params, re.IGNORECASE)
+        if media_type.strip().lower() != "application/json" or (
+                charset and charset.group(1).lower() not in ("utf-8", "utf8")):
+            raise Rejection(415, "content_type",
+                            "Content-Type must be application/json (UTF-8)")
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise Rejection(400, "malformed_json", "Content-Length is not a number")
+            if int(declared) > self.settings.max_body_bytes:
+                raise Rejection(413, "body_too_large", self._too_large_message())
+
+    def _check_capacity(self) -> None:
+        """503 when the model is not loaded or this worker is at its concurrency limit."""
+        if not self.runtime.is_ready():
+            raise Rejection(503, "not_ready", "the model is not ready")
+        if self.in_flight >= self.settings.max_concurrency:
+            raise Rejection(503, "overload", "the service is at capacity; retry shortly")
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send,
+                        request_id: str) -> None:
+        """Read, parse and validate the body, then let BentoML score it."""
+        try:
+            body = await self._read_body(receive)
+            if body is None:
+                return  # the client went away
+            records = self._validate(_parse_json(body))
+        except Rejection as rejection:
+            await self._reject(rejection, request_id, send)
+            return
+        if self.settings.log_payloads:
+            logger.info("request %s payload: %s", request_id, body.decode("utf-8"))
+        status = await self._forward(scope, body, receive, send, request_id)
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.finished(_outcome(status))
+        logger.debug("request %s: %d records, status %d", request_id, records, status)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or a 413 as soon as it passes the limit; None on disconnect."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.settings.max_body_bytes:
+                raise Rejection(413, "body_too_large", self._too_large_message())
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _validate(self, payload: Any) -> int:
+        """Check the record count, then every record against the contract; return the count."""
+        records = payload.get("records") if isinstance(payload, dict) else None
+        count = len(records) if isinstance(records, list) else 0
+        if count > self.settings.max_records:
+            # 400, not 413: the published schema's maxItems makes it a validation error.
+            raise Rejection(400, "too_many_records",
+                            f"{count} records sent, at most {self.settings.max_records} allowed "
+                            "per request", records=count)
+        try:
+            self.settings.request_model.model_validate(payload)
+        except ValidationError as exc:
+            details = [_detail(error) for error in exc.errors(include_context=False,
+                                                              include_url=False)]
+            raise Rejection(400, "validation", f"{len(details)} invalid value(s)", records=count,
+                            details=details[: self.settings.max_error_details]) from None
+        return count
+
+    async def _forward(self, scope: Scope, body: bytes, receive: Receive, send: Send,
+                       request_id: str) -> int:
+        """Run BentoML's endpoint on the buffered body; return the status it answered."""
+        replayed = False
+        status = 500
+        started = False
+        error_status: int | None = None
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def capture(message: Message) -> None:
+            nonlocal status, started, error_status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status >= 500:
+                    error_status = status  # answered below, without BentoML's body
+                    return
+                started = True
+            elif error_status is not None:
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, replay, capture)
+        except Exception:  # an error BentoML did not turn into a response
+            logger.exception("request %s: unhandled error", request_id)
+            status = error_status = 500
+        if error_status is not None and not started:
+            await _send_json(send, error_status, {
+                "error": "internal" if error_status != 503 else "unavailable",
+                "request_id": request_id,
+                "message": "the request could not be scored; quote the request id to report it",
+            })
+        return status
+
+    async def _reject(self, rejection: Rejection, request_id: str, send: Send) -> None:
+        """Answer a refused request, count it, and log it: one line each, overload in a summary."""
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.rejected(rejection.reason, rejection.records)
+        if rejection.reason == "overload":
+            self.shed_log.shed(request_id)
+        else:
+            level = logging.WARNING if rejection.status >= 500 else logging.INFO
+            logger.log(level, "request %s rejected (%d %s): %s", request_id, rejection.status,
+                       rejection.reason, rejection.message)
+        body: dict[str, Any] = {"error": rejection.reason, "request_id": request_id,
+                                "message": rejection.message}
+        if rejection.details is not None:
+            body["details"] = rejection.details
+        headers = [(b"retry-after", b"1")] if rejection.status == 503 else []
+        await _send_json(send, rejection.status, body, headers)
+
+    def _too_large_message(self) -> str:
+        return f"request body exceeds {self.settings.max_body_bytes} bytes"
+
+
+class ShedLog:
+    """Logs load shedding at most once per interval, with a count, instead of once per request.
+
+    Under overload a worker sheds hundreds of requests a second; a line for each would flood
+    the logs and cost the event loop time it needs for the admitted requests.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        """Write at most one line per ``interval_s`` seconds."""
+        self.interval_s = interval_s
+        self.pending = 0
+        self.last_logged = float("-inf")
+
+    def shed(self, request_id: str) -> None:
+        """Count one shed request; log the count when the interval has passed."""
+        self.pending += 1
+        now = time.monotonic()
+        if now - self.last_logged >= self.interval_s:
+            logger.warning("overload: shed %d request(s) with 503 since the last report "
+                           "(latest %s)", self.pending, request_id)
+            self.pending, self.last_logged = 0, now
+
+
+def _request_id(headers: dict[str, str]) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new random one."""
+    given = headers.get("x-request-id", "")
+    return given if CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _parse_json(body: bytes) -> Any:
+    """Strict UTF-8 JSON, with 400 answers for anything else.
+
+    Python's parser reads the non-JSON literals ``NaN`` and ``Infinity`` as floats; they are
+    kept so that validation refuses them naming the record and field (no contract type accepts
+    a non-finite number).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejection(400, "malformed_json",
+                        f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Rejection(400, "malformed_json",
+                        f"body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                        f"{exc.colno}") from None
+    except RecursionError:
+        raise Rejection(400, "malformed_json", "body is nested too deeply") from None
+    except ValueError:  # an integer longer than Python's digit limit
+        raise Rejection(400, "malformed_json", "body holds a number with too many digits") from None
+
+
+def _detail(error: dict[str, Any]) -> dict[str, Any]:
+    """One pydantic error as ``{"record", "field", "message"}``.
+
+    The input value is looked at only to say "null" plainly; it is never echoed back.
+    """
+    loc = list(error.get("loc", ()))
+    record = field_name = None
+    if len(loc) >= 2 and loc[0] == "records" and isinstance(loc[1], int):
+        record = loc[1]
+        rest = loc[2:]
+    else:
+        rest = loc
+    if rest:
+        field_name = str(rest[0])[:MAX_FIELD_NAME]
+    message = error.get("msg", "invalid value")
+    if error.get("input", ...) is None and error.get("type") not in ("missing", "extra_forbidden"):
+        message = "may not be null"
+    return {"record": record, "field": field_name, "message": message}
+
+
+def _outcome(status: int) -> str:
+    """Metrics outcome of a request that reached the endpoint."""
+    if status < 400:
+        return "success"
+    if status == 503:
+        return "unavailable"
+    return "rejected" if status < 500 else "error"
+
+
+def _with_header(send: Send, name: bytes, value: bytes) -> Send:
+    """``send`` that adds one header to the response start."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+        await send(message)
+    return wrapped
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any],
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A complete compact JSON response."""
+    content = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
+        *(headers or []),
+    ]})
+    await send({"type": "http.response.body", "body": content, "more_body": False})
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Turns BentoML's ERROR-with-traceback for a client's invalid input into one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Downgrade records whose exception is a client error; keep every other record."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if _is_client_error(exc):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "client error on %s [%s]: " + type(exc).__name__
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _is_client_error(exc: BaseException | None) -> bool:
+    """A pydantic validation error, or a BentoML exception with a 4xx code."""
+    if isinstance(exc, ValidationError):
+        return True
+    code = getattr(getattr(exc, "error_code", None), "value", None)
+    return isinstance(code, int) and 400 <= code < 500
+
+
+def install_log_filter(logger_name: str = "bentoml._internal.server.http_app") -> None:
+    """Attach :class:`ClientErrorLogFilter` to BentoML's request logger, once."""
+    target = logging.getLogger(logger_name)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in target.filters):
+        target.addFilter(ClientErrorLogFilter())

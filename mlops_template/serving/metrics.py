@@ -1,0 +1,133 @@
+"""Prometheus metrics of the prediction service, exposed on BentoML's ``/metrics``.
+
+The names and labels are an interface: alert rules are written against them. Create them with
+:func:`service_metrics` from the service's ``__init__``, never at import: BentoML points
+``PROMETHEUS_MULTIPROC_DIR`` at a shared directory before a worker starts, and only metrics
+created after that are aggregated across workers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+REQUEST_OUTCOMES = ("success", "rejected", "error", "unavailable")
+RECORD_OUTCOMES = ("scored", "rejected")
+MODEL_OUTCOMES = ("success", "error")
+REJECT_REASONS = ("validation", "too_many_records", "body_too_large", "content_type",
+                  "malformed_json", "overload", "not_ready")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+class ServiceMetrics:
+    """The service's own counters and histograms; every series a model can produce exists at 0.
+
+    Per-model series (latency, predictions, ``model_version_requests_total``) are labelled by
+    ``model_version``, so a canary's champion and challenger can be compared side by side.
+    """
+
+    def __init__(self, model_name: str) -> None:
+        """Register the metrics; :meth:`serving` names the models being served."""
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.model_name = model_name
+        self.latency = Histogram(
+            "model_prediction_latency_seconds", "Time to score one batch of records",
+            ["model_version"], buckets=LATENCY_BUCKETS,
+        )
+        self.requests = Counter("model_requests_total", "Prediction requests by outcome",
+                                ["outcome"])
+        self.version_requests = Counter("model_version_requests_total",
+                                        "Requests that reached a model, by model and outcome",
+                                        ["model_version", "outcome"])
+        self.records = Counter("model_records_total", "Records received, by outcome",
+                               ["outcome"])
+        self.rejections = Counter("model_rejected_requests_total",
+                                  "Prediction requests refused, by reason", ["reason"])
+        self.predicted_class = Counter("model_predicted_class_total",
+                                       "Records scored, by predicted label",
+                                       ["model_version", "label"])
+        self.probability = Histogram(
+            "model_predicted_probability", "Predicted probability of the positive class",
+            ["model_version"], buckets=PROBABILITY_BUCKETS,
+        )
+        self.info = Gauge("model_info", "The models being served (1; 0 once replaced)",
+                          ["model_name", "model_version", "sha256", "role"],
+                          multiprocess_mode="max")
+        self.log_dropped = Counter("model_inference_log_dropped_total",
+                                   "Inference-log entries dropped (queue full or log closed)")
+        self.reload_failures = Counter("model_routing_reload_failures_total",
+                                       "Routing reloads refused (bad file or model); old models kept")
+        self._info_labels: set[tuple[str, str, str]] = set()
+        for outcome in REQUEST_OUTCOMES:
+            self.requests.labels(outcome)
+        for outcome in RECORD_OUTCOMES:
+            self.records.labels(outcome)
+        for reason in REJECT_REASONS:
+            self.rejections.labels(reason)
+
+    def serving(self, models: list[tuple[str, str, str]]) -> None:
+        """Publish the served models as ``(model_version, sha256, role)``; zero replaced ones."""
+        for labels in self._info_labels - set(models):
+            self.info.labels(self.model_name, *labels).set(0)
+        for version, sha256, role in models:
+            self.info.labels(self.model_name, version, sha256, role).set(1)
+            self.latency.labels(version)
+            self.probability.labels(version)
+            for outcome in MODEL_OUTCOMES:
+                self.version_requests.labels(version, outcome)
+        self._info_labels = set(models)
+
+    def rejected(self, reason: str, records: int = 0) -> None:
+        """Count a refused request (and the records it carried, when known)."""
+        outcome = "unavailable" if reason in ("overload", "not_ready") else "rejected"
+        self.requests.labels(outcome).inc()
+        self.rejections.labels(reason).inc()
+        if records:
+            self.records.labels("rejected").inc(records)
+
+    def finished(self, outcome: str) -> None:
+        """Count a request that reached the model (``success``, ``error`` or ``unavailable``)."""
+        self.requests.labels(outcome).inc()
+
+    def answered(self, model_version: str, outcome: str) -> None:
+        """Count a request one model answered (``success``) or failed to score (``error``)."""
+        self.version_requests.labels(model_version, outcome).inc()
+
+    def scored(self, model_version: str, seconds: float, probabilities: np.ndarray,
+               labels: np.ndarray) -> None:
+        """Record one scoring call: its latency, and the distribution of its predictions."""
+        self.latency.labels(model_version).observe(seconds)
+        self.records.labels("scored").inc(len(probabilities))
+        values, counts = np.unique(labels, return_counts=True)
+        for label, count in zip(values, counts, strict=True):
+            self.predicted_class.labels(model_version, str(label)).inc(int(count))
+        observe_many(self.probability.labels(model_version), probabilities)
+
+
+def observe_many(histogram: Any, values: np.ndarray) -> None:
+    """Add many observations to a labelled histogram in one vectorised step.
+
+    prometheus_client has no bulk ``observe``; this increments each bucket once by its count
+    (the same bucket rule as ``observe``: the first upper bound >= value) and the sum once. It
+    uses the histogram's ``_upper_bounds``/``_buckets``/``_sum``, stable across prometheus_client
+    releases and pinned in requirements-serve.txt; tests check the exposed counts.
+    """
+    values = np.asarray(values, dtype="float64")
+    if values.size == 0:
+        return
+    bounds = np.asarray(histogram._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(int(count))
+    histogram._sum.inc(float(values.sum()))
+
+
+@functools.cache
+def service_metrics(model_name: str) -> ServiceMetrics:
+    """The process's metrics, created once (a second registration would raise)."""
+    return ServiceMetrics(model_name)

@@ -1,0 +1,109 @@
+"""Loading and verifying served models from the BentoML store.
+
+A BentoML model directory (written by :mod:`mlops_template.pipeline.packaging`) holds the skops
+pipeline and its sha256, the feature spec, the contract and the serving config (threshold and
+class names). The pipeline is loaded only after its checksum is verified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import bentoml
+import numpy as np
+
+from mlops_template.core.artifacts import load_model
+from mlops_template.core.contract import Contract
+from mlops_template.core.features import FeatureSpec
+from mlops_template.serving import routing
+from mlops_template.serving.microbatch import MicroBatcher
+from mlops_template.serving.scoring import ModelScorer
+from mlops_template.serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+# Files inside the BentoML model directory, written by mlops_template.pipeline.packaging.
+MODEL_FILE = "model.skops"
+FEATURE_SPEC_FILE = "feature_spec.json"
+CONTRACT_FILE = "contract.yaml"
+SERVING_FILE = "serving.json"
+
+
+def model_reference(settings: ServingSettings) -> str:
+    """The model tag to serve: bento argument, else ``MODEL_TAG``, else ``MODEL_NAME:latest``."""
+    pinned = getattr(bentoml.use_arguments(), "model_tag", None)
+    if pinned:
+        return str(pinned)
+    return settings.model_tag or f"{settings.model_name}:latest"
+
+
+def _positive_index(classes: np.ndarray, positive: str) -> int:
+    """Column of ``predict_proba`` that holds the positive class (string or 0/1 targets)."""
+    as_text = [str(c) for c in classes]
+    if positive in as_text:
+        return as_text.index(positive)
+    if set(as_text) <= {"0", "1", "False", "True"} and len(as_text) == 2:
+        return 1
+    raise ValueError(f"model classes {as_text} do not include {positive!r}")
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """One verified model ready to score, with its micro-batcher (set by the service)."""
+
+    tag: str
+    version: str
+    sha256: str
+    threshold: float
+    positive: str
+    negative: str
+    positive_index: int
+    scorer: ModelScorer
+    batcher: MicroBatcher | None = None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The models serving right now; replaced as a whole, never modified in place."""
+
+    champion: ServedModel
+    challenger: ServedModel | None = None
+    canary_share: float = 0.0
+
+    def pick(self, key: str) -> ServedModel:
+        """The model that answers a request with routing key ``key``."""
+        if self.challenger is not None and routing.routes_to_challenger(key, self.canary_share):
+            return self.challenger
+        return self.champion
+
+    def roles(self) -> list[tuple[ServedModel, str]]:
+        """Each served model with its role, champion first."""
+        pairs = [(self.champion, "champion")]
+        if self.challenger is not None:
+            pairs.append((self.challenger, "challenger"))
+        return pairs
+
+
+def load_served_model(tag: str, contract: Contract, use_replay: bool) -> ServedModel:
+    """Load and verify one model from the BentoML store (ModelIntegrityError, NotFound, ...)."""
+    stored = bentoml.models.get(tag)
+    model_dir = Path(stored.path)
+    serving = json.loads((model_dir / SERVING_FILE).read_text(encoding="utf-8"))
+    pipeline = load_model(model_dir / MODEL_FILE)
+    positive = str(serving["positive_class"])
+    spec = FeatureSpec.from_json(model_dir / FEATURE_SPEC_FILE)
+    scorer = ModelScorer(pipeline, spec, contract, use_replay=use_replay)
+    logger.info("model %s scores with %s", stored.tag, scorer.describe())
+    return ServedModel(
+        tag=str(stored.tag),
+        version=str(serving.get("model_version") or stored.tag.version),
+        sha256=str(stored.info.metadata.get("sha256", "")),
+        threshold=float(serving["threshold"]),
+        positive=positive,
+        negative=str(serving["negative_class"]),
+        positive_index=_positive_index(pipeline.classes_, positive),
+        scorer=scorer,
+    )

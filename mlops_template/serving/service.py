@@ -1,0 +1,354 @@
+"""The BentoML service: validates records against the contract and scores them with the model.
+
+How the service finds its model, in order:
+
+1. the ``model_tag`` bento argument that :func:`mlops_template.pipeline.packaging.package_model` writes
+   into the bento, so a served bento always uses the exact model it was built (and shipped) with;
+2. the ``MODEL_TAG`` environment variable, when run outside a bento (``bentoml serve
+   mlops_template.serving.service:PredictionService``);
+3. ``<MODEL_NAME>:latest`` from the BentoML model store (``MODEL_NAME`` defaults to
+   ``adult-income``).
+
+That model's contract defines the request schema. With ``ROUTING_FILE`` set, the models that
+score are instead the routing file's champion and challenger (see :mod:`mlops_template.serving.routing`),
+loaded by tag from the same store and verified the same way. The file is polled for changes;
+new models load off the request path and replace the old ones in one reference assignment, so
+requests in flight finish on the model they started with and none fails. A file or model that
+fails to load keeps the current models (``model_routing_reload_failures_total``). With a
+challenger, a request goes to it when the hash of its routing key (``X-Routing-Key``, else the
+request id) falls under ``canary_share`` (:func:`mlops_template.serving.routing.routes_to_challenger`);
+all records of one request go to the same model, and its answers name that model's version.
+
+Every scored record is appended to the inference log (:mod:`mlops_template.serving.inference_log`)
+without ever slowing or failing the request; dropped entries are counted in
+``model_inference_log_dropped_total``.
+
+The model directory holds the contract, so the request model (``Record``) is built from the
+same declaration that validated the training data. The sklearn pipeline is loaded only after
+its sha256 is verified: a tampered model leaves the service running but not ready (``/readyz``
+answers 503 and ``/predict`` answers 503) instead of serving it.
+
+A request passes through :class:`~mlops_template.serving.guard.RequestGuard` (size, content
+type, JSON, contract validation, concurrency limit; every refusal is a small JSON 4xx/503) before
+``predict``, which hands its rows to a :class:`~mlops_template.serving.microbatch.MicroBatcher` so that
+concurrent requests are scored in one vectorised call. A batch is scored by the numpy replay of
+the fitted pipeline (:mod:`mlops_template.serving.scoring`, run on the event loop)
+when the replay passed its check against the pipeline at load time, else by the sklearn
+pipeline on a scoring thread. Metrics are in :mod:`mlops_template.serving.metrics`.
+
+Settings come from the environment, read once at import (:mod:`mlops_template.serving.settings`).
+"""
+
+import asyncio
+import functools
+import gc
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import InternalServerError, ServiceUnavailable
+
+from mlops_template.core.contract import load_contract
+from mlops_template.core.features import FeatureSpec
+from mlops_template.serving import routing
+from mlops_template.serving.guard import GuardRuntime, GuardSettings, RequestGuard, install_log_filter
+from mlops_template.serving.inference_log import InferenceLog
+from mlops_template.serving.metrics import service_metrics
+from mlops_template.serving.microbatch import MicroBatcher
+from mlops_template.serving.models import (
+    CONTRACT_FILE,
+    FEATURE_SPEC_FILE,
+    ServedModel,
+    Serving,
+    load_served_model,
+    model_reference,
+)
+from mlops_template.serving.schema import Prediction, request_models
+from mlops_template.serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+# BentoML's server logging passes only warnings from loggers it does not know; the package's own
+# lines (which model serves, how it scores, routing reloads) are wanted in the server log. Nothing
+# may log at import time: BentoML caches the worker name of its log lines on the first line.
+logging.getLogger("mlops_template").setLevel(logging.INFO)
+
+GC_THRESHOLDS = (20_000, 100, 100)  # Python's default is (700, 10, 10)
+RETIRE_DRAIN_SECONDS = 30.0  # a replaced model's batcher answers its queued requests first
+PREDICT_PATH = "/predict"
+
+SETTINGS = ServingSettings.from_env()
+# Located and read at import: the request model must exist before the service class is defined.
+# Models served through the routing file are expected to share this contract and feature columns.
+_STORED_MODEL = bentoml.models.get(model_reference(SETTINGS))
+MODEL_DIR = Path(_STORED_MODEL.path)
+CONTRACT = load_contract(MODEL_DIR / CONTRACT_FILE)
+RecordList, RECORDS, PredictRequest = request_models(
+    CONTRACT, FeatureSpec.from_json(MODEL_DIR / FEATURE_SPEC_FILE).source_columns, SETTINGS.max_records)
+# Filled in by each worker's service instance; read by that worker's RequestGuard.
+GUARD_RUNTIME = GuardRuntime()
+
+
+def guard_settings() -> GuardSettings:
+    """The request guard's limits, from the settings."""
+    return GuardSettings(path=PREDICT_PATH, request_model=PredictRequest, max_body_bytes=SETTINGS.max_body_bytes,
+                         max_records=SETTINGS.max_records, max_concurrency=SETTINGS.max_concurrency,
+                         log_payloads=SETTINGS.log_payloads)
+
+
+def _request_id(ctx: bentoml.Context) -> str:
+    """The id the request guard gave this request (``-`` when called without the guard)."""
+    return str(getattr(ctx.request.state, "request_id", "-"))
+
+
+def _routing_key(ctx: bentoml.Context, request_id: str) -> str:
+    """What the canary split hashes: the ``X-Routing-Key`` header, else the request id."""
+    return ctx.request.headers.get("x-routing-key") or request_id
+
+
+def freeze_startup_objects() -> None:
+    """Keep garbage-collector pauses out of request latency.
+
+    A full collection walks every tracked object, and a worker holds millions that live as long
+    as it does (BentoML, pydantic, sklearn, the model). ``gc.freeze`` moves them out of the
+    collector's view, and :data:`GC_THRESHOLDS` makes collections of what requests allocate
+    rarer. Together they take the tail latency close to that with the collector off
+    (``python -m benchmarks.serving`` measures it).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    logger.info("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
+
+
+def limit_native_threads() -> None:
+    """One OpenMP/BLAS thread per worker, unless ``OMP_NUM_THREADS`` says otherwise.
+
+    Batches are small, and the event loop, the load balancer's health checks and other workers
+    already compete for the cores, so a second native thread per model call mostly waits for a
+    busy core. Scale with ``WORKERS`` instead.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the routing file is rewritten (atomic renames change the inode)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino, stat.st_size
+
+
+@bentoml.service(traffic={"timeout": SETTINGS.request_timeout}, workers=SETTINGS.workers)
+class PredictionService:
+    """Scores records with the served model(s); not ready when no verified model is loaded."""
+
+    model_ref = bentoml.models.BentoModel(_STORED_MODEL.tag)
+
+    def __init__(self) -> None:
+        """Load and verify the model(s), then set up scoring, metrics and the inference log."""
+        self.metrics = service_metrics(_STORED_MODEL.tag.name)
+        limit_native_threads()
+        # One scoring thread (sklearn-pipeline scoring): model calls never compete for the GIL.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        # Routing reloads read and verify models here, never on the event loop.
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        self.batching = SETTINGS.batching
+        self.routing_path = SETTINGS.routing_file
+        self.routing_signature: tuple[int, int, int] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.serving: Serving | None = self._initial_serving()
+        if self.serving is not None:
+            self._activate(self.serving)
+        self.inference_log = self._open_inference_log()
+        GUARD_RUNTIME.metrics = self.metrics
+        GUARD_RUNTIME.is_ready = self.__is_ready__
+        install_log_filter()
+        logger.info("ready=%s, batching=%s, routing=%s, inference log=%s", self.__is_ready__(),
+                    self.batching, self.routing_path,
+                    self.inference_log.directory if self.inference_log else None)
+
+    def __is_ready__(self) -> bool:
+        """Ready only when a verified model is loaded (drives ``/readyz``)."""
+        return self.serving is not None
+
+    def _initial_serving(self) -> Serving | None:
+        """The routing file's models if one is configured and loads, else the pinned model."""
+        if self.routing_path is not None:
+            self.routing_signature = _file_signature(self.routing_path)
+            try:
+                return self._load_routing(self.routing_path, None)
+            except Exception:
+                self.metrics.reload_failures.inc()
+                logger.exception("routing file %s unusable at startup: serving the pinned "
+                                 "model %s", self.routing_path, _STORED_MODEL.tag)
+        try:
+            return Serving(self._load(str(_STORED_MODEL.tag)))
+        except Exception:
+            logger.exception("model %s failed its integrity check: not ready", _STORED_MODEL.tag)
+            return None
+
+    @staticmethod
+    def _load(tag: str) -> ServedModel:
+        """Load and verify one model with this service's contract and scorer setting."""
+        return load_served_model(tag, CONTRACT, use_replay=SETTINGS.scorer == "auto")
+
+    def _load_routing(self, path: Path, current: Serving | None) -> Serving:
+        """Read the routing file and load its models, reusing those already served."""
+        document = routing.read_routing(path)
+        loaded = {m.tag: m for m, _ in current.roles()} if current is not None else {}
+
+        def get(slot: dict[str, Any] | None) -> ServedModel | None:
+            if slot is None:
+                return None
+            return loaded.get(slot["model_tag"]) or self._load(slot["model_tag"])
+
+        return Serving(get(document["champion"]), get(document["challenger"]),
+                       float(document["canary_share"]))
+
+    def _activate(self, serving: Serving) -> None:
+        """Give new models a batcher and publish which models serve, in which role."""
+        for model, _ in serving.roles():
+            if model.batcher is None and self.batching:
+                model.batcher = MicroBatcher(
+                    functools.partial(self.score_rows, model), self._scoring_executor(model),
+                    max_records=SETTINGS.batch_max_records, max_wait_s=SETTINGS.batch_wait_s,
+                )
+        self.metrics.serving([(m.version, m.sha256, role) for m, role in serving.roles()])
+        logger.info("serving %s", ", ".join(f"{role} {m.tag} (v{m.version})"
+                                            for m, role in serving.roles()))
+
+    def _scoring_executor(self, model: ServedModel) -> ThreadPoolExecutor | None:
+        """Where a model's batches run: the event loop for the numpy replay, else a thread.
+
+        The replay is quick, cheaper than the GIL hand-offs between the loop and a scoring thread
+        under load; the sklearn pipeline takes an order of magnitude longer, which the loop must
+        not stall for.
+        """
+        return None if model.scorer.replay is not None else self.executor
+
+    def _open_inference_log(self) -> InferenceLog | None:
+        """This worker's inference log (created after the fork), or None when disabled."""
+        if SETTINGS.inference_log_dir is None:
+            return None
+        return InferenceLog(SETTINGS.inference_log_dir, on_drop=self.metrics.log_dropped.inc)
+
+    @bentoml.on_startup
+    async def on_worker_start(self) -> None:
+        """Freeze start-up objects out of the collector; poll the routing file, if configured."""
+        freeze_startup_objects()
+        if self.routing_path is not None:
+            self.watcher = asyncio.create_task(self._watch(self.routing_path, SETTINGS.routing_poll_seconds),
+                                               name="routing-watcher")
+
+    async def _watch(self, path: Path, interval: float) -> None:
+        """Reload whenever the routing file changes; a failure never stops the watching."""
+        while True:
+            await asyncio.sleep(interval)
+            signature = _file_signature(path)
+            if signature is None or signature == self.routing_signature:
+                continue
+            self.routing_signature = signature
+            try:
+                await self._reload(path)
+            except Exception:
+                self.metrics.reload_failures.inc()
+                logger.exception("routing reload from %s failed: current models kept", path)
+
+    async def _reload(self, path: Path) -> None:
+        """Load the routing file's models off the loop, swap them in, retire replaced ones."""
+        current = self.serving
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        serving = await loop.run_in_executor(self.loader, self._load_routing, path, current)
+        self._activate(serving)
+        self.serving = serving  # the swap: one reference assignment
+        logger.info("routing reloaded from %s in %.2f s", path, time.perf_counter() - started)
+        kept = {id(m) for m, _ in serving.roles()}
+        for model, _ in current.roles() if current is not None else []:
+            if id(model) not in kept and model.batcher is not None:
+                await model.batcher.close(drain_timeout_s=RETIRE_DRAIN_SECONDS)
+
+    @bentoml.on_shutdown
+    async def shutdown(self) -> None:
+        """Stop watching, fail queued requests cleanly, stop the threads, close the log."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+        for model, _ in self.serving.roles() if self.serving is not None else []:
+            if model.batcher is not None:
+                await model.batcher.close()
+        self.executor.shutdown(wait=True)
+        self.loader.shutdown(wait=False, cancel_futures=True)
+        if self.inference_log is not None:
+            self.inference_log.close()
+
+    def score_rows(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
+        """Score validated records (dicts) in one call; record latency and prediction metrics."""
+        started = time.perf_counter()
+        proba = model.scorer.predict_proba(rows)[:, model.positive_index]
+        labels = np.where(proba >= model.threshold, model.positive, model.negative)
+        self.metrics.scored(model.version, time.perf_counter() - started, proba, labels)
+        return list(zip(proba.tolist(), labels.tolist(), strict=True))
+
+    @staticmethod
+    def inference_entries(request_id: str, model_version: str, rows: list[dict[str, Any]],
+                          results: list[tuple[float, str]]) -> list[dict[str, Any]]:
+        """One inference-log entry per scored record, with the record as the client sent it."""
+        return [
+            {"request_id": request_id, "record_index": index, "model_version": model_version,
+             "features": row, "probability": probability, "label": label}
+            for index, (row, (probability, label)) in enumerate(zip(rows, results, strict=True))
+        ]
+
+    async def _score_on(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
+        """Score rows with ``model``: through its batcher, or alone on the scoring thread."""
+        if model.batcher is not None:
+            return await model.batcher.submit(rows)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.score_rows, model, rows)
+
+    @bentoml.api
+    async def predict(self, records: RecordList, ctx: bentoml.Context) -> list[Prediction]:
+        """Score a list of records; concurrent requests share one vectorised model call."""
+        serving = self.serving  # one snapshot: a reload meanwhile does not affect this request
+        if serving is None:
+            raise ServiceUnavailable("model failed its integrity check")
+        request_id = _request_id(ctx)
+        model = serving.pick(_routing_key(ctx, request_id))
+        rows = RECORDS.dump_python(records, exclude_unset=True)
+        try:
+            results = await self._score_on(model, rows)
+        except Exception:
+            self.metrics.answered(model.version, "error")
+            logger.exception("request %s: scoring with %s failed", request_id, model.tag)
+            raise InternalServerError("scoring failed") from None
+        self.metrics.answered(model.version, "success")
+        if self.inference_log is not None:
+            self.inference_log.submit(self.inference_entries(request_id, model.version, rows,
+                                                             results))
+        return [Prediction(probability=probability, label=label, model_version=model.version)
+                for probability, label in results]
+
+
+def declare_json_responses(service: Any) -> None:
+    """Fix the media type of every API's answer to JSON, once.
+
+    BentoML otherwise derives the media type of a list answer from its JSON schema, which it
+    rebuilds on every response, on the event loop: a large share of a constant endpoint's time
+    under load.
+    """
+    for api in service.apis.values():
+        api.output_spec.media_type = "application/json"
+
+
+declare_json_responses(PredictionService)
+PredictionService.add_asgi_middleware(RequestGuard, settings=guard_settings(),
+                                      runtime=GUARD_RUNTIME)

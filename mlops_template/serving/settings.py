@@ -1,0 +1,104 @@
+"""The service's settings: read from the environment once, typed, validated at start-up.
+
+========================  =============  ====================================================================
+``MODEL_TAG``             (unset)        model to serve outside a bento (a bento pins its own model)
+``MODEL_NAME``            adult-income   without ``MODEL_TAG``: serve ``<MODEL_NAME>:latest`` from the store
+``MAX_RECORDS``           1000           records per request (more: 400 ``too_many_records``)
+``MAX_BODY_BYTES``        1048576        request body size (more: 413 ``body_too_large``, not read in full)
+``MAX_CONCURRENCY``       64             ``/predict`` requests in progress per worker (more: fast 503)
+``REQUEST_TIMEOUT``       10             seconds before BentoML answers 504 (``traffic.timeout``)
+``WORKERS``               1              worker processes
+``BATCHING``              on             ``off`` scores each request on its own (for benchmarks)
+``BATCH_MAX_RECORDS``     1000           most records scored in one model call
+``BATCH_WAIT_MS``         1              how long a batch waits for more requests once the first arrived
+``OMP_NUM_THREADS``       (1)            native (OpenMP/BLAS) threads per worker; unset: one
+``SCORER``                auto           ``auto``: the numpy replay of the pipeline when it passes its check
+                                         (:mod:`mlops_template.serving.scoring`); ``pipeline``: always sklearn
+``LOG_PAYLOADS``          false          ``true`` logs every accepted request body (off: no payloads in logs)
+``INFERENCE_LOG_DIR``     inference-log  inference-log directory, relative to the working directory
+                                         (``bentoml serve TAG`` runs in the bento's dir); empty: no log
+``INFERENCE_LOG``         on             ``off`` disables the inference log
+``ROUTING_FILE``          (unset)        routing JSON naming champion/challenger (unset: the pinned model)
+``ROUTING_POLL_SECONDS``  1              how often the routing file is checked for changes
+========================  =============  ====================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_template.serving import routing
+
+DEFAULT_MODEL_NAME = "adult-income"
+SCORERS = ("auto", "pipeline")
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, kind: type = int) -> float:
+    """A positive number, failing loudly at start-up on a bad value."""
+    value = kind(environ.get(name, default))
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean: true/1/yes/on or false/0/no/off."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Every setting of the service (see the table in the module docstring)."""
+
+    model_tag: str | None = None
+    model_name: str = DEFAULT_MODEL_NAME
+    max_records: int = 1000
+    max_body_bytes: int = 1 << 20  # 1000 full records take about 350 kB
+    max_concurrency: int = 64
+    request_timeout: float = 10.0
+    workers: int = 1
+    batching: bool = True
+    batch_max_records: int = 1000
+    batch_wait_s: float = 0.001
+    scorer: str = "auto"
+    log_payloads: bool = False
+    inference_log_dir: Path | None = Path("inference-log")
+    routing_file: Path | None = None
+    routing_poll_seconds: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        """Read and check every setting; ValueError names the variable that is wrong."""
+        env = os.environ if environ is None else environ
+        scorer = env.get("SCORER", "auto").strip().lower()
+        if scorer not in SCORERS:
+            raise ValueError(f"SCORER must be auto or pipeline, got {scorer!r}")
+        log_dir = env.get("INFERENCE_LOG_DIR", "inference-log")
+        enabled = _flag(env, "INFERENCE_LOG", True)
+        return cls(
+            model_tag=env.get("MODEL_TAG") or None,
+            model_name=env.get("MODEL_NAME", DEFAULT_MODEL_NAME),
+            max_records=int(_number(env, "MAX_RECORDS", 1000)),
+            max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 1 << 20)),
+            max_concurrency=int(_number(env, "MAX_CONCURRENCY", 64)),
+            request_timeout=float(_number(env, "REQUEST_TIMEOUT", 10.0, float)),
+            workers=int(_number(env, "WORKERS", 1)),
+            batching=_flag(env, "BATCHING", True),
+            batch_max_records=int(_number(env, "BATCH_MAX_RECORDS", 1000)),
+            batch_wait_s=float(_number(env, "BATCH_WAIT_MS", 1.0, float)) / 1000,
+            scorer=scorer,
+            log_payloads=_flag(env, "LOG_PAYLOADS", False),
+            inference_log_dir=Path(log_dir).resolve() if enabled and log_dir.strip() else None,
+            routing_file=Path(env[routing.ENV_VAR]) if env.get(routing.ENV_VAR) else None,
+            routing_poll_seconds=float(_number(env, "ROUTING_POLL_SECONDS", 1.0, float)),
+        )

@@ -1,0 +1,285 @@
+"""Hot-reloaded routing and canary releases, against real ``bentoml serve`` processes.
+
+A second, different model (v8, a more regularised logistic regression) is packaged into the
+session's BentoML store beside the bento's own (v7), plus a copy of v8 whose file is tampered
+with (v9). Servers get ``ROUTING_FILE`` and are steered by rewriting it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlops_template.core.artifacts import save_model
+from mlops_template.core.contract import load_contract
+from mlops_template.core.features import build_features, feature_spec_from
+from mlops_template.pipeline.training import build_pipeline
+from mlops_template.pipeline.validation import validate_file
+from mlops_template.serving import routing
+from mlops_template.serving.routing import routes_to_challenger
+from tests.support.servers import CONTRACT, RAW, REPO, TRAIN_ROWS
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+SHARE = 0.1
+CANARY_REQUESTS = 1000
+LOAD_THREADS = 4
+LOAD_SECONDS = 10.0
+SWITCH_AT = 3.0  # seconds into the load when the routing file is rewritten
+
+# Runs in a child: BentoML fixes its store path once per process (see conftest._package).
+PACKAGE_CODE = """
+import json, sys
+from pathlib import Path
+import bentoml
+from mlops_template.pipeline.packaging import _serving_config, package_model, save_bento_model
+from mlops_template.core.io import sha256_of
+model_dir, contract, export = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+v8 = package_model(model_dir, contract, 0.5, 'adult-income', 'adult_income_service',
+                   {'model_version': '8', 'stage': 'test'}, export / 'champion.bento')['model_tag']
+serving = _serving_config(contract, 0.5, {'model_version': '9'})
+v9 = save_bento_model(model_dir, contract, serving, 'adult-income', {'model_version': '9'},
+                      sha256_of(model_dir / 'model.skops'))
+with open(Path(bentoml.models.get(v9).path) / 'model.skops', 'ab') as fh:
+    fh.write(b'tampered')
+v7 = [str(m.tag) for m in bentoml.models.list('adult-income')
+      if m.info.labels.get('model_version') == '7'][0]
+print(json.dumps({'7': v7, '8': v8, '9': v9}))
+"""
+
+
+def _train_second(model_dir: Path) -> None:
+    """A logistic regression different from the bento's (stronger regularisation, other rows)."""
+    contract = load_contract(CONTRACT)
+    valid = validate_file(RAW, contract).valid
+    spec = feature_spec_from(contract, ["fnlwgt", "education"],
+                             {"capital_net": "capital_gain - capital_loss"})
+    train = valid.iloc[TRAIN_ROWS + 1000: 2 * TRAIN_ROWS + 1000]
+    pipeline = build_pipeline(spec, "logistic_regression", {"max_iter": 500, "C": 0.05}, 7)
+    pipeline.fit(build_features(train, spec), train[contract.target])
+    save_model(pipeline, model_dir / "model.skops")
+    spec.to_json(model_dir / "feature_spec.json")
+    (model_dir / "model_card.json").write_text(json.dumps({"name": "adult-income"}),
+                                               encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tags(bento: dict) -> dict[str, str]:
+    """BentoML model tags by version: '7' (the bento's), '8' (another model), '9' (tampered)."""
+    root = Path(bento["root"]) / "routing"
+    model_dir = root / "model-v8"
+    model_dir.mkdir(parents=True)
+    _train_second(model_dir)
+    env = {**os.environ, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true"}
+    done = subprocess.run([sys.executable, "-c", PACKAGE_CODE, str(model_dir), str(CONTRACT),
+                           str(root / "export")], env=env, cwd=REPO, capture_output=True,
+                          text=True, check=True, timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _write(path: Path, tags: dict[str, str], champion: str, challenger: str | None = None,
+           share: float = SHARE) -> None:
+    """Write a routing file naming versions by their tags."""
+    document = routing.champion_only("adult-income", tags[champion], champion, share)
+    if challenger is not None:
+        document["challenger"] = {"model_tag": tags[challenger], "model_version": challenger}
+    routing.write_routing(path, document)
+
+
+def _predict(url: str, record: dict, key: str | None = None) -> requests.Response:
+    headers = {"X-Routing-Key": key} if key else {}
+    return requests.post(f"{url}/predict", json={"records": [record]}, headers=headers,
+                         timeout=30)
+
+
+def _sample(url: str, name: str, **labels: str) -> float:
+    """One sample's value on /metrics (0 when absent)."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.fixture(scope="module")
+def canary(start_server: Callable, bento: dict, tags: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], str]]:
+    """A server running a v8 canary on v7 that answered CANARY_REQUESTS keyed requests."""
+    path = tmp_path_factory.mktemp("canary") / "routing.json"
+    _write(path, tags, "7", "8")
+    with start_server("canary", ROUTING_FILE=str(path),
+                      ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
+        record = bento["records"][0]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(
+                lambda i: (f"user-{i}", _predict(url, record, f"user-{i}")), range(CANARY_REQUESTS)))
+        assert all(r.status_code == 200 for _, r in answers)
+        served = {key: r.json()[0]["model_version"] for key, r in answers}
+        yield url, served, requests.get(f"{url}/metrics", timeout=10).text
+
+
+def test_canary_split(canary: tuple[str, dict[str, str], str], bento: dict) -> None:
+    """About SHARE of the keys go to the challenger, and a key always gets the same model."""
+    url, served, _ = canary
+    share = sum(v == "8" for v in served.values()) / len(served)
+    sigma = math.sqrt(SHARE * (1 - SHARE) / len(served))
+    logger.warning("challenger share %.3f (expected %.2f +- %.3f)", share, SHARE, 4 * sigma)
+    assert abs(share - SHARE) < 4 * sigma
+    assert set(served.values()) == {"7", "8"}
+    for key, version in served.items():
+        assert (version == "8") == routes_to_challenger(key, SHARE), key
+    for key in list(served)[:100]:  # asked again: same model
+        assert _predict(url, bento["records"][1], key).json()[0]["model_version"] == served[key]
+    assert _sample(url, "model_info", model_version="8", role="challenger") == 1
+    assert _sample(url, "model_info", model_version="7", role="champion") == 1
+
+
+def _load(url: str, record: dict, stop: threading.Event,
+          answers: list[tuple[float, int, str | None]]) -> None:
+    """Send requests until ``stop``; record (time, status, model version) of each answer."""
+    session = requests.Session()
+    while not stop.is_set():
+        try:
+            response = session.post(f"{url}/predict", json={"records": [record]}, timeout=30)
+            version = response.json()[0]["model_version"] if response.status_code == 200 else None
+            answers.append((time.monotonic(), response.status_code, version))
+        except requests.RequestException:
+            answers.append((time.monotonic(), 0, None))
+
+
+def test_rollback_under_load(start_server: Callable, bento: dict, tags: dict[str, str],
+                             tmp_path: Path) -> None:
+    """Switching the champion from v8 back to v7 under load fails no request."""
+    path = tmp_path / "routing.json"
+    _write(path, tags, "8")
+    with start_server("rollback", ROUTING_FILE=str(path),
+                      ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
+        answers: list[tuple[float, int, str | None]] = []
+        stop = threading.Event()
+        threads = [threading.Thread(target=_load, args=(url, bento["records"][i], stop, answers))
+                   for i in range(LOAD_THREADS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(SWITCH_AT)
+        _write(path, tags, "7")
+        written = time.monotonic()
+        time.sleep(LOAD_SECONDS - SWITCH_AT)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    failed = [a for a in answers if a[1] != 200]
+    old = [t for t, _, v in answers if v == "7"]
+    last_new = max(t for t, _, v in answers if v == "8")
+    logger.warning("rollback under load: %d requests, %d failed; first v7 answer %.2f s after "
+                   "the write, last v8 answer %.2f s after it", len(answers), len(failed),
+                   min(old) - written, last_new - written)
+    assert not failed
+    assert all(v == "8" for t, _, v in answers if t < written)
+    assert last_new - written < POLL_SECONDS + 2.0
+    assert all(v == "7" for t, _, v in answers if t > written + POLL_SECONDS + 2.0)
+    assert len(old) > 50
+
+
+def test_bad_routing_keeps_serving(start_server: Callable, bento: dict, tags: dict[str, str],
+                                   tmp_path: Path) -> None:
+    """A missing model, a tampered model or a broken file: v7 keeps answering, failures counted."""
+    path = tmp_path / "routing.json"
+    _write(path, tags, "7")
+    with start_server("bad-routing", ROUTING_FILE=str(path),
+                      ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
+        bad_tags = {**tags, "404": "adult-income:doesnotexist"}
+        writes = [lambda: _write(path, bad_tags, "404"), lambda: _write(path, tags, "9"),
+                  lambda: path.write_text("{not json", encoding="utf-8")]
+        for count, write in enumerate(writes, start=1):
+            write()
+            deadline = time.monotonic() + POLL_SECONDS + 10
+            while _sample(url, "model_routing_reload_failures_total") < count:
+                response = _predict(url, bento["records"][0])
+                assert response.status_code == 200 and response.json()[0]["model_version"] == "7"
+                assert time.monotonic() < deadline, f"reload failure {count} not counted"
+        assert _sample(url, "model_routing_reload_failures_total") == len(writes)
+        assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
+        assert _predict(url, bento["records"][0]).json()[0]["model_version"] == "7"
+
+
+def _run_canary(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m mlops_template.canary ARGS`` in ``workdir``, on its own MLflow store."""
+    env = {**os.environ, "ROUTING_FILE": str(workdir / "routing.json"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+           "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "mlops_template.canary", *args], cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+REGISTER_CODE = """
+import os, mlflow
+client = mlflow.MlflowClient()
+client.create_registered_model('adult-income')
+for _ in range(2):
+    client.create_model_version('adult-income', source=os.path.abspath('src'))
+client.set_registered_model_alias('adult-income', 'champion', '1')
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, tags: dict[str, str]) -> Path:
+    """A repository-like directory: params, a routing file with a v8 canary, a registry."""
+    params = (REPO / "params.yaml").read_text(encoding="utf-8")
+    # a 2-core box scoring both models under load: allow timing noise, not a real regression
+    params = params.replace("deploy:\n", "deploy:\n  canary_max_latency_ratio: 2.0\n", 1)
+    (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
+    _write(tmp_path / "routing.json", {"1": tags["7"], "2": tags["8"]}, "1", "2")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    subprocess.run([sys.executable, "-c", REGISTER_CODE], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=120)
+    return tmp_path
+
+
+def _history(workdir: Path) -> list[dict]:
+    lines = (workdir / "deployments" / "history.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_canary_decide(canary: tuple[str, dict[str, str], str], workdir: Path) -> None:
+    """Live figures of a healthy canary promote it; a failing challenger is rolled back."""
+    _, _, metrics = canary
+    # The registry in workdir numbers the versions 1 and 2: relabel the live figures to match.
+    live = metrics.replace('model_version="7"', 'model_version="1"').replace(
+        'model_version="8"', 'model_version="2"')
+    (workdir / "live.txt").write_text(live, encoding="utf-8")
+    waiting = _run_canary(workdir, "decide", "--metrics-file", "live.txt", "--min-requests", "5000")
+    assert waiting.returncode == 4, waiting.stdout + waiting.stderr
+
+    failing = live.replace('model_version_requests_total{model_version="2",outcome="error"} 0.0',
+                           'model_version_requests_total{model_version="2",outcome="error"} 20.0')
+    assert failing != live
+    (workdir / "failing.txt").write_text(failing, encoding="utf-8")
+    rolled = _run_canary(workdir, "decide", "--metrics-file", "failing.txt")
+    assert rolled.returncode == 3, rolled.stdout + rolled.stderr
+    assert routing.read_routing(workdir / "routing.json")["challenger"] is None
+    assert _history(workdir)[-1]["action"] == "canary_rollback"
+
+    _write(workdir / "routing.json", {"1": "adult-income:a", "2": "adult-income:b"}, "1", "2")
+    promoted = _run_canary(workdir, "decide", "--metrics-file", "live.txt")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    document = routing.read_routing(workdir / "routing.json")
+    assert document["champion"]["model_version"] == "2" and document["challenger"] is None
+    entry = _history(workdir)[-1]
+    assert entry["action"] == "canary_promote" and entry["to_version"] == "2"
+    record = json.loads((workdir / "deployments" / "champion.json").read_text(encoding="utf-8"))
+    assert record["champion"]["model_version"] == "2"
+    assert record["last_decision"]["action"] == "canary_promote"
+    status = _run_canary(workdir, "status")
+    assert status.returncode == 0 and '"challenger": null' in status.stdout

@@ -1,0 +1,95 @@
+"""Shared by the service tests: a small trained model, free ports, server start and stop.
+
+The model is a logistic regression on the first rows of the bundled data, packaged by each
+test module into its own temporary BentoML home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import requests
+
+from mlops_template.core.contract import load_contract
+from scripts.make_test_bento import train as train_test_model
+
+REPO = Path(__file__).resolve().parents[2]
+CONTRACT = REPO / "contracts" / "adult.yaml"
+RAW = REPO / "data" / "raw" / "adult.csv.gz"
+THRESHOLD = 0.4
+TRAIN_ROWS = 4000
+TEST_ROWS = 200
+STARTUP_TIMEOUT = 90.0
+MAX_RECORDS = 200  # the limits the service tests' servers run with
+MAX_BODY_BYTES = 1 << 20
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_small_model(model_dir: Path) -> tuple[pd.DataFrame, object, object]:
+    """Train the small logistic regression of ``scripts/make_test_bento.py``; return held-out
+    rows, the pipeline and the spec."""
+    pipeline, spec, valid = train_test_model(model_dir, TRAIN_ROWS)
+    test = valid.iloc[TRAIN_ROWS : TRAIN_ROWS + TEST_ROWS].reset_index(drop=True)
+    return test, pipeline, spec
+
+
+def wait_ready(url: str, process: subprocess.Popen, path: str = "/readyz") -> None:
+    """Poll ``path`` until it answers 200, failing if the server exits or takes too long."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {process.returncode}")
+        try:
+            if requests.get(f"{url}{path}", timeout=2).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url}{path} not 200 after {STARTUP_TIMEOUT} s")
+
+
+def start_bento_server(tag: str, home: Path, log_path: Path,
+                       **env: str) -> tuple[subprocess.Popen, str]:
+    """Start ``bentoml serve TAG`` on a free port with ``env`` added; return the process and URL.
+
+    The server leads its own process group (see :func:`stop_server`); its output goes to
+    ``log_path``.
+    """
+    port = free_port()
+    full_env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env}
+    command = [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port),
+               "--host", "127.0.0.1"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Terminate the server and its workers (it leads its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def records_of(frame: pd.DataFrame) -> list[dict]:
+    """JSON-ready records of the contract's input columns (NaN becomes null)."""
+    inputs = [c.name for c in load_contract(CONTRACT).input_columns]
+    return json.loads(frame[inputs].to_json(orient="records"))

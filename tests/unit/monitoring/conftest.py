@@ -1,0 +1,168 @@
+"""Shared fixtures for the monitoring tests: bundled data samples, a local webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mlops_template.core.contract import Contract, load_contract
+from mlops_template.pipeline.validation import validate_file
+from mlops_template.serving.inference_log import InferenceLog
+
+REPO = Path(__file__).resolve().parents[3]
+CONTRACT_PATH = REPO / "contracts/adult.yaml"
+RAW_PATH = REPO / "data/raw/adult.csv.gz"
+SHIFTED_EDUCATION = ("Bachelors", "Masters", "Doctorate")
+SAMPLE_ROWS = 3000
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A local HTTP server standing in for Slack and the Pushgateway; records every request.
+
+    Set ``fail_next`` to answer that many requests with ``fail_status`` before succeeding.
+    """
+
+    url: str
+    requests: list[Received] = field(default_factory=list)
+    fail_next: int = 0
+    fail_status: int = 500
+
+    def posts(self, path_prefix: str = "/hook") -> list[Received]:
+        return [r for r in self.requests if r.method == "POST" and r.path.startswith(path_prefix)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                state.requests.append(Received(self.command, self.path, dict(self.headers), body))
+                failing = state.fail_next > 0
+                state.fail_next -= int(failing)
+            self.send_response(state.fail_status if failing else 200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        do_POST = do_PUT = _handle
+
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A URL on a local port where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"
+
+
+@pytest.fixture(scope="session")
+def contract() -> Contract:
+    return load_contract(CONTRACT_PATH)
+
+
+@pytest.fixture(scope="session")
+def samples(contract: Contract) -> dict[str, pd.DataFrame]:
+    """Disjoint samples of the validated bundled data.
+
+    ``reference`` is a random sample; ``like_reference`` is another random sample of the other
+    rows; ``shifted`` holds only degree holders (education in Bachelors, Masters, Doctorate).
+    """
+    rows = validate_file(RAW_PATH, contract).valid.sample(frac=1.0, random_state=0)
+    reference, pool = rows.iloc[:SAMPLE_ROWS], rows.iloc[SAMPLE_ROWS:]
+    like = pool.sample(SAMPLE_ROWS, random_state=1)
+    shifted = pool[pool["education"].isin(SHIFTED_EDUCATION)].sample(SAMPLE_ROWS, random_state=2)
+    return {"reference": reference, "like_reference": like, "shifted": shifted}
+
+
+def log_entries(
+    frame: pd.DataFrame, contract: Contract, prefix: str = "req", omit: Collection[str] = ()
+) -> list[dict]:
+    """One inference-log entry per row, features as a client would send them (but ``omit``)."""
+    inputs = [c.name for c in contract.input_columns if c.name not in omit]
+    features = frame[inputs].astype(object).where(frame[inputs].notna(), None).to_dict("records")
+    return [
+        {"request_id": f"{prefix}-{i}", "record_index": 0, "model_version": "test:1",
+         "features": row, "probability": 0.5, "label": "<=50K"}
+        for i, row in enumerate(features)
+    ]
+
+
+@pytest.fixture
+def write_log(contract: Contract) -> Callable[..., Path]:
+    """Write rows of the bundled data as an inference log in ``directory``, without ``omit``."""
+
+    def write(directory: Path, frame: pd.DataFrame, omit: Collection[str] = ()) -> Path:
+        with InferenceLog(directory) as log:
+            log.submit(log_entries(frame, contract, omit=omit))
+        return directory
+
+    return write
+
+
+@pytest.fixture
+def params_file(tmp_path: Path) -> Path:
+    """A params.yaml for the CLI: the real contract and value matrix, monitoring under tmp_path."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["contract"] = str(CONTRACT_PATH)
+    params["monitoring"] = {
+        "inference_log_dir": str(tmp_path / "log"),
+        "window_records": 5000,
+        "min_window_records": 500,
+        "drift_share_threshold": 0.2,
+        "quality_drop_fraction": 0.2,
+        "quality_min_labelled": 100,
+        "report_dir": str(tmp_path / "reports"),
+        "alert_dedup_hours": 6,
+        "pushgateway_url": "",
+        "webhook_url": "",
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_monitoring_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment's Pushgateway and webhook settings must not leak into tests."""
+    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
+    monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
