@@ -48,10 +48,13 @@ class Settings:
     alert_dedup_hours: float = 6.0
     pushgateway_url: str | None = None
     webhook_url: str | None = None
+    # Set when Alertmanager notifies: the pushed gauges reach it through Prometheus' rules and it
+    # alone groups, deduplicates and sends, so the jobs' own webhook (for cron-only setups) is off.
+    alertmanager_url: str | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Settings:
-        """Settings from the parsed params.yaml; ``PUSHGATEWAY_URL`` and ``ALERT_WEBHOOK_URL`` win."""
+        """Settings from params.yaml; ``PUSHGATEWAY_URL``, ``ALERT_WEBHOOK_URL``, ``ALERTMANAGER_URL`` win."""
         section = dict(params.get("monitoring") or {})
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
@@ -68,6 +71,7 @@ class Settings:
             alert_dedup_hours=float(settings.alert_dedup_hours),
             pushgateway_url=env.get("PUSHGATEWAY_URL") or settings.pushgateway_url or None,
             webhook_url=env.get("ALERT_WEBHOOK_URL") or settings.webhook_url or None,
+            alertmanager_url=env.get("ALERTMANAGER_URL") or settings.alertmanager_url or None,
         )
 
 

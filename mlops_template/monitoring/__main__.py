@@ -71,7 +71,13 @@ def _run(args: argparse.Namespace) -> int:
     log_dir = args.log_dir or settings.inference_log_dir
     report_dir = args.report_dir or settings.report_dir
     pushgateway = args.pushgateway or settings.pushgateway_url
-    alerts = AlertSink(report_dir, args.webhook or settings.webhook_url, settings.alert_dedup_hours)
+    webhook = None if settings.alertmanager_url else (args.webhook or settings.webhook_url)
+    if settings.alertmanager_url:
+        logger.info("alerts are notified by Alertmanager (%s) from the pushed gauges: the job's own "
+                    "webhook is off, alerts go to the report folder's log only", settings.alertmanager_url)
+        if not pushgateway:
+            logger.warning("ALERTMANAGER_URL is set but no Pushgateway: no alert will reach Alertmanager")
+    alerts = AlertSink(report_dir, webhook, settings.alert_dedup_hours)
     if args.job == "drift":
         from mlops_template.monitoring.drift import run_drift_job
 

@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python -m mlops_template.canary start --version V [--share 0.1]
-    python -m mlops_template.canary decide (--metrics-url URL | --metrics-file FILE)
+    python -m mlops_template.canary decide (--prometheus-url URL | --metrics-url URL | --metrics-file FILE)
                                            [--labels FILE] [--min-requests N] [--dry-run]
     python -m mlops_template.canary status
 
@@ -13,7 +13,9 @@ canary`` packages a blessed candidate and starts its canary this way) and moves 
 ``challenger`` to it. The service then sends the requests whose routing key hashes under the
 share (:func:`mlops_template.serving.routing.routes_to_challenger`) to the challenger.
 
-``decide`` reads the live per-version figures from the service's ``/metrics``: the error rate
+``decide`` reads the live per-version figures, summed over every replica by Prometheus
+(``--prometheus-url``, see :data:`PROMQL`), or from one service's ``/metrics`` (a single host;
+``--metrics-url``, or a captured ``--metrics-file``): the error rate
 (``model_version_requests_total``), the mean scoring latency
 (``model_prediction_latency_seconds``) and, with ``--labels`` (ground truth joined with the
 inference log), ROC AUC and value per row. The challenger is promoted unless its error rate
@@ -104,6 +106,44 @@ def parse_metrics(text: str) -> dict[str, VersionFigures]:
                 item.latency_sum += sample.value
             elif sample.name == "model_prediction_latency_seconds_count":
                 item.latency_count += sample.value
+    return figures
+
+
+PROMQL = {  # summed over every replica Prometheus scrapes, by model version
+    "requests": "sum by (model_version, outcome) (model_version_requests_total)",
+    "latency_sum": "sum by (model_version) (model_prediction_latency_seconds_sum)",
+    "latency_count": "sum by (model_version) (model_prediction_latency_seconds_count)",
+}
+
+
+def prometheus_figures(url: str) -> dict[str, VersionFigures]:
+    """Per-version outcomes and latency of every replica, from Prometheus' query API.
+
+    With several replicas one ``/metrics`` shows one replica's traffic only; Prometheus scrapes
+    them all, so the sums below judge the challenger on all of its requests.
+    """
+    import urllib.parse
+    import urllib.request
+
+    def query(expr: str) -> list[dict]:
+        address = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        with urllib.request.urlopen(address, timeout=10) as response:  # the operator's own URL
+            body = json.loads(response.read().decode("utf-8"))
+        if body.get("status") != "success":
+            raise CanaryError(f"Prometheus query {expr!r} failed: {body}")
+        return body["data"]["result"]
+
+    figures: dict[str, VersionFigures] = {}
+    for item in query(PROMQL["requests"]):
+        labels, value = item["metric"], float(item["value"][1])
+        if labels.get("model_version") and labels.get("outcome") in ("success", "error"):
+            version = figures.setdefault(labels["model_version"], VersionFigures())
+            setattr(version, labels["outcome"], getattr(version, labels["outcome"]) + value)
+    for field_name in ("latency_sum", "latency_count"):
+        for item in query(PROMQL[field_name]):
+            if item["metric"].get("model_version"):
+                version = figures.setdefault(item["metric"]["model_version"], VersionFigures())
+                setattr(version, field_name, float(item["value"][1]))
     return figures
 
 
@@ -243,9 +283,9 @@ def apply(params: dict[str, Any], decision: Decision, document: dict[str, Any]) 
     return records.record(item, mlflow_config)
 
 
-def decide(params: dict[str, Any], metrics_text: str, labels: Path | None,
+def decide(params: dict[str, Any], figures: dict[str, VersionFigures], labels: Path | None,
            min_requests: int | None, dry_run: bool) -> Decision:
-    """Judge the running canary from ``metrics_text`` and, unless ``dry_run``, act on it."""
+    """Judge the running canary from the live ``figures`` and, unless ``dry_run``, act on it."""
     cfg = {**DEFAULTS, **params["deploy"]}
     if min_requests is not None:
         cfg["canary_min_requests"] = min_requests
@@ -258,7 +298,7 @@ def decide(params: dict[str, Any], metrics_text: str, labels: Path | None,
     quality = None
     if labels is not None:
         quality = live_quality_by_version(labels, Path(monitoring["inference_log_dir"]), params)
-    decision = judge(champion, challenger, parse_metrics(metrics_text), cfg, quality,
+    decision = judge(champion, challenger, figures, cfg, quality,
                      monitoring.get("quality_drop_fraction", 0.2),
                      monitoring.get("quality_min_labelled", 100))
     logger.info("canary v%s vs v%s: %s (%s)", challenger, champion, decision.action,
@@ -279,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     begin.add_argument("--reason", default="manual canary start")
     judge_cmd = commands.add_parser("decide", help="promote or roll back the challenger")
     source = judge_cmd.add_mutually_exclusive_group(required=True)
-    source.add_argument("--metrics-url", help="the service's /metrics URL")
+    source.add_argument("--prometheus-url", help="Prometheus: figures summed over every replica")
+    source.add_argument("--metrics-url", help="one service's /metrics URL (a single replica)")
     source.add_argument("--metrics-file", type=Path, help="a captured /metrics text")
     judge_cmd.add_argument("--labels", type=Path, help="ground truth (.csv/.jsonl) for quality")
     judge_cmd.add_argument("--min-requests", type=int)
@@ -298,9 +339,12 @@ def main(argv: list[str] | None = None) -> int:
             item = start(params, args.version, share, args.reason)
             print(json.dumps(item), flush=True)
             return EXIT_PROMOTED
-        text = fetch_metrics(args.metrics_url) if args.metrics_url else args.metrics_file.read_text(
-            encoding="utf-8")
-        decision = decide(params, text, args.labels, args.min_requests, args.dry_run)
+        if args.prometheus_url:
+            figures = prometheus_figures(args.prometheus_url)
+        else:
+            figures = parse_metrics(fetch_metrics(args.metrics_url) if args.metrics_url
+                                    else args.metrics_file.read_text(encoding="utf-8"))
+        decision = decide(params, figures, args.labels, args.min_requests, args.dry_run)
     except (CanaryError, routing.RoutingError, FileNotFoundError, OSError) as exc:
         logger.error("%s", exc)
         print(f"canary failed: {exc}", flush=True)

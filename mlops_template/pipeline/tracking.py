@@ -32,19 +32,28 @@ def resolve_tracking_uri(configured: str) -> str:
     return configured
 
 
+def is_local_store(uri: str) -> bool:
+    """True for a store on this machine (sqlite, a file path), False for a tracking server."""
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
 def connect(config: dict[str, Any]) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id.
 
-    The experiment is created with an absolute artifact location under the repository root,
-    so artifacts of runs started in a temporary experiment copy land in the same place.
+    With a local store the experiment is created with an absolute artifact location under the
+    repository root, so artifacts of runs started in a temporary experiment copy land in the
+    same place. With a tracking server the server chooses (its ``--artifacts-destination``, an
+    object store a team shares): a client-local location would keep the model files on the
+    training machine, where no other machine can load them.
     """
     import mlflow
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(config["tracking_uri"]))
+    uri = resolve_tracking_uri(config["tracking_uri"])
+    mlflow.set_tracking_uri(uri)
     name = config["experiment"]
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        location = (project_root() / "mlruns" / name).as_uri()
+        location = (project_root() / "mlruns" / name).as_uri() if is_local_store(uri) else None
         try:
             mlflow.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run

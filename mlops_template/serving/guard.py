@@ -5,14 +5,19 @@ limit, answers overload with a 429 from a middleware placed outside the service'
 those answers cannot be counted here), and logs a client's validation error as an ERROR with a
 traceback. This guard runs before the endpoint and, for ``POST /predict``:
 
-1. refuses a wrong ``Content-Type`` (415) and a declared ``Content-Length`` over the limit (413)
-   before reading anything;
-2. answers 503 when the model is not ready or the worker already holds ``max_concurrency``
+1. refuses a repeated ``Content-Type`` or ``Content-Length`` header (400: two layers could read
+   different ones), a wrong ``Content-Type`` (415) and a declared ``Content-Length`` over the
+   limit (413) before reading anything;
+2. reads the body while counting bytes (413 as soon as a chunked body passes the limit) within
+   ``body_timeout_s`` (408: a body shorter than its ``Content-Length``, a chunked body never
+   ended, or a client sending a byte a second), before taking a concurrency slot, so slow
+   clients never hold the slots that scoring needs;
+3. answers 503 when the model is not ready or the worker already holds ``max_concurrency``
    requests, so excess load is shed fast instead of queueing;
-3. reads the body while counting bytes (413 as soon as a chunked body passes the limit);
-4. parses it as strict UTF-8 JSON (400 on invalid UTF-8, bad JSON, absurd nesting), refuses more
-   than ``max_records`` records (400), and validates it with the contract's request model (400
-   naming each record index and field; ``NaN``/``Infinity`` fail as non-finite numbers);
+4. parses it as strict UTF-8 JSON (400 on invalid UTF-8, bad JSON, absurd nesting, a key given
+   twice in one object), refuses more than ``max_records`` records (400), and validates it with
+   the contract's request model (400 naming each record index and field; ``NaN``/``Infinity``
+   fail as non-finite numbers);
 5. passes the already-read body on to BentoML, and replaces any 5xx answer with a body that
    carries the request id and no internals.
 
@@ -21,6 +26,7 @@ Every answer carries ``X-Request-ID``; every outcome is counted in :mod:`service
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -57,6 +63,7 @@ class GuardSettings:
     max_concurrency: int
     log_payloads: bool = False
     max_error_details: int = 100
+    body_timeout_s: float = 5.0
 
 
 @dataclass
@@ -96,19 +103,26 @@ class RequestGuard:
                 or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        names = [k.decode("latin-1").lower() for k, _ in scope["headers"]]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = _request_id(headers)
         scope.setdefault("state", {})["request_id"] = request_id
         send = _with_header(send, b"x-request-id", request_id.encode())
         try:
+            for name in ("content-type", "content-length"):
+                if names.count(name) > 1:
+                    raise Rejection(400, "duplicate_header", f"the {name} header is given {names.count(name)} times")
             self._check_headers(headers)
+            body = await self._read_body(receive)
+            if body is None:
+                return  # the client went away
             self._check_capacity()
         except Rejection as rejection:
             await self._reject(rejection, request_id, send)
             return
         self.in_flight += 1
         try:
-            await self._admitted(scope, receive, send, request_id)
+            await self._admitted(scope, body, receive, send, request_id)
         finally:
             self.in_flight -= 1
 
@@ -134,13 +148,10 @@ class RequestGuard:
         if self.in_flight >= self.settings.max_concurrency:
             raise Rejection(503, "overload", "the service is at capacity; retry shortly")
 
-    async def _admitted(self, scope: Scope, receive: Receive, send: Send,
+    async def _admitted(self, scope: Scope, body: bytes, receive: Receive, send: Send,
                         request_id: str) -> None:
-        """Read, parse and validate the body, then let BentoML score it."""
+        """Parse and validate the body, then let BentoML score it."""
         try:
-            body = await self._read_body(receive)
-            if body is None:
-                return  # the client went away
             records = self._validate(_parse_json(body))
         except Rejection as rejection:
             await self._reject(rejection, request_id, send)
@@ -153,11 +164,19 @@ class RequestGuard:
         logger.debug("request %s: %d records, status %d", request_id, records, status)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole body, or a 413 as soon as it passes the limit; None on disconnect."""
+        """The whole body within the deadline (else 408), or 413 as soon as it passes the limit.
+
+        None when the client disconnects.
+        """
+        deadline = time.monotonic() + self.settings.body_timeout_s
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise Rejection(408, "body_timeout", f"the body did not arrive within "
+                                                     f"{self.settings.body_timeout_s:g} s") from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
@@ -289,7 +308,10 @@ def _parse_json(body: bytes) -> Any:
         raise Rejection(400, "malformed_json",
                         f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise Rejection(400, "malformed_json", f"body is not valid JSON: the key {exc.key!r} is given "
+                                               "twice in one object") from None
     except json.JSONDecodeError as exc:
         raise Rejection(400, "malformed_json",
                         f"body is not valid JSON: {exc.msg} at line {exc.lineno} column "
@@ -298,6 +320,24 @@ def _parse_json(body: bytes) -> Any:
         raise Rejection(400, "malformed_json", "body is nested too deeply") from None
     except ValueError:  # an integer longer than Python's digit limit
         raise Rejection(400, "malformed_json", "body holds a number with too many digits") from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice (parsers disagree on which one wins)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` object hook that refuses an object with a repeated key."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 def _detail(error: dict[str, Any]) -> dict[str, Any]:

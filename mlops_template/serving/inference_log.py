@@ -31,6 +31,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ FILE_PREFIX = "inference-"
 FILE_SUFFIX = ".jsonl"
 META_COLUMNS = ("ts", "request_id", "record_index", "model_version", "probability", "label")
 MAX_BATCH = 1000  # entries written (and flushed) together by the writer thread
+FAILURE_LOG_INTERVAL_S = 60.0  # a log that cannot be written says so at most this often
 _STOP = object()  # queued by close() to wake the writer
 
 
@@ -80,6 +82,7 @@ class InferenceLog:
         self.max_bytes = max_bytes
         self.backup_count = backup_count
         self._on_drop = on_drop
+        self._last_failure_log = -FAILURE_LOG_INTERVAL_S
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=buffer_size)
         self._stop = threading.Event()
         self._file = self._open()
@@ -146,6 +149,19 @@ class InferenceLog:
                 handle.write(b"\n")
         return handle
 
+    def _lost(self, count: int, exc: BaseException) -> None:
+        """Count entries a write lost, and say so at most once a minute (a full disk repeats)."""
+        now = time.monotonic()
+        if now - self._last_failure_log >= FAILURE_LOG_INTERVAL_S:
+            logger.error("inference log: cannot write %s (%s: %s); entries are counted as dropped",
+                         self.path, type(exc).__name__, exc)
+            self._last_failure_log = now
+        if self._on_drop is not None:
+            try:
+                self._on_drop(count)
+            except Exception:
+                logger.exception("inference log: on_drop callback failed")
+
     def _run(self) -> None:
         """Writer loop: take a batch from the queue, write and flush it; after close, drain."""
         stopping = False
@@ -164,6 +180,8 @@ class InferenceLog:
             try:
                 self._write([json.dumps(e, default=_json_default, separators=(",", ":")) + "\n"
                              for e in batch])
+            except OSError as exc:  # a full disk, a folder made read-only: lose the batch, go on
+                self._lost(len(batch), exc)
             except Exception:
                 logger.exception("inference log: failed to write %d entries", len(batch))
 

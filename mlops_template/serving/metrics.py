@@ -17,7 +17,7 @@ REQUEST_OUTCOMES = ("success", "rejected", "error", "unavailable")
 RECORD_OUTCOMES = ("scored", "rejected")
 MODEL_OUTCOMES = ("success", "error")
 REJECT_REASONS = ("validation", "too_many_records", "body_too_large", "content_type",
-                  "malformed_json", "overload", "not_ready")
+                  "malformed_json", "duplicate_header", "body_timeout", "overload", "not_ready")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
@@ -58,7 +58,10 @@ class ServiceMetrics:
                           ["model_name", "model_version", "sha256", "role"],
                           multiprocess_mode="max")
         self.log_dropped = Counter("model_inference_log_dropped_total",
-                                   "Inference-log entries dropped (queue full or log closed)")
+                                   "Inference-log entries lost (queue full, log closed or unwritable)")
+        self.log_unwritable = Gauge("model_inference_log_unwritable",
+                                    "1 while the inference log cannot be written (the service serves on)",
+                                    multiprocess_mode="max")
         self.reload_failures = Counter("model_routing_reload_failures_total",
                                        "Routing reloads refused (bad file or model); old models kept")
         self._info_labels: set[tuple[str, str, str]] = set()

@@ -79,6 +79,7 @@ logging.getLogger("mlops_template").setLevel(logging.INFO)
 
 GC_THRESHOLDS = (20_000, 100, 100)  # Python's default is (700, 10, 10)
 RETIRE_DRAIN_SECONDS = 30.0  # a replaced model's batcher answers its queued requests first
+MAX_RELOAD_BACKOFF_S = 30.0  # a failing routing reload is retried at most this far apart
 PREDICT_PATH = "/predict"
 
 SETTINGS = ServingSettings.from_env()
@@ -97,7 +98,7 @@ def guard_settings() -> GuardSettings:
     """The request guard's limits, from the settings."""
     return GuardSettings(path=PREDICT_PATH, request_model=PredictRequest, max_body_bytes=SETTINGS.max_body_bytes,
                          max_records=SETTINGS.max_records, max_concurrency=SETTINGS.max_concurrency,
-                         log_payloads=SETTINGS.log_payloads)
+                         log_payloads=SETTINGS.log_payloads, body_timeout_s=SETTINGS.body_timeout)
 
 
 def _request_id(ctx: bentoml.Context) -> str:
@@ -239,7 +240,13 @@ class PredictionService:
         """This worker's inference log (created after the fork), or None when disabled."""
         if SETTINGS.inference_log_dir is None:
             return None
-        return InferenceLog(SETTINGS.inference_log_dir, on_drop=self.metrics.log_dropped.inc)
+        try:
+            return InferenceLog(SETTINGS.inference_log_dir, on_drop=self.metrics.log_dropped.inc)
+        except OSError as exc:  # an unwritable or full folder costs the log, never the service
+            self.metrics.log_unwritable.set(1)
+            logger.error("inference log disabled: %s cannot be written (%s); serving without it",
+                         SETTINGS.inference_log_dir, exc)
+            return None
 
     @bentoml.on_startup
     async def on_worker_start(self) -> None:
@@ -250,18 +257,39 @@ class PredictionService:
                                                name="routing-watcher")
 
     async def _watch(self, path: Path, interval: float) -> None:
-        """Reload whenever the routing file changes; a failure never stops the watching."""
+        """Reload whenever the routing file changes; a failure never stops the watching.
+
+        A failed reload is retried, backing off up to :data:`MAX_RELOAD_BACKOFF_S`, until it
+        succeeds (a model that reaches the store a moment after the file is picked up), with one
+        log line per failure streak; a routing file that disappears is logged once.
+        """
+        failures, missing, failed_signature, retry_at = 0, False, None, 0.0
         while True:
             await asyncio.sleep(interval)
             signature = _file_signature(path)
-            if signature is None or signature == self.routing_signature:
+            if signature is None:
+                if not missing:
+                    logger.warning("routing file %s is gone: current models kept until it returns", path)
+                missing = True
                 continue
-            self.routing_signature = signature
+            missing = False
+            if signature == self.routing_signature or (
+                    signature == failed_signature and time.monotonic() < retry_at):
+                continue
             try:
                 await self._reload(path)
-            except Exception:
-                self.metrics.reload_failures.inc()
-                logger.exception("routing reload from %s failed: current models kept", path)
+            except Exception as exc:
+                if signature != failed_signature:  # counted and logged once per routing document
+                    self.metrics.reload_failures.inc()
+                    logger.error("routing reload from %s failed (%s: %s): current models kept; retrying",
+                                 path, type(exc).__name__, exc)
+                    failures = 0
+                failures, failed_signature = failures + 1, signature
+                retry_at = time.monotonic() + min(interval * 2 ** failures, MAX_RELOAD_BACKOFF_S)
+                continue
+            if failed_signature == signature:
+                logger.info("routing reload from %s succeeded after %d failed attempt(s)", path, failures)
+            self.routing_signature, failures, failed_signature = signature, 0, None
 
     async def _reload(self, path: Path) -> None:
         """Load the routing file's models off the loop, swap them in, retire replaced ones."""

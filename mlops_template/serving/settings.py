@@ -7,6 +7,7 @@
 ``MAX_BODY_BYTES``        1048576        request body size (more: 413 ``body_too_large``, not read in full)
 ``MAX_CONCURRENCY``       64             ``/predict`` requests in progress per worker (more: fast 503)
 ``REQUEST_TIMEOUT``       10             seconds before BentoML answers 504 (``traffic.timeout``)
+``BODY_TIMEOUT``          5              seconds a request body may take to arrive (more: 408 ``body_timeout``)
 ``WORKERS``               1              worker processes
 ``BATCHING``              on             ``off`` scores each request on its own (for benchmarks)
 ``BATCH_MAX_RECORDS``     1000           most records scored in one model call
@@ -66,6 +67,7 @@ class ServingSettings:
     max_body_bytes: int = 1 << 20  # 1000 full records take about 350 kB
     max_concurrency: int = 64
     request_timeout: float = 10.0
+    body_timeout: float = 5.0
     workers: int = 1
     batching: bool = True
     batch_max_records: int = 1000
@@ -92,6 +94,7 @@ class ServingSettings:
             max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 1 << 20)),
             max_concurrency=int(_number(env, "MAX_CONCURRENCY", 64)),
             request_timeout=float(_number(env, "REQUEST_TIMEOUT", 10.0, float)),
+            body_timeout=float(_number(env, "BODY_TIMEOUT", 5.0, float)),
             workers=int(_number(env, "WORKERS", 1)),
             batching=_flag(env, "BATCHING", True),
             batch_max_records=int(_number(env, "BATCH_MAX_RECORDS", 1000)),

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -87,6 +88,34 @@ def stop_server(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
+
+
+def as_user(user: str | None, command: list[str]) -> list[str]:
+    """``command`` run as ``user`` (PostgreSQL refuses to run as root), or as is."""
+    return command if user is None else ["runuser", "-u", user, "--", *command]
+
+
+def start_process(command: list[str], log: Path, env: dict[str, str] | None = None,
+           user: str | None = None) -> subprocess.Popen:
+    command = as_user(user, command)
+    with open(log, "wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def wait_for(check: Callable[[], bool], process: subprocess.Popen | None, log: Path, what: str,
+             timeout: float = STARTUP_TIMEOUT) -> None:
+    """Poll ``check()`` until it is true; fail with the log if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if check():
+                return
+        except (requests.ConnectionError, requests.Timeout, OSError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} not ready after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def records_of(frame: pd.DataFrame) -> list[dict]:

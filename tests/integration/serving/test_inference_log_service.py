@@ -94,3 +94,16 @@ def test_disabled_log_writes_nothing(start_server: Callable, bento: dict, tmp_pa
         metrics = requests.get(f"{url}/metrics", timeout=10).text
     assert not log_dir.exists()
     assert "model_inference_log_dropped_total 0.0" in metrics
+
+
+def test_an_unwritable_log_folder_costs_the_log_not_the_service(start_server: Callable, bento: dict,
+                                                                tmp_path: Path) -> None:
+    """A log folder that cannot be created: ready, answering, and the fault is on /metrics."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with start_server("inference-log-unwritable", INFERENCE_LOG_DIR=str(blocker / "log")) as url:
+        assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+        response = requests.post(f"{url}/predict", json={"records": bento["records"][:2]}, timeout=30)
+        assert response.status_code == 200, response.text
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+    assert "model_inference_log_unwritable 1.0" in metrics

@@ -283,3 +283,40 @@ def test_canary_decide(canary: tuple[str, dict[str, str], str], workdir: Path) -
     assert record["last_decision"]["action"] == "canary_promote"
     status = _run_canary(workdir, "status")
     assert status.returncode == 0 and '"challenger": null' in status.stdout
+
+
+LATE_MODEL_CODE = """
+import shutil, sys
+from pathlib import Path
+import bentoml
+source = bentoml.models.get(sys.argv[1])
+with bentoml.models.create('adult-income:late', labels=dict(source.info.labels),
+                           metadata=dict(source.info.metadata)) as late:
+    for item in Path(source.path).iterdir():
+        if item.is_file() and item.name != 'model.yaml':
+            shutil.copy2(item, Path(late.path) / item.name)
+"""
+
+
+def test_a_model_that_reaches_the_store_after_the_routing_file_is_picked_up(
+        start_server: Callable, bento: dict, tags: dict[str, str], tmp_path: Path) -> None:
+    """The reload is retried (and counted once) until the model the file names exists."""
+    path = tmp_path / "routing.json"
+    _write(path, tags, "7")
+    with start_server("late-model", ROUTING_FILE=str(path), ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
+        _write(path, {**tags, "8": "adult-income:late"}, "8")
+        deadline = time.monotonic() + 10
+        while _sample(url, "model_routing_reload_failures_total") < 1:
+            assert time.monotonic() < deadline, "the failed reload was not counted"
+            time.sleep(0.2)
+        time.sleep(3 * POLL_SECONDS)  # retries meanwhile: still one failure, still v7
+        assert _sample(url, "model_routing_reload_failures_total") == 1
+        assert _predict(url, bento["records"][0]).json()[0]["model_version"] == "7"
+        env = {**os.environ, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true"}
+        subprocess.run([sys.executable, "-c", LATE_MODEL_CODE, tags["8"]], env=env, check=True,
+                       capture_output=True, timeout=120)
+        deadline = time.monotonic() + 30  # within the retry backoff bound
+        while _predict(url, bento["records"][0]).json()[0]["model_version"] != "8":
+            assert time.monotonic() < deadline, "the late model was never picked up"
+            time.sleep(0.3)
+        assert _sample(url, "model_routing_reload_failures_total") == 1

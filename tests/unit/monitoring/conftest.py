@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +12,7 @@ import yaml
 from mlops_template.core.contract import Contract, load_contract
 from mlops_template.pipeline.validation import validate_file
 from mlops_template.serving.inference_log import InferenceLog
+from tests.support.webhook import Receiver, receiving
 
 REPO = Path(__file__).resolve().parents[3]
 CONTRACT_PATH = REPO / "contracts/adult.yaml"
@@ -24,64 +21,10 @@ SHIFTED_EDUCATION = ("Bachelors", "Masters", "Doctorate")
 SAMPLE_ROWS = 3000
 
 
-@dataclass
-class Received:
-    """One request the receiver got."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """A local HTTP server standing in for Slack and the Pushgateway; records every request.
-
-    Set ``fail_next`` to answer that many requests with ``fail_status`` before succeeding.
-    """
-
-    url: str
-    requests: list[Received] = field(default_factory=list)
-    fail_next: int = 0
-    fail_status: int = 500
-
-    def posts(self, path_prefix: str = "/hook") -> list[Received]:
-        return [r for r in self.requests if r.method == "POST" and r.path.startswith(path_prefix)]
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with lock:
-                state.requests.append(Received(self.command, self.path, dict(self.headers), body))
-                failing = state.fail_next > 0
-                state.fail_next -= int(failing)
-            self.send_response(state.fail_status if failing else 200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        do_POST = do_PUT = _handle
-
-        def log_message(self, *args) -> None:  # keep test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with receiving() as state:
+        yield state
 
 
 @pytest.fixture
