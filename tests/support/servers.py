@@ -118,6 +118,16 @@ def wait_for(check: Callable[[], bool], process: subprocess.Popen | None, log: P
     raise TimeoutError(f"{what} not ready after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+REGISTER_TWO_VERSIONS = """
+import os, mlflow
+client = mlflow.MlflowClient()
+client.create_registered_model('adult-income')
+for _ in range(2):
+    client.create_model_version('adult-income', source=os.path.abspath('src'))
+client.set_registered_model_alias('adult-income', 'champion', '1')
+"""  # run with MLFLOW_TRACKING_URI set: a registry where a canary of v2 on v1 can be recorded
+
+
 def records_of(frame: pd.DataFrame) -> list[dict]:
     """JSON-ready records of the contract's input columns (NaN becomes null)."""
     inputs = [c.name for c in load_contract(CONTRACT).input_columns]

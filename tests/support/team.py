@@ -123,3 +123,11 @@ def mlflow_server(directory: Path, backend: str, endpoint: str, bucket: str) -> 
         yield url
     finally:
         stop_server(server)
+
+
+@contextlib.contextmanager
+def shared_stack(root: Path, bucket: str) -> Iterator[dict[str, str]]:
+    """PostgreSQL, the S3 store with ``bucket`` and an MLflow server on both; their URLs."""
+    with postgres(root / "pg") as backend, s3(root / "s3", bucket) as endpoint, \
+            mlflow_server(root / "mlflow", backend, endpoint, bucket) as url:
+        yield {"url": url, "endpoint": endpoint}

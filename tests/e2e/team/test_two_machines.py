@@ -28,10 +28,8 @@ REMOTE = f"s3://{BUCKET}/dvc"
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("team-shared")
-    with team.postgres(root / "pg") as backend, team.s3(root / "s3", BUCKET) as endpoint, \
-            team.mlflow_server(root / "mlflow", backend, endpoint, BUCKET) as url:
-        yield {"url": url, "endpoint": endpoint, "root": root}
+    with team.shared_stack(tmp_path_factory.mktemp("team-shared"), BUCKET) as urls:
+        yield urls
 
 
 def team_machine(path: Path, source: Path, shared: dict, user: str) -> Clone:

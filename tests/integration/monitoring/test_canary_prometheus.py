@@ -24,17 +24,9 @@ import requests
 import yaml
 
 from mlops_template.serving import routing
-from tests.support.servers import free_port, start_process, stop_server, wait_for
+from tests.support.servers import REGISTER_TWO_VERSIONS, free_port, start_process, stop_server, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
-REGISTER = """
-import os, mlflow
-client = mlflow.MlflowClient()
-client.create_registered_model('adult-income')
-for _ in range(2):
-    client.create_model_version('adult-income', source=os.path.abspath('src'))
-client.set_registered_model_alias('adult-income', 'champion', '1')
-"""
 
 
 def exposition(challenger_errors: int) -> str:
@@ -88,8 +80,8 @@ def test_challenger_errors_on_one_replica_roll_it_back_through_prometheus(tmp_pa
     document = routing.champion_only("adult-income", "adult-income:a", "1", 0.1)
     document["challenger"] = {"model_tag": "adult-income:b", "model_version": "2"}
     routing.write_routing(tmp_path / "routing.json", document)
-    subprocess.run([sys.executable, "-c", REGISTER], cwd=tmp_path, check=True, capture_output=True, timeout=120,
-                   env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    subprocess.run([sys.executable, "-c", REGISTER_TWO_VERSIONS], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     log = tmp_path / "prometheus.log"
     server = start_process([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"], log)

@@ -30,7 +30,7 @@ from mlops_template.pipeline.training import build_pipeline
 from mlops_template.pipeline.validation import validate_file
 from mlops_template.serving import routing
 from mlops_template.serving.routing import routes_to_challenger
-from tests.support.servers import CONTRACT, RAW, REPO, TRAIN_ROWS
+from tests.support.servers import CONTRACT, RAW, REGISTER_TWO_VERSIONS, REPO, TRAIN_ROWS
 
 logger = logging.getLogger(__name__)
 
@@ -223,16 +223,6 @@ def _run_canary(workdir: Path, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-REGISTER_CODE = """
-import os, mlflow
-client = mlflow.MlflowClient()
-client.create_registered_model('adult-income')
-for _ in range(2):
-    client.create_model_version('adult-income', source=os.path.abspath('src'))
-client.set_registered_model_alias('adult-income', 'champion', '1')
-"""
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, tags: dict[str, str]) -> Path:
     """A repository-like directory: params, a routing file with a v8 canary, a registry."""
@@ -242,7 +232,7 @@ def workdir(tmp_path: Path, tags: dict[str, str]) -> Path:
     (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
     _write(tmp_path / "routing.json", {"1": tags["7"], "2": tags["8"]}, "1", "2")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    subprocess.run([sys.executable, "-c", REGISTER_CODE], cwd=tmp_path, env=env, check=True,
+    subprocess.run([sys.executable, "-c", REGISTER_TWO_VERSIONS], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=120)
     return tmp_path
 

@@ -59,10 +59,8 @@ print(json.dumps({"version": str(champion.version), "run_id": champion.run_id,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("team")
-    with team.postgres(root / "pg") as backend, team.s3(root / "s3", BUCKET) as endpoint, \
-            team.mlflow_server(root / "mlflow", backend, endpoint, BUCKET) as url:
-        yield {"url": url, "endpoint": endpoint, "root": root}
+    with team.shared_stack(tmp_path_factory.mktemp("team"), BUCKET) as urls:
+        yield urls
 
 
 def machine(name: str, server: dict, code: str, tmp_path: Path) -> dict:
