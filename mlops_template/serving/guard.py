@@ -21,7 +21,7 @@ traceback. This guard runs before the endpoint and, for ``POST /predict``:
 5. passes the already-read body on to BentoML, and replaces any 5xx answer with a body that
    carries the request id and no internals.
 
-Every answer carries ``X-Request-ID``; every outcome is counted in :mod:`service_metrics`.
+Every answer carries ``X-Request-ID``; every outcome is counted in :mod:`mlops_template.serving.metrics`.
 """
 
 from __future__ import annotations

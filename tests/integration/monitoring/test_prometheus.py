@@ -162,7 +162,7 @@ def test_prediction_requests_counted_through_prometheus(stack: dict) -> None:
     _eventually(urls["prometheus"],
                 'sum(bentoml_service_request_total{job="model-service", endpoint="/predict", '
                 'http_response_code="200"})', lambda r: _value(r) >= PREDICTIONS)
-    # The service's own metrics (mlops_template/service_metrics.py), which the alerts use.
+    # The service's own metrics (mlops_template/serving/metrics.py), which the alerts use.
     _eventually(urls["prometheus"],
                 'sum(model_requests_total{job="model-service", outcome="success"})',
                 lambda r: _value(r) >= PREDICTIONS)
