@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_template.core import paths
+from mlops_template.core import objectstore, paths
 from mlops_template.serving.inference_log import read_log
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ EVALUATION_PATH = paths.EVALUATION  # written by the evaluate stage
 class Settings:
     """The ``monitoring`` section of params.yaml, with environment overrides applied."""
 
-    inference_log_dir: Path = Path("monitoring/inference-log")
+    inference_log_dir: Path | str = Path("monitoring/inference-log")  # or the team's s3:// prefix
     window_records: int = 5000
     min_window_records: int = 500
     drift_share_threshold: float = 0.2
@@ -54,14 +54,15 @@ class Settings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Settings:
-        """Settings from params.yaml; ``PUSHGATEWAY_URL``, ``ALERT_WEBHOOK_URL``, ``ALERTMANAGER_URL`` win."""
+        """Settings from params.yaml; ``INFERENCE_LOG_URL``, ``PUSHGATEWAY_URL``, ``ALERT_WEBHOOK_URL``,
+        ``ALERTMANAGER_URL`` win (the first is where the replicas ship their logs, in team mode)."""
         section = dict(params.get("monitoring") or {})
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown keys in params.yaml monitoring section: {sorted(unknown)}")
         settings = cls(**section)
         return cls(
-            inference_log_dir=Path(settings.inference_log_dir),
+            inference_log_dir=log_location(env.get("INFERENCE_LOG_URL") or settings.inference_log_dir),
             window_records=int(settings.window_records),
             min_window_records=int(settings.min_window_records),
             drift_share_threshold=float(settings.drift_share_threshold),
@@ -83,7 +84,7 @@ class Window:
     since: datetime | None = None
     until: datetime | None = None
 
-    def read(self, log_dir: Path) -> pd.DataFrame:
+    def read(self, log_dir: Path | str) -> pd.DataFrame:
         """The log records in this window, oldest first."""
         return read_log(log_dir, since=self.since, until=self.until, last_n=self.last_n)
 
@@ -98,6 +99,11 @@ class Window:
             "first_ts": frame["ts"].min().isoformat() if found else None,
             "last_ts": frame["ts"].max().isoformat() if found else None,
         }
+
+
+def log_location(value: Path | str) -> Path | str:
+    """An inference-log location: an ``s3://`` prefix as is, anything else as a local path."""
+    return value if objectstore.is_url(value) else Path(value)
 
 
 def publish(registry: Any, job: str, textfile: Path, pushgateway_url: str | None) -> None:

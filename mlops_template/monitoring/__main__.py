@@ -30,6 +30,7 @@ from mlops_template.monitoring import (
     REFERENCE_PATH,
     Settings,
     Window,
+    log_location,
 )
 from mlops_template.monitoring.alerts import AlertSink
 
@@ -45,7 +46,8 @@ def _timestamp(text: str) -> datetime:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", type=Path, default=paths.PARAMS)
-    common.add_argument("--log-dir", type=Path, help="inference log (default: params)")
+    common.add_argument("--log-dir", type=log_location,
+                        help="inference log folder or s3:// prefix (default: params, INFERENCE_LOG_URL)")
     common.add_argument("--report-dir", type=Path, help="reports, gauges and alert state (default: params)")
     common.add_argument("--last-n", type=int, help="newest N records (drift default: window_records)")
     common.add_argument("--since", type=_timestamp, help="records at or after this ISO-8601 time")

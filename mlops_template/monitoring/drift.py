@@ -156,7 +156,7 @@ def drift_registry(summary: dict[str, Any]):
 
 
 def run_drift_job(
-    log_dir: Path,
+    log_dir: Path | str,
     reference_path: Path,
     contract: Contract,
     window: Window,

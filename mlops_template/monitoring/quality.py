@@ -128,7 +128,7 @@ def quality_registry(summary: Mapping[str, Any]):
 
 
 def run_quality_job(
-    log_dir: Path,
+    log_dir: Path | str,
     truth_path: Path,
     contract: Contract,
     window: Window,

@@ -41,6 +41,7 @@ from typing import Any
 from mlops_template.core import paths
 from mlops_template.core.config import load_params, setup_logging
 from mlops_template.core.io import utc_now
+from mlops_template.monitoring import Settings as MonitoringSettings
 from mlops_template.ops import records
 from mlops_template.ops.promotion import publish_champion_archive
 from mlops_template.serving import routing
@@ -155,7 +156,7 @@ def fetch_metrics(url: str) -> str:
         return response.read().decode("utf-8")
 
 
-def live_quality_by_version(labels: Path, log_dir: Path, params: dict[str, Any]) -> dict[str, dict]:
+def live_quality_by_version(labels: Path, log_dir: Path | str, params: dict[str, Any]) -> dict[str, dict]:
     """Live ROC AUC and value per row of each version, from ground truth joined with the log."""
     from mlops_template.core.contract import load_contract
     from mlops_template.monitoring.quality import live_quality, read_ground_truth
@@ -297,7 +298,7 @@ def decide(params: dict[str, Any], figures: dict[str, VersionFigures], labels: P
     monitoring = params.get("monitoring", {})
     quality = None
     if labels is not None:
-        quality = live_quality_by_version(labels, Path(monitoring["inference_log_dir"]), params)
+        quality = live_quality_by_version(labels, MonitoringSettings.from_params(params).inference_log_dir, params)
     decision = judge(champion, challenger, figures, cfg, quality,
                      monitoring.get("quality_drop_fraction", 0.2),
                      monitoring.get("quality_min_labelled", 100))

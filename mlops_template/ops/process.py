@@ -1,6 +1,8 @@
-"""Process helpers for the commands that change the repository: a lock, dvc and git.
+"""Process helpers for the commands that change the repository: a lock, a preflight, dvc and git.
 
-Retrain and rollback share one lock, so a rollback never lands in the middle of a retrain.
+Retrain and rollback share one lock, so a rollback never lands in the middle of a retrain. In
+team mode both first check that the shared services answer (:func:`shared_services_down`) and
+stop with :data:`EXIT_UNAVAILABLE` before changing anything when one does not.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from mlops_template.core import paths
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another retrain or rollback holds the lock; try again later
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a shared service (tracking server, object store) is down
+PREFLIGHT_TIMEOUT_S = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,38 @@ def try_lock(path: Path = paths.RETRAIN_LOCK) -> IO[str] | None:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def shared_services_down(mlflow_config: dict[str, Any]) -> str | None:
+    """What is wrong with the shared services a retrain or rollback needs, or None when all answer.
+
+    A tracking server must list experiments (which needs its database, not just its process);
+    the object store holding the routing document must answer. Local stores (sqlite, a routing
+    file) need no check. Each check gives up after :data:`PREFLIGHT_TIMEOUT_S`.
+    """
+    import requests
+
+    from mlops_template.core import objectstore
+    from mlops_template.pipeline.tracking import resolve_tracking_uri
+    from mlops_template.serving import routing
+
+    uri = resolve_tracking_uri(mlflow_config["tracking_uri"])
+    if uri.startswith(("http://", "https://")):
+        probe = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search"
+        try:
+            answer = requests.get(probe, params={"max_results": 1}, timeout=PREFLIGHT_TIMEOUT_S)
+        except requests.RequestException as exc:
+            return f"the MLflow tracking server {uri} does not answer ({type(exc).__name__})"
+        if answer.status_code != 200:
+            return (f"the MLflow tracking server {uri} cannot list experiments (HTTP {answer.status_code}: "
+                    f"{answer.text[:200].strip()}); is its database up?")
+    location = routing.routing_location()
+    if objectstore.is_url(location):
+        try:
+            objectstore.check_reachable(objectstore.ObjectUrl.parse(str(location)))
+        except objectstore.StoreUnavailable as exc:
+            return f"the object store holding {location} does not answer ({exc})"
+    return None
 
 
 def _env() -> dict[str, str]:

@@ -133,7 +133,8 @@ def carry_out(params: dict[str, Any], gate: dict[str, Any], evaluation: dict[str
     current = tracking.champion_version(mlflow_config, name)
     champion = str(current.version) if current is not None else None
     chosen = plan(gate, version, champion, records.read(), name, cfg.get("strategy", "direct"),
-                  os.environ.get("DVC_EXP_NAME"), routing.routing_path().exists())
+                  os.environ.get("DVC_EXP_NAME"),
+                  routing.document_signature(routing.routing_location()) is not None)
     why = "; ".join(chosen.reasons)
     gate_fields = {"candidate_version": version, "blessed": gate["blessed"] and chosen.action != "reject"}
     if chosen.action == "record":

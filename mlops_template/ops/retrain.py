@@ -20,6 +20,8 @@ Exit codes, for cron or CI:
   blessed, or there was no new data.
 - 1: failure: ``dvc repro`` or ``git commit`` failed, or the configuration is unusable.
 - 2: every incoming batch was quarantined: nothing to train on, someone should look (alert).
+- 69 (EX_UNAVAILABLE): a shared service (the tracking server or its database, the object store)
+  does not answer; checked before anything is touched, try again when it is back.
 - 75 (EX_TEMPFAIL): another retrain holds the lock; nothing was touched, try again later.
 
 Safe after a crash: the lock dies with its process, a batch joins ``data/raw`` atomically (and
@@ -39,7 +41,7 @@ from mlops_template.core import paths
 from mlops_template.core.config import load_params, setup_logging
 from mlops_template.core.io import read_json
 from mlops_template.ops import records
-from mlops_template.ops.process import EXIT_LOCKED, dvc, git_commit, try_lock
+from mlops_template.ops.process import EXIT_LOCKED, EXIT_UNAVAILABLE, dvc, git_commit, shared_services_down, try_lock
 
 COMMIT_PATHS = ("dvc.lock", str(paths.METRICS), str(paths.DEPLOYMENTS))
 
@@ -111,6 +113,11 @@ def run(incoming: str | None, commit: bool) -> int:
     params = load_params()
     cfg, raw = params["ingest"], params["data"]["raw"]
     source = incoming or cfg["incoming"]
+    down = shared_services_down(params["mlflow"])
+    if down is not None:  # before the intake moves any file
+        logger.error("%s", down)
+        return finish("unavailable", EXIT_UNAVAILABLE, f"retrain not started: {down}; nothing was changed",
+                      error=down)
     try:
         outcomes = ingest(source, raw, cfg["quarantine"], load_contract(params["data"]["contract"]), cfg)
     except DataValidationError as exc:

@@ -20,7 +20,9 @@ The target's model and bento must still be in the BentoML store (deploy never de
 The deploy stage will not promote the rolled-back version again on a rerun.
 
 Exit codes: 0 rolled back (or the target already is champion); 1 no target, an unknown
-version or a failure; 75 a retrain holds the lock (try again when it ends).
+version or a failure; 69 a shared service (tracking server, its database, the object store)
+does not answer, checked before anything changes; 75 a retrain holds the lock (try again when
+it ends).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from mlops_template.core import paths
 from mlops_template.core.config import load_params, project_root, setup_logging
 from mlops_template.core.io import utc_now
 from mlops_template.ops import records
-from mlops_template.ops.process import EXIT_LOCKED, git_commit, try_lock
+from mlops_template.ops.process import EXIT_LOCKED, EXIT_UNAVAILABLE, git_commit, shared_services_down, try_lock
 from mlops_template.ops.promotion import publish_champion_archive
 from mlops_template.serving import routing
 
@@ -140,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         print("rollback: a retrain is running; try again when it ends (or stop it)", flush=True)
         return EXIT_LOCKED
     with lock:
+        down = shared_services_down(load_params()["mlflow"])
+        if down is not None:
+            logger.error("%s", down)
+            print(f"rollback not started: {down}; nothing was changed", flush=True)
+            return EXIT_UNAVAILABLE
         try:
             summary = rollback(args.to, args.reason, args.commit)
         except (RollbackError, routing.RoutingError) as exc:

@@ -26,18 +26,21 @@ Ground truth that arrives later joins on ``(request_id, record_index)``. Create 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from mlops_template.core import objectstore
 
 logger = logging.getLogger(__name__)
 
@@ -217,25 +220,43 @@ def _log_files(directory: Path) -> list[tuple[Path, datetime]]:
     return sorted(files, key=lambda item: item[1], reverse=True)
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
-    """Parsed entries of one file, skipping (and counting) lines that are not valid JSON."""
+def _shipped_objects(url: str) -> list[tuple[objectstore.ObjectUrl, datetime]]:
+    """Every shipped batch below ``url`` (all replicas) with its upload time, newest first."""
+    prefix = objectstore.ObjectUrl.parse(url)
+    return sorted(((objectstore.ObjectUrl(prefix.bucket, key), modified)
+                   for key, modified in objectstore.list_objects(prefix) if key.endswith(FILE_SUFFIX)),
+                  key=lambda item: item[1], reverse=True)
+
+
+def _read_lines(lines: Iterable[str], source: object) -> list[dict[str, Any]]:
+    """Parsed entries, skipping (and counting) lines that are not valid JSON."""
     entries, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    if bad:
+        logger.warning("inference log: skipped %d unreadable line(s) in %s", bad, source)
+    return entries
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    """Parsed entries of one file."""
     try:
         fh = open(path, encoding="utf-8", errors="replace")
     except FileNotFoundError:  # rotated between listing and reading: the oldest backup went away
         logger.warning("inference log: %s disappeared while reading", path)
-        return entries
+        return []
     with fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad += 1
-    if bad:
-        logger.warning("inference log: skipped %d unreadable line(s) in %s", bad, path)
-    return entries
+        return _read_lines(fh, path)
+
+
+def _read_object(url: objectstore.ObjectUrl) -> list[dict[str, Any]]:
+    """Parsed entries of one shipped batch."""
+    return _read_lines(objectstore.get_bytes(url).decode("utf-8", errors="replace").splitlines(), url)
 
 
 def _to_frame(entries: list[dict[str, Any]]) -> pd.DataFrame:
@@ -262,28 +283,36 @@ def _nth_newest(entries: list[dict[str, Any]], n: int) -> pd.Timestamp:
 
 
 def read_log(
-    directory: Path,
+    location: Path | str,
     since: datetime | None = None,
     until: datetime | None = None,
     last_n: int | None = None,
 ) -> pd.DataFrame:
     """Log entries with ``since <= ts < until``, the newest ``last_n`` of them, sorted by ts.
 
-    Features become one column each (named as in the contract). Files are read newest first and
-    a file last modified before the oldest record still needed is skipped unread, since every
-    record in it is older; this keeps a "last N records" read cheap on a long log. An empty or
-    missing directory gives an empty frame with the meta columns.
+    ``location`` is a local folder, or in team mode the ``s3://`` prefix the replicas ship to
+    (every replica's batches are read). Features become one column each (named as in the
+    contract). Files are read newest first and a file last modified before the oldest record
+    still needed is skipped unread, since every record in it is older; this keeps a "last N
+    records" read cheap on a long log. An empty or missing location gives an empty frame with the
+    meta columns.
     """
     if (since is not None and since.tzinfo is None) or (until is not None and until.tzinfo is None):
         raise ValueError("since and until must be timezone-aware datetimes")
     entries: list[dict[str, Any]] = []
-    directory = Path(directory)
-    for path, modified in _log_files(directory) if directory.is_dir() else []:
+    if objectstore.is_url(location):
+        sources = [(functools.partial(_read_object, url), modified)
+                   for url, modified in _shipped_objects(str(location))]
+    else:
+        directory = Path(location)
+        sources = [(functools.partial(_read_file, path), modified)
+                   for path, modified in (_log_files(directory) if directory.is_dir() else [])]
+    for read, modified in sources:
         if since is not None and modified < since:
             break
         if last_n is not None and len(entries) >= last_n and modified < _nth_newest(entries, last_n):
             break
-        entries.extend(_read_file(path))
+        entries.extend(read())
     if not entries:
         return pd.DataFrame(columns=list(META_COLUMNS))
     frame = _to_frame(entries)

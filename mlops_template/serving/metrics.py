@@ -62,6 +62,13 @@ class ServiceMetrics:
         self.log_unwritable = Gauge("model_inference_log_unwritable",
                                     "1 while the inference log cannot be written (the service serves on)",
                                     multiprocess_mode="max")
+        self.log_shipped = Counter("model_inference_log_shipped_bytes_total",
+                                   "Inference-log bytes shipped to the object store (team mode)")
+        self.log_ship_lost = Counter("model_inference_log_ship_lost_bytes_total",
+                                     "Inference-log bytes rotated away before they could be shipped")
+        self.log_ship_backlog = Gauge("model_inference_log_ship_backlog_bytes",
+                                      "Inference-log bytes on local disk waiting to be shipped",
+                                      multiprocess_mode="sum")
         self.reload_failures = Counter("model_routing_reload_failures_total",
                                        "Routing reloads refused (bad file or model); old models kept")
         self._info_labels: set[tuple[str, str, str]] = set()

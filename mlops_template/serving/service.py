@@ -51,13 +51,16 @@ from typing import Any
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import InternalServerError, ServiceUnavailable
+from bentoml.exceptions import InternalServerError, NotFound, ServiceUnavailable
 
+from mlops_template.core import objectstore
 from mlops_template.core.contract import load_contract
 from mlops_template.core.features import FeatureSpec
+from mlops_template.core.objectstore import StoreUnavailable
 from mlops_template.serving import routing
 from mlops_template.serving.guard import GuardRuntime, GuardSettings, RequestGuard, install_log_filter
 from mlops_template.serving.inference_log import InferenceLog
+from mlops_template.serving.log_shipping import LogShipper
 from mlops_template.serving.metrics import service_metrics
 from mlops_template.serving.microbatch import MicroBatcher
 from mlops_template.serving.models import (
@@ -81,6 +84,7 @@ GC_THRESHOLDS = (20_000, 100, 100)  # Python's default is (700, 10, 10)
 RETIRE_DRAIN_SECONDS = 30.0  # a replaced model's batcher answers its queued requests first
 MAX_RELOAD_BACKOFF_S = 30.0  # a failing routing reload is retried at most this far apart
 PREDICT_PATH = "/predict"
+LOG_BACKUPS = 10  # rotated inference-log files kept per worker; LOG_SPOOL_BYTES is shared among them
 
 SETTINGS = ServingSettings.from_env()
 # Located and read at import: the request model must exist before the service class is defined.
@@ -139,15 +143,6 @@ def limit_native_threads() -> None:
         threadpool_limits(1)
 
 
-def _file_signature(path: Path) -> tuple[int, int, int] | None:
-    """What changes when the routing file is rewritten (atomic renames change the inode)."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_mtime_ns, stat.st_ino, stat.st_size
-
-
 @bentoml.service(traffic={"timeout": SETTINGS.request_timeout}, workers=SETTINGS.workers)
 class PredictionService:
     """Scores records with the served model(s); not ready when no verified model is loaded."""
@@ -163,12 +158,13 @@ class PredictionService:
         # Routing reloads read and verify models here, never on the event loop.
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self.batching = SETTINGS.batching
-        self.routing_path = SETTINGS.routing_file
-        self.routing_signature: tuple[int, int, int] | None = None
+        self.routing_path = SETTINGS.routing_location
+        self.routing_signature: tuple[Any, ...] | None = None
         self.watcher: asyncio.Task[None] | None = None
         self.serving: Serving | None = self._initial_serving()
         if self.serving is not None:
             self._activate(self.serving)
+        self.shipper: LogShipper | None = None
         self.inference_log = self._open_inference_log()
         GUARD_RUNTIME.metrics = self.metrics
         GUARD_RUNTIME.is_ready = self.__is_ready__
@@ -184,7 +180,7 @@ class PredictionService:
     def _initial_serving(self) -> Serving | None:
         """The routing file's models if one is configured and loads, else the pinned model."""
         if self.routing_path is not None:
-            self.routing_signature = _file_signature(self.routing_path)
+            self.routing_signature = self._signature_at_start(self.routing_path)
             try:
                 return self._load_routing(self.routing_path, None)
             except Exception:
@@ -198,8 +194,28 @@ class PredictionService:
             return None
 
     @staticmethod
+    def _signature_at_start(location: str | Path) -> tuple[Any, ...] | None:
+        """The routing document's signature, or None when it cannot be read now (retried later)."""
+        try:
+            return routing.document_signature(location)
+        except StoreUnavailable as exc:
+            logger.error("routing document %s unreachable at startup (%s)", location, exc)
+            return None
+
+    @staticmethod
     def _load(tag: str) -> ServedModel:
-        """Load and verify one model with this service's contract and scorer setting."""
+        """Load and verify one model with this service's contract and scorer setting.
+
+        In team mode a model missing from the local store is first fetched from beside the
+        routing document in the object store.
+        """
+        location = SETTINGS.routing_location
+        if objectstore.is_url(location):
+            try:
+                bentoml.models.get(tag)
+            except NotFound:
+                logger.info("model %s not in the local store: fetching it from %s", tag, location)
+                routing.fetch_model(str(location), tag)
         return load_served_model(tag, CONTRACT, use_replay=SETTINGS.scorer == "auto")
 
     def _load_routing(self, path: Path, current: Serving | None) -> Serving:
@@ -241,12 +257,19 @@ class PredictionService:
         if SETTINGS.inference_log_dir is None:
             return None
         try:
-            return InferenceLog(SETTINGS.inference_log_dir, on_drop=self.metrics.log_dropped.inc)
+            log = InferenceLog(SETTINGS.inference_log_dir, max_bytes=SETTINGS.log_spool_bytes // (LOG_BACKUPS + 1),
+                               backup_count=LOG_BACKUPS, on_drop=self.metrics.log_dropped.inc)
         except OSError as exc:  # an unwritable or full folder costs the log, never the service
             self.metrics.log_unwritable.set(1)
             logger.error("inference log disabled: %s cannot be written (%s); serving without it",
                          SETTINGS.inference_log_dir, exc)
             return None
+        if SETTINGS.inference_log_url is not None:
+            self.shipper = LogShipper(
+                log.directory, SETTINGS.inference_log_url, SETTINGS.replica_id, SETTINGS.log_ship_seconds,
+                on_shipped=self.metrics.log_shipped.inc, on_lost=self.metrics.log_ship_lost.inc,
+                on_backlog=self.metrics.log_ship_backlog.set).start()
+        return log
 
     @bentoml.on_startup
     async def on_worker_start(self) -> None:
@@ -256,17 +279,34 @@ class PredictionService:
             self.watcher = asyncio.create_task(self._watch(self.routing_path, SETTINGS.routing_poll_seconds),
                                                name="routing-watcher")
 
-    async def _watch(self, path: Path, interval: float) -> None:
-        """Reload whenever the routing file changes; a failure never stops the watching.
+    async def _watch(self, path: str | Path, interval: float) -> None:
+        """Reload whenever the routing document changes; a failure never stops the watching.
 
         A failed reload is retried, backing off up to :data:`MAX_RELOAD_BACKOFF_S`, until it
-        succeeds (a model that reaches the store a moment after the file is picked up), with one
-        log line per failure streak; a routing file that disappears is logged once.
+        succeeds (a model that reaches the store a moment after the document is picked up), with
+        one log line per failure streak; a document that disappears is logged once. An object
+        store that cannot be reached is polled with the same back-off, logged once when it goes
+        away and once when it is back; the current models serve meanwhile.
         """
         failures, missing, failed_signature, retry_at = 0, False, None, 0.0
+        loop = asyncio.get_running_loop()
+        outage: float | None = None  # when the store stopped answering
+        unreachable = 0
         while True:
-            await asyncio.sleep(interval)
-            signature = _file_signature(path)
+            await asyncio.sleep(min(interval * 2 ** unreachable, MAX_RELOAD_BACKOFF_S))
+            try:
+                signature = await loop.run_in_executor(self.loader, routing.document_signature, path)
+            except StoreUnavailable as exc:
+                if outage is None:
+                    outage = time.monotonic()
+                    self.metrics.reload_failures.inc()
+                    logger.error("routing document %s unreachable (%s): current models kept; retrying "
+                                 "with back-off", path, exc)
+                unreachable += 1
+                continue
+            if outage is not None:
+                logger.info("routing document %s reachable again after %.0f s", path, time.monotonic() - outage)
+                outage, unreachable = None, 0
             if signature is None:
                 if not missing:
                     logger.warning("routing file %s is gone: current models kept until it returns", path)
@@ -291,7 +331,7 @@ class PredictionService:
                 logger.info("routing reload from %s succeeded after %d failed attempt(s)", path, failures)
             self.routing_signature, failures, failed_signature = signature, 0, None
 
-    async def _reload(self, path: Path) -> None:
+    async def _reload(self, path: str | Path) -> None:
         """Load the routing file's models off the loop, swap them in, retire replaced ones."""
         current = self.serving
         loop = asyncio.get_running_loop()
@@ -317,6 +357,8 @@ class PredictionService:
         self.loader.shutdown(wait=False, cancel_futures=True)
         if self.inference_log is not None:
             self.inference_log.close()
+        if self.shipper is not None:
+            self.shipper.close()
 
     def score_rows(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
         """Score validated records (dicts) in one call; record latency and prediction metrics."""

@@ -20,17 +20,26 @@
                                          (``bentoml serve TAG`` runs in the bento's dir); empty: no log
 ``INFERENCE_LOG``         on             ``off`` disables the inference log
 ``ROUTING_FILE``          (unset)        routing JSON naming champion/challenger (unset: the pinned model)
-``ROUTING_POLL_SECONDS``  1              how often the routing file is checked for changes
+``ROUTING_URL``           (unset)        team mode: the routing document in the object store
+                                         (``s3://bucket/prefix/routing.json``; wins over ``ROUTING_FILE``)
+``ROUTING_POLL_SECONDS``  1              how often the routing document is checked for changes
+``INFERENCE_LOG_URL``     (unset)        team mode: ship the inference log to ``s3://bucket/prefix/``
+``REPLICA_ID``            (hostname)     this replica's folder under ``INFERENCE_LOG_URL``
+``LOG_SHIP_SECONDS``      10             how often new inference-log lines are shipped
+``LOG_SPOOL_BYTES``       500000000      local inference-log disk use (unshipped lines beyond it are lost, counted)
 ========================  =============  ====================================================================
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_template.core import objectstore
 from mlops_template.serving import routing
 
 DEFAULT_MODEL_NAME = "adult-income"
@@ -75,8 +84,12 @@ class ServingSettings:
     scorer: str = "auto"
     log_payloads: bool = False
     inference_log_dir: Path | None = Path("inference-log")
-    routing_file: Path | None = None
+    routing_location: str | Path | None = None
     routing_poll_seconds: float = 1.0
+    inference_log_url: str | None = None
+    replica_id: str = "replica"
+    log_ship_seconds: float = 10.0
+    log_spool_bytes: int = 500_000_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -102,6 +115,37 @@ class ServingSettings:
             scorer=scorer,
             log_payloads=_flag(env, "LOG_PAYLOADS", False),
             inference_log_dir=Path(log_dir).resolve() if enabled and log_dir.strip() else None,
-            routing_file=Path(env[routing.ENV_VAR]) if env.get(routing.ENV_VAR) else None,
+            routing_location=_routing_location(env),
             routing_poll_seconds=float(_number(env, "ROUTING_POLL_SECONDS", 1.0, float)),
+            inference_log_url=_url(env, "INFERENCE_LOG_URL"),
+            replica_id=_token(env, "REPLICA_ID", socket.gethostname()),
+            log_ship_seconds=float(_number(env, "LOG_SHIP_SECONDS", 10.0, float)),
+            log_spool_bytes=int(_number(env, "LOG_SPOOL_BYTES", 500_000_000)),
         )
+
+
+def _url(environ: Mapping[str, str], name: str) -> str | None:
+    """An ``s3://bucket/prefix`` URL, or None when unset."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not objectstore.is_url(raw):
+        raise ValueError(f"{name} must be an s3://bucket/prefix URL, got {raw!r}")
+    objectstore.ObjectUrl.parse(raw)
+    return raw
+
+
+def _token(environ: Mapping[str, str], name: str, default: str) -> str:
+    """A name safe as one path segment (letters, digits, ``.``, ``_``, ``-``)."""
+    raw = environ.get(name, "").strip() or default
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", raw) or raw in (".", ".."):
+        raise ValueError(f"{name} must be 1-64 letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
+
+
+def _routing_location(environ: Mapping[str, str]) -> str | Path | None:
+    """``ROUTING_URL`` (team mode), else ``ROUTING_FILE``, else None (serve the pinned model)."""
+    url = _url(environ, routing.URL_ENV_VAR)
+    if url is not None:
+        return url
+    return Path(environ[routing.ENV_VAR]) if environ.get(routing.ENV_VAR) else None

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,52 +40,102 @@ def postgres_binary(name: str) -> str:
     return found[-1]
 
 
+class Part:
+    """One shared part running as a real process, which a test may stop and start again.
+
+    ``start()`` runs ``command`` (same port every time) and waits for ``ready()``; ``stop()``
+    terminates it, as a crashed or stopped server would be.
+    """
+
+    def __init__(self, what: str, command: list[str], log: Path, ready: Callable[[], bool],
+                 url: str, env: dict[str, str] | None = None, user: str | None = None,
+                 after_start: Callable[[], None] | None = None) -> None:
+        self.what, self.command, self.log, self.ready, self.url = what, command, log, ready, url
+        self.env, self.user, self.after_start = env, user, after_start
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Part:
+        self.process = start_process(self.command, self.log, env=self.env, user=self.user)
+        wait_for(self.ready, self.process, self.log, self.what)
+        if self.after_start is not None:
+            self.after_start()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_server(self.process)
+            self.process = None
+
+
 @contextlib.contextmanager
-def postgres(directory: Path) -> Iterator[str]:
-    """A running PostgreSQL cluster with a database ``mlflow``; yields its SQLAlchemy URL.
+def running(part: Part) -> Iterator[Part]:
+    """Start ``part``; always stop it."""
+    try:
+        yield part.start()
+    finally:
+        part.stop()
+
+
+@contextlib.contextmanager
+def postgres(directory: Path) -> Iterator[Part]:
+    """A running PostgreSQL cluster with a database ``mlflow``; ``.url`` is its SQLAlchemy URL.
 
     The cluster lives in a folder of its own under the system temp dir (the ``postgres`` user
-    cannot enter pytest's root-only folders); its log goes to ``directory``.
+    cannot enter pytest's root-only folders); its log goes to ``directory``. Its data is on disk,
+    so it comes back whole after ``stop()`` and ``start()``.
     """
     user = "postgres" if os.geteuid() == 0 else None
     directory.mkdir(parents=True, exist_ok=True)
     cluster = Path(tempfile.mkdtemp(prefix="mlops-template-pg-"))
-    data, log = cluster / "data", directory / "postgres.log"
+    data = cluster / "data"
     if user:
         shutil.chown(cluster, user, user)
     init = subprocess.run(as_user(user, [postgres_binary("initdb"), "-D", str(data), "-U", "postgres",
                                      "--auth=trust", "-E", "UTF8"]), capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     port = free_port()
-    server = start_process([postgres_binary("postgres"), "-D", str(data), "-p", str(port), "-k", str(cluster),
-                     "-c", "listen_addresses=127.0.0.1"], log, user=user)
     ready = postgres_binary("pg_isready")
+    created: list[bool] = []
+
+    def create_database() -> None:
+        if not created:
+            done = subprocess.run([postgres_binary("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                   "mlflow"], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            created.append(True)
+
+    def accepting() -> bool:
+        return subprocess.run([ready, "-h", "127.0.0.1", "-p", str(port)], capture_output=True).returncode == 0
+
+    part = Part("postgres", [postgres_binary("postgres"), "-D", str(data), "-p", str(port), "-k", str(cluster),
+                             "-c", "listen_addresses=127.0.0.1"], directory / "postgres.log", accepting,
+                f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow", user=user, after_start=create_database)
     try:
-        wait_for(lambda: subprocess.run([ready, "-h", "127.0.0.1", "-p", str(port)],
-                                        capture_output=True).returncode == 0, server, log, "postgres")
-        created = subprocess.run([postgres_binary("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                  "mlflow"], capture_output=True, text=True, timeout=60)
-        assert created.returncode == 0, created.stderr
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+        with running(part):
+            yield part
     finally:
-        stop_server(server)
         shutil.rmtree(cluster, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def s3(directory: Path, bucket: str) -> Iterator[str]:
-    """moto's S3-protocol server with ``bucket`` created; yields its endpoint URL."""
+def s3(directory: Path, bucket: str) -> Iterator[Part]:
+    """moto's S3-protocol server with ``bucket``; ``.url`` is its endpoint.
+
+    moto keeps objects in memory: after ``stop()`` and ``start()`` the bucket is there again,
+    empty, as a store restored without its data would be.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    port, log = free_port(), directory / "moto.log"
-    server = start_process([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log,
-                    env={**os.environ, **S3_CREDENTIALS})
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: requests.get(endpoint, timeout=2).status_code < 500, server, log, "moto_server")
-        client(endpoint).create_bucket(Bucket=bucket)
-        yield endpoint
-    finally:
-        stop_server(server)
+
+    def up() -> bool:
+        return requests.get(endpoint, timeout=2).status_code < 500
+
+    part = Part("moto_server", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                directory / "moto.log", up, endpoint, env={**os.environ, **S3_CREDENTIALS},
+                after_start=lambda: client(endpoint).create_bucket(Bucket=bucket))
+    with running(part):
+        yield part
 
 
 def client(endpoint: str):
@@ -109,25 +159,28 @@ def s3_env(endpoint: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(directory: Path, backend: str, endpoint: str, bucket: str) -> Iterator[str]:
-    """``mlflow server`` on ``backend`` storing artifacts in ``s3://bucket/mlflow``; yields its URL."""
+def mlflow_server(directory: Path, backend: str, endpoint: str, bucket: str) -> Iterator[Part]:
+    """``mlflow server`` on ``backend`` storing artifacts in ``s3://bucket/mlflow``; ``.url`` is its URL."""
     directory.mkdir(parents=True, exist_ok=True)
-    port, log = free_port(), directory / "mlflow-server.log"
-    env = {**os.environ, **s3_env(endpoint), "MLFLOW_ENABLE_TELEMETRY": "false"}
-    server = start_process([str(BIN / "mlflow"), "server", "--backend-store-uri", backend,
-                     "--artifacts-destination", f"s3://{bucket}/mlflow", "--host", "127.0.0.1",
-                     "--port", str(port), "--workers", "1"], log, env=env)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, server, log, "mlflow server")
-        yield url
-    finally:
-        stop_server(server)
+    env = {**os.environ, **s3_env(endpoint), "MLFLOW_ENABLE_TELEMETRY": "false"}
+    part = Part("mlflow server", [str(BIN / "mlflow"), "server", "--backend-store-uri", backend,
+                                  "--artifacts-destination", f"s3://{bucket}/mlflow", "--host", "127.0.0.1",
+                                  "--port", str(port), "--workers", "1"], directory / "mlflow-server.log",
+                lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, url, env=env)
+    with running(part):
+        yield part
 
 
 @contextlib.contextmanager
-def shared_stack(root: Path, bucket: str) -> Iterator[dict[str, str]]:
-    """PostgreSQL, the S3 store with ``bucket`` and an MLflow server on both; their URLs."""
-    with postgres(root / "pg") as backend, s3(root / "s3", bucket) as endpoint, \
-            mlflow_server(root / "mlflow", backend, endpoint, bucket) as url:
-        yield {"url": url, "endpoint": endpoint}
+def shared_stack(root: Path, bucket: str) -> Iterator[dict]:
+    """PostgreSQL, the S3 store with ``bucket`` and an MLflow server on both.
+
+    Yields their URLs (``url``: MLflow, ``endpoint``: S3) and the parts themselves (``parts``:
+    ``postgres``, ``s3``, ``mlflow``), which a test may stop and start.
+    """
+    with postgres(root / "pg") as database, s3(root / "s3", bucket) as store, \
+            mlflow_server(root / "mlflow", database.url, store.url, bucket) as tracking:
+        yield {"url": tracking.url, "endpoint": store.url,
+               "parts": {"postgres": database, "s3": store, "mlflow": tracking}}

@@ -6,6 +6,11 @@ push``es. Machine B is a fresh clone elsewhere: it ``dvc pull``s, retrains on a 
 arrived later, and its gate compares the candidate with A's champion, loaded from the registry
 (A's folder is deleted first, so nothing can come from its disk). The settings are the README's
 "Team mode" ones, as environment variables, and nothing else.
+
+Then the shared parts are stopped for real, one at a time: with PostgreSQL down, B's next
+retrain stops at once with exit code 69 and changes nothing (the new batch stays in
+``data/incoming``); with the MLflow server down, so does a rollback; once each is started again,
+the commands run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops_template.ops.process import EXIT_UNAVAILABLE
 from tests.support import team
 from tests.support.clones import Clone
 from tests.support.retrain_helpers import last_json_line, split_raw
@@ -43,7 +49,7 @@ def team_machine(path: Path, source: Path, shared: dict, user: str) -> Clone:
 def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_path_factory, make_clone):
     base = tmp_path_factory.mktemp("two-machines")
     setup = make_clone("team-setup")  # the team's repository, with a batch held back for later
-    (later,) = split_raw(setup.path / "data/raw/adult.csv.gz", base / "later", share=0.1, parts=1)
+    later, last = split_raw(setup.path / "data/raw/adult.csv.gz", base / "later", share=0.1, parts=2)
     setup.dvc("remote", "add", "--default", "team", REMOTE)  # once, committed: the URL is no secret
     setup.git("add", "-A")
     setup.git("commit", "--quiet", "-m", "team mode: DVC remote; a batch arrives later")
@@ -78,3 +84,29 @@ def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_p
     assert not (b.path / "mlruns").exists()
     print(f"\ntwo-machine round trip: {time.monotonic() - started:.0f} s; B's candidate "
           f"{json.dumps({k: summary[k] for k in ('status', 'roc_auc', 'champion_version')})}")
+
+    parts = shared["parts"]
+    deployed = b.json("deployments/champion.json")
+    shutil.copy(last, b.path / "data/incoming" / last.name)
+    parts["postgres"].stop()
+    stopped = time.monotonic()
+    proc = b.python("-m", "mlops_template.retrain", check=False)
+    retrain_s = time.monotonic() - stopped
+    assert proc.returncode == EXIT_UNAVAILABLE, proc.stdout + proc.stderr
+    assert "database" in last_json_line(proc.stdout)["error"]
+    assert (b.path / "data/incoming" / last.name).exists() and not (b.path / "data/raw" / last.name).exists()
+    assert b.json("deployments/champion.json") == deployed
+    parts["postgres"].start()
+
+    parts["mlflow"].stop()
+    stopped = time.monotonic()
+    proc = b.python("-m", "mlops_template.rollback", check=False)
+    rollback_s = time.monotonic() - stopped
+    assert proc.returncode == EXIT_UNAVAILABLE, proc.stdout + proc.stderr
+    assert "does not answer" in proc.stdout and b.json("deployments/champion.json") == deployed
+    parts["mlflow"].start()
+    current = deployed["champion"]["model_version"]
+    proc = b.python("-m", "mlops_template.rollback", "--to", current)  # all back: it runs (nothing to do)
+    assert last_json_line(proc.stdout)["status"] == "unchanged"
+    print(f"shared part down: retrain refused in {retrain_s:.1f} s (PostgreSQL), rollback in {rollback_s:.1f} s "
+          f"(MLflow server), exit code {EXIT_UNAVAILABLE}, nothing changed")

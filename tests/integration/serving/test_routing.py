@@ -23,14 +23,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlops_template.core.artifacts import save_model
-from mlops_template.core.contract import load_contract
-from mlops_template.core.features import build_features, feature_spec_from
-from mlops_template.pipeline.training import build_pipeline
-from mlops_template.pipeline.validation import validate_file
 from mlops_template.serving import routing
 from mlops_template.serving.routing import routes_to_challenger
-from tests.support.servers import CONTRACT, RAW, REGISTER_TWO_VERSIONS, REPO, TRAIN_ROWS
+from tests.support.servers import REGISTER_TWO_VERSIONS, REPO
 
 logger = logging.getLogger(__name__)
 
@@ -40,56 +35,6 @@ CANARY_REQUESTS = 1000
 LOAD_THREADS = 4
 LOAD_SECONDS = 10.0
 SWITCH_AT = 3.0  # seconds into the load when the routing file is rewritten
-
-# Runs in a child: BentoML fixes its store path once per process (see conftest._package).
-PACKAGE_CODE = """
-import json, sys
-from pathlib import Path
-import bentoml
-from mlops_template.pipeline.packaging import _serving_config, package_model, save_bento_model
-from mlops_template.core.io import sha256_of
-model_dir, contract, export = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-v8 = package_model(model_dir, contract, 0.5, 'adult-income', 'adult_income_service',
-                   {'model_version': '8', 'stage': 'test'}, export / 'champion.bento')['model_tag']
-serving = _serving_config(contract, 0.5, {'model_version': '9'})
-v9 = save_bento_model(model_dir, contract, serving, 'adult-income', {'model_version': '9'},
-                      sha256_of(model_dir / 'model.skops'))
-with open(Path(bentoml.models.get(v9).path) / 'model.skops', 'ab') as fh:
-    fh.write(b'tampered')
-v7 = [str(m.tag) for m in bentoml.models.list('adult-income')
-      if m.info.labels.get('model_version') == '7'][0]
-print(json.dumps({'7': v7, '8': v8, '9': v9}))
-"""
-
-
-def _train_second(model_dir: Path) -> None:
-    """A logistic regression different from the bento's (stronger regularisation, other rows)."""
-    contract = load_contract(CONTRACT)
-    valid = validate_file(RAW, contract).valid
-    spec = feature_spec_from(contract, ["fnlwgt", "education"],
-                             {"capital_net": "capital_gain - capital_loss"})
-    train = valid.iloc[TRAIN_ROWS + 1000: 2 * TRAIN_ROWS + 1000]
-    pipeline = build_pipeline(spec, "logistic_regression", {"max_iter": 500, "C": 0.05}, 7)
-    pipeline.fit(build_features(train, spec), train[contract.target])
-    save_model(pipeline, model_dir / "model.skops")
-    spec.to_json(model_dir / "feature_spec.json")
-    (model_dir / "model_card.json").write_text(json.dumps({"name": "adult-income"}),
-                                               encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def tags(bento: dict) -> dict[str, str]:
-    """BentoML model tags by version: '7' (the bento's), '8' (another model), '9' (tampered)."""
-    root = Path(bento["root"]) / "routing"
-    model_dir = root / "model-v8"
-    model_dir.mkdir(parents=True)
-    _train_second(model_dir)
-    env = {**os.environ, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true"}
-    done = subprocess.run([sys.executable, "-c", PACKAGE_CODE, str(model_dir), str(CONTRACT),
-                           str(root / "export")], env=env, cwd=REPO, capture_output=True,
-                          text=True, check=True, timeout=300)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 def _write(path: Path, tags: dict[str, str], champion: str, challenger: str | None = None,
            share: float = SHARE) -> None:

@@ -1,0 +1,158 @@
+"""The shared object store (S3 protocol) of team mode: the one place that talks to it.
+
+Team mode keeps three things in one bucket that every machine reaches: the routing document
+every replica watches, the models it names (as BentoML model archives), and the inference logs
+the replicas ship. Locations are ``s3://bucket/key`` URLs; the endpoint and credentials are the
+standard AWS settings (``AWS_ENDPOINT_URL`` for an S3-compatible store such as MinIO,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``), the same ones the
+MLflow artifact store and the DVC remote use.
+
+Calls time out quickly and retry little (:data:`CONNECT_TIMEOUT_S`, :data:`READ_TIMEOUT_S`,
+:data:`MAX_ATTEMPTS`): the callers decide what an outage means (a replica keeps its models, a
+log shipper keeps its spool, retrain and rollback stop before changing anything), and none of
+them should hang while deciding.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+SCHEME = "s3://"
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 2
+
+
+class StoreUnavailable(RuntimeError):
+    """The object store could not be reached or refused the call (not: an object is missing)."""
+
+
+def is_url(location: str | Path | None) -> bool:
+    """Whether ``location`` names an object in the store rather than a local path."""
+    return isinstance(location, str) and location.startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class ObjectUrl:
+    """``s3://bucket/key``, split."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, url: str) -> ObjectUrl:
+        """Split an ``s3://bucket/key`` URL; ValueError when it is not one."""
+        if not is_url(url):
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        bucket, _, key = url[len(SCHEME):].partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in {url!r}")
+        return cls(bucket, key)
+
+    def child(self, *parts: str) -> ObjectUrl:
+        """The URL of ``parts`` below this one, read as a folder."""
+        return ObjectUrl(self.bucket, "/".join(p.strip("/") for p in (self.key, *parts) if p.strip("/")))
+
+    def sibling(self, *parts: str) -> ObjectUrl:
+        """The URL of ``parts`` in this object's folder."""
+        folder = self.key.rpartition("/")[0]
+        return ObjectUrl(self.bucket, folder).child(*parts)
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.key}"
+
+
+@functools.cache
+def _client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                    retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"})
+    return boto3.session.Session().client("s3", config=config)
+
+
+def _call(operation: str, url: ObjectUrl, **kwargs: Any) -> Any:
+    """Run one S3 operation; StoreUnavailable for anything but a missing object (FileNotFoundError)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return getattr(_client(), operation)(Bucket=url.bucket, **kwargs)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise FileNotFoundError(str(url)) from None
+        raise StoreUnavailable(f"{operation} {url}: {code or exc}") from None
+    except BotoCoreError as exc:
+        raise StoreUnavailable(f"{operation} {url}: {exc}") from None
+
+
+def etag(url: ObjectUrl) -> str:
+    """The object's ETag, which changes whenever it is rewritten (FileNotFoundError if absent)."""
+    return str(_call("head_object", url, Key=url.key)["ETag"])
+
+
+def exists(url: ObjectUrl) -> bool:
+    """Whether the object is there."""
+    try:
+        etag(url)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def get_bytes(url: ObjectUrl) -> bytes:
+    """The object's content (FileNotFoundError if absent)."""
+    return _call("get_object", url, Key=url.key)["Body"].read()
+
+
+def put_bytes(url: ObjectUrl, data: bytes) -> None:
+    """Write the object in one PUT: readers see the old content or the new, never a part."""
+    _call("put_object", url, Key=url.key, Body=data)
+
+
+def upload_file(path: Path, url: ObjectUrl) -> None:
+    """Upload a local file (multipart when large; the object appears only when complete)."""
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _client().upload_file(str(path), url.bucket, url.key, Config=TransferConfig(use_threads=False))
+    except (BotoCoreError, ClientError) as exc:
+        raise StoreUnavailable(f"upload {url}: {exc}") from None
+
+
+def download_file(url: ObjectUrl, path: Path) -> None:
+    """Download an object to a local file (FileNotFoundError if absent)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _client().download_file(url.bucket, url.key, str(path))
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+            raise FileNotFoundError(str(url)) from None
+        raise StoreUnavailable(f"download {url}: {exc}") from None
+    except BotoCoreError as exc:
+        raise StoreUnavailable(f"download {url}: {exc}") from None
+
+
+def list_objects(prefix: ObjectUrl) -> list[tuple[str, datetime]]:
+    """Every key under ``prefix`` (read as a folder) with its last-modified time, by key."""
+    folder = prefix.key.rstrip("/") + "/" if prefix.key else ""
+    found: list[tuple[str, datetime]] = []
+    token: dict[str, str] = {}
+    while True:
+        page = _call("list_objects_v2", prefix, Prefix=folder, **token)
+        found.extend((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
+        if not page.get("IsTruncated"):
+            return sorted(found)
+        token = {"ContinuationToken": page["NextContinuationToken"]}
+
+
+def check_reachable(url: ObjectUrl) -> None:
+    """StoreUnavailable unless the bucket answers (a missing object is fine)."""
+    _call("head_bucket", url)
