@@ -4,7 +4,7 @@ In team mode (``INFERENCE_LOG_URL=s3://bucket/prefix``) each replica's log must 
 the drift and quality jobs read. The local log files (:mod:`mlops_template.serving.inference_log`)
 are the spool: a background thread wakes every ``interval_s``, and uploads the complete lines
 added to this worker's files since the last shipment as one object,
-``<prefix>/<replica>/<pid>-<inode>-<offset>.jsonl``. The name is fixed by where the batch starts,
+``<prefix>/<replica>/<pid>-<file>-<offset>.jsonl``. The name is fixed by where the batch starts,
 so a batch shipped again after a crash overwrites itself instead of doubling the log. How far
 each file was shipped is kept in ``.shipped-<pid>.json`` beside the files, so a restart resumes.
 
@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -32,8 +33,9 @@ from mlops_template.serving.inference_log import FILE_PREFIX, FILE_SUFFIX
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 60.0
+MAX_BACKOFF_S = 30.0
 MAX_BATCH_BYTES = 8 << 20  # one object at most; a larger backlog goes in several
+IDENTITY_BYTES = 4096
 
 
 def _alive(pid: int) -> bool:
@@ -66,7 +68,7 @@ class LogShipper:
         self.on_shipped, self.on_lost, self.on_backlog = on_shipped, on_lost, on_backlog
         self.pids = {os.getpid()}
         self._claims: list[IO[str]] = []
-        self._offsets: dict[int, dict[str, Any]] = {}  # pid -> {str(inode): [offset, last_size]}
+        self._offsets: dict[int, dict[str, Any]] = {}  # pid -> {file identity: [offset, last size seen]}
         self._stop = threading.Event()
         self._outage_logged = False
         self._thread = threading.Thread(target=self._run, name="inference-log-shipper", daemon=True)
@@ -92,10 +94,11 @@ class LogShipper:
             seen: set[str] = set()
             for path in sorted(self.directory.glob(f"{FILE_PREFIX}{pid}{FILE_SUFFIX}*")):
                 try:
-                    inode, size = path.stat().st_ino, path.stat().st_size
+                    key, size = _identity(path), path.stat().st_size
                 except FileNotFoundError:
                     continue
-                key = str(inode)
+                if key is None:  # not even one complete line yet
+                    continue
                 seen.add(key)
                 offset = state.get(key, [0, 0])[0]
                 state[key] = [offset, size]
@@ -103,7 +106,7 @@ class LogShipper:
                     data = _complete_lines(path, offset, MAX_BATCH_BYTES)
                     if not data:
                         break
-                    objectstore.put_bytes(self.prefix.child(f"{pid}-{inode}-{offset:015d}{FILE_SUFFIX}"), data)
+                    objectstore.put_bytes(self.prefix.child(f"{pid}-{key}-{offset:015d}{FILE_SUFFIX}"), data)
                     offset += len(data)
                     shipped += len(data)
                     state[key] = [offset, size]
@@ -111,17 +114,22 @@ class LogShipper:
                 backlog += size - offset
             for key in set(state) - seen:  # rotated away: whatever was not shipped is lost
                 offset, size = state.pop(key)
-                if size > offset:
-                    logger.error("inference log: %d unshipped bytes of worker %d rotated away before the "
-                                 "store took them", size - offset, pid)
-                    if self.on_lost is not None:
-                        self.on_lost(size - offset)
+                self._lost(pid, size - offset)
             self._save_state(pid)
         if self.on_backlog is not None:
             self.on_backlog(backlog)
         if shipped and self.on_shipped is not None:
             self.on_shipped(shipped)
         return shipped
+
+    def _lost(self, pid: int, count: int) -> None:
+        """Report bytes rotated away unshipped (as many as were seen: a lower bound)."""
+        if count <= 0:
+            return
+        logger.error("inference log: %d unshipped bytes of worker %d rotated away before the store took them",
+                     count, pid)
+        if self.on_lost is not None:
+            self.on_lost(count)
 
     def _run(self) -> None:
         failures = 0
@@ -179,6 +187,18 @@ class LogShipper:
             self._claims.append(handle)  # held for this worker's life
             self.pids.add(pid)
             logger.info("inference log: shipping the files of worker %d, which is gone", pid)
+
+
+def _identity(path: Path) -> str | None:
+    """A log file's identity across renames: its inode and a checksum of its first line.
+
+    The inode alone is not enough: rotation frees one and the next file may get it back.
+    """
+    with open(path, "rb") as handle:
+        first = handle.readline(IDENTITY_BYTES)
+    if not first.endswith(b"\n"):
+        return None
+    return f"{os.stat(path).st_ino}-{zlib.crc32(first):08x}"
 
 
 def _complete_lines(path: Path, offset: int, limit: int) -> bytes:
