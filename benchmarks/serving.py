@@ -13,6 +13,8 @@ this machine's speed drifts by 20% or more between minutes:
                 (BATCHING=off SCORER=pipeline): the service as it would be written first;
 - unbatched:    the numpy replay without batching (BATCHING=off), to separate the two gains;
 - batched+log:  batched with the inference log on, to price the log;
+- batched+ship: the same, with the log shipped every second to an S3-protocol store (moto's
+                server, started here), to price team mode's log shipping;
 - overload:     batched at `--overload-factor` times the concurrency: share shed, the p99 of
                 admitted requests from the server's own duration histogram, and what one
                 well-behaved probe client (a request every 50 ms) sees meanwhile.
@@ -289,6 +291,29 @@ def alternate(servers: dict[str, Server], script: Path, concurrency: int, durati
     return runs
 
 
+def object_store(bucket: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """moto's S3-protocol server on a free port with ``bucket``; the process and a client's settings."""
+    import boto3
+
+    port = free_port()
+    settings = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **settings})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(settings["AWS_ENDPOINT_URL"], timeout=1)
+            break
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket=bucket)
+    return process, settings
+
+
 def champion_deployment(repo: Path) -> dict:
     """The deployment serving now in ``repo``, with an archive on disk to import (SystemExit if none)."""
     champion = records.champion(repo / paths.CHAMPION_RECORD)
@@ -319,6 +344,7 @@ def main() -> None:
                        check=True, capture_output=True)
         bento = champion["bento_tag"]
         script = wrk_script(records, Path(tmp) / "single_record.lua")
+        store, store_env = object_store("bench")
         paired = {"constant": Server("benchmarks.constant_service:ConstantService", env, REPO),
                   "batched": Server(bento, env, Path(tmp))}
         try:
@@ -334,12 +360,18 @@ def main() -> None:
             ("unbatched", bento, {**env, "BATCHING": "off"}, args.concurrency),
             ("batched+log", bento, {**env, "INFERENCE_LOG": "on", "INFERENCE_LOG_DIR": f"{tmp}/log"},
              args.concurrency),
+            ("batched+ship", bento, {**env, **store_env, "INFERENCE_LOG": "on", "INFERENCE_LOG_DIR": f"{tmp}/ship",
+                                     "INFERENCE_LOG_URL": "s3://bench/inference-log", "LOG_SHIP_SECONDS": "1"},
+             args.concurrency),
             ("overload", bento, env, args.concurrency * args.overload_factor),
         ]
-        for name, target, variant_env, concurrency in variants:
-            results[name] = measure(name, target, variant_env, Path(tmp), script, concurrency,
-                                    args.duration, args.warmup,
-                                    records if name == "overload" else None)
+        try:
+            for name, target, variant_env, concurrency in variants:
+                results[name] = measure(name, target, variant_env, Path(tmp), script, concurrency,
+                                        args.duration, args.warmup,
+                                        records if name == "overload" else None)
+        finally:
+            store.terminate()
 
     ratios = {
         "batched_vs_constant_throughput": round(float(np.median(per_round)), 3),
@@ -347,6 +379,8 @@ def main() -> None:
         "batched_vs_naive_throughput": round(results["batched"]["ok_rps"] / results["naive"]["ok_rps"], 2),
         "batched_vs_unbatched_throughput": round(results["batched"]["ok_rps"] / results["unbatched"]["ok_rps"], 2),
         "log_on_vs_off_throughput": round(results["batched+log"]["ok_rps"] / results["batched"]["ok_rps"], 3),
+        "log_shipped_vs_local_throughput": round(results["batched+ship"]["ok_rps"] / results["batched+log"]["ok_rps"],
+                                                 3),
     }
     summary = {
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
