@@ -14,7 +14,8 @@ this machine's speed drifts by 20% or more between minutes:
 - unbatched:    the numpy replay without batching (BATCHING=off), to separate the two gains;
 - batched+log:  batched with the inference log on, to price the log;
 - batched+ship: the same, with the log shipped every second to an S3-protocol store (moto's
-                server, started here), to price team mode's log shipping;
+                server, started here), to price team mode's log shipping; driven in alternating
+                rounds with batched+log, like the constant and batched pair;
 - overload:     batched at `--overload-factor` times the concurrency: share shed, the p99 of
                 admitted requests from the server's own duration histogram, and what one
                 well-behaved probe client (a request every 50 ms) sees meanwhile.
@@ -344,7 +345,6 @@ def main() -> None:
                        check=True, capture_output=True)
         bento = champion["bento_tag"]
         script = wrk_script(records, Path(tmp) / "single_record.lua")
-        store, store_env = object_store("bench")
         paired = {"constant": Server("benchmarks.constant_service:ConstantService", env, REPO),
                   "batched": Server(bento, env, Path(tmp))}
         try:
@@ -355,23 +355,30 @@ def main() -> None:
                 server.stop()
         results = {name: median_result(measured) for name, measured in runs.items()}
         per_round = [b["ok_rps"] / c["ok_rps"] for c, b in zip(runs["constant"], runs["batched"], strict=True)]
+        store, store_env = object_store("bench")
+        logged = {"batched+log": Server(bento, {**env, "INFERENCE_LOG": "on", "INFERENCE_LOG_DIR": f"{tmp}/log"},
+                                        Path(tmp)),
+                  "batched+ship": Server(bento, {**env, **store_env, "INFERENCE_LOG": "on",
+                                                 "INFERENCE_LOG_DIR": f"{tmp}/ship", "LOG_SHIP_SECONDS": "1",
+                                                 "INFERENCE_LOG_URL": "s3://bench/inference-log"}, Path(tmp))}
+        try:
+            log_runs = alternate(logged, script, args.concurrency, args.duration, args.warmup, args.rounds)
+        finally:
+            for server in logged.values():
+                server.stop()
+            store.terminate()
+        results.update({name: median_result(measured) for name, measured in log_runs.items()})
+        ship_per_round = [s["ok_rps"] / g["ok_rps"]
+                          for g, s in zip(log_runs["batched+log"], log_runs["batched+ship"], strict=True)]
         variants = [
             ("naive", bento, {**env, "BATCHING": "off", "SCORER": "pipeline"}, args.concurrency),
             ("unbatched", bento, {**env, "BATCHING": "off"}, args.concurrency),
-            ("batched+log", bento, {**env, "INFERENCE_LOG": "on", "INFERENCE_LOG_DIR": f"{tmp}/log"},
-             args.concurrency),
-            ("batched+ship", bento, {**env, **store_env, "INFERENCE_LOG": "on", "INFERENCE_LOG_DIR": f"{tmp}/ship",
-                                     "INFERENCE_LOG_URL": "s3://bench/inference-log", "LOG_SHIP_SECONDS": "1"},
-             args.concurrency),
             ("overload", bento, env, args.concurrency * args.overload_factor),
         ]
-        try:
-            for name, target, variant_env, concurrency in variants:
-                results[name] = measure(name, target, variant_env, Path(tmp), script, concurrency,
-                                        args.duration, args.warmup,
-                                        records if name == "overload" else None)
-        finally:
-            store.terminate()
+        for name, target, variant_env, concurrency in variants:
+            results[name] = measure(name, target, variant_env, Path(tmp), script, concurrency,
+                                    args.duration, args.warmup,
+                                    records if name == "overload" else None)
 
     ratios = {
         "batched_vs_constant_throughput": round(float(np.median(per_round)), 3),
@@ -379,8 +386,8 @@ def main() -> None:
         "batched_vs_naive_throughput": round(results["batched"]["ok_rps"] / results["naive"]["ok_rps"], 2),
         "batched_vs_unbatched_throughput": round(results["batched"]["ok_rps"] / results["unbatched"]["ok_rps"], 2),
         "log_on_vs_off_throughput": round(results["batched+log"]["ok_rps"] / results["batched"]["ok_rps"], 3),
-        "log_shipped_vs_local_throughput": round(results["batched+ship"]["ok_rps"] / results["batched+log"]["ok_rps"],
-                                                 3),
+        "log_shipped_vs_local_throughput": round(float(np.median(ship_per_round)), 3),
+        "log_shipped_vs_local_throughput_per_round": [round(r, 3) for r in ship_per_round],
     }
     summary = {
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
