@@ -17,6 +17,7 @@ so a pipeline this module does not recognise is slower, never wrong.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +35,10 @@ Row = dict[str, Any]
 BlockStep = Callable[[np.ndarray], np.ndarray]
 AGREEMENT_TOLERANCE = 1e-9
 SAMPLE_ROWS = 256
-# Up to this many records, all trees of a gradient-boosting model are walked at once with numpy
-# instead of one estimator call per tree; larger batches use the estimator's own predict_proba,
-# which is faster there.
-TREE_WALK_MAX_ROWS = SAMPLE_ROWS
+# Batch sizes at which the numpy walk of all boosted trees is raced against the estimator's own
+# predict_proba when a model loads; the walk serves batches up to the largest size it won.
+WALK_TRIAL_SIZES = (1, 16, 32, 64, 128, 256)
+WALK_TRIAL_REPEATS = 3
 
 
 class UnsupportedPipeline(Exception):
@@ -74,9 +75,39 @@ class NumpyScorer:
         self._blocks = blocks
         self._estimator = estimator
         self._tree_walk = _boosted_tree_walk(estimator)
+        self.walk_max_rows = max(WALK_TRIAL_SIZES) if self._tree_walk is not None else 0
 
     def predict_proba(self, rows: Sequence[Row]) -> np.ndarray:
         """Class probabilities, one row per record (records as validated dicts; absent = null)."""
+        matrix = self.model_inputs(rows)
+        if self._tree_walk is not None and len(rows) <= self.walk_max_rows:
+            return self._tree_walk(matrix)
+        return self._estimator.predict_proba(matrix)
+
+    def calibrate_tree_walk(self, matrix: np.ndarray) -> None:
+        """Race the tree walk against the estimator on this model and machine; keep the winner's range.
+
+        Where the walk wins depends on the model (trees, depth, features) and the CPU, so it is
+        measured when the model loads instead of fixed: at each of :data:`WALK_TRIAL_SIZES`, the
+        best of :data:`WALK_TRIAL_REPEATS` timings of each. Both paths give the same
+        probabilities, so a noisy measurement costs speed, never correctness.
+        """
+        if self._tree_walk is None:
+            return
+        won, figures = 0, ""
+        for size in WALK_TRIAL_SIZES:
+            block = np.resize(matrix, (size, matrix.shape[1]))  # the sample's rows, repeated
+            walk = _best_time(self._tree_walk, block)
+            own = _best_time(self._estimator.predict_proba, block)
+            if walk > own:
+                figures += f"; from {size} rows sklearn is faster ({own * 1e3:.2f} ms against {walk * 1e3:.2f} ms)"
+                break
+            won = size
+        self.walk_max_rows = won
+        logger.info("tree walk serves batches of up to %d rows%s", won, figures)
+
+    def model_inputs(self, rows: Sequence[Row]) -> np.ndarray:
+        """The matrix the estimator takes: every block's columns, transformed, side by side."""
         columns = self._columns(rows)
         parts = []
         for block in self._blocks:
@@ -87,10 +118,7 @@ class NumpyScorer:
             for step in block.steps:
                 values = step(values)
             parts.append(values)
-        matrix = np.hstack(parts).astype(np.float64, copy=False)
-        if self._tree_walk is not None and len(rows) <= TREE_WALK_MAX_ROWS:
-            return self._tree_walk(matrix)
-        return self._estimator.predict_proba(matrix)
+        return np.hstack(parts).astype(np.float64, copy=False)
 
     def _columns(self, rows: Sequence[Row]) -> dict[str, np.ndarray]:
         """Each input column as an array (numbers as float with NaN for null), plus derived ones."""
@@ -125,7 +153,18 @@ def compile_scorer(pipeline: Any, spec: FeatureSpec, contract: Contract) -> Nump
         logger.warning("numpy scorer disagrees with the pipeline (max gap %s): scoring with the "
                        "sklearn pipeline", gap)
         return None
+    scorer.calibrate_tree_walk(scorer.model_inputs(sample))
     return scorer
+
+
+def _best_time(function: Callable[[np.ndarray], Any], matrix: np.ndarray) -> float:
+    """The shortest of a few timed calls, in seconds."""
+    best = float("inf")
+    for _ in range(WALK_TRIAL_REPEATS):
+        started = time.perf_counter()
+        function(matrix)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 class ModelScorer:

@@ -64,11 +64,37 @@ def test_numpy_scorer_equals_pipeline(estimator, spec, contract, train, test_rec
     for index in (0, 1, len(test_records) - 1):
         np.testing.assert_allclose(scorer.predict_proba([test_records[index]]),
                                    expected[index : index + 1], rtol=0, atol=1e-9)
-    for start in range(0, 1000, scoring.TREE_WALK_MAX_ROWS):  # sizes a batch takes in service
-        chunk = test_records[start : start + scoring.TREE_WALK_MAX_ROWS]
-        np.testing.assert_allclose(scorer.predict_proba(chunk),
-                                   expected[start : start + len(chunk)], rtol=0, atol=1e-9)
+    for walk_max_rows in (max(scoring.WALK_TRIAL_SIZES), 0):  # both paths, whatever the calibration chose
+        scorer.walk_max_rows = walk_max_rows
+        for start in range(0, 1000, 256):  # sizes a batch takes in service
+            chunk = test_records[start : start + 256]
+            np.testing.assert_allclose(scorer.predict_proba(chunk),
+                                       expected[start : start + len(chunk)], rtol=0, atol=1e-9)
     assert (scorer._tree_walk is not None) == (estimator == "hist_gradient_boosting")
+
+
+def test_the_tree_walk_serves_the_sizes_it_won_when_the_model_loaded(spec, contract, train, monkeypatch,
+                                                                     caplog) -> None:
+    """The cut-off between the walk and the estimator is measured per model: up to the last size won."""
+    pipeline = fitted(spec, contract, train)
+    scorer = compile_scorer(pipeline, spec, contract)
+    assert scorer.walk_max_rows in (0, *scoring.WALK_TRIAL_SIZES)
+
+    def race(function, matrix):  # the walk is slower from 64 rows on
+        walking = function == scorer._tree_walk
+        return (2.0 if walking else 1.0) if matrix.shape[0] >= 64 else (1.0 if walking else 2.0)
+
+    monkeypatch.setattr(scoring, "_best_time", race)
+    with caplog.at_level(logging.INFO, logger="mlops_template.serving.scoring"):
+        scorer.calibrate_tree_walk(scorer.model_inputs(contract_sample(contract)))
+    assert scorer.walk_max_rows == 32
+    assert "from 64 rows sklearn is faster" in caplog.text
+    calls = []
+    monkeypatch.setattr(scorer, "_tree_walk", lambda matrix: calls.append(len(matrix)) or np.zeros((len(matrix), 2)))
+    records = records_of(train.head(40), contract)
+    scorer.predict_proba(records[:32])
+    scorer.predict_proba(records[:33])
+    assert calls == [32]
 
 
 def test_contract_sample_covers_the_contract(contract) -> None:
