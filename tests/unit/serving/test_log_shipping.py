@@ -136,3 +136,12 @@ def test_a_line_still_being_written_waits_for_its_end(store: None, tmp_path: Pat
     shipper = LogShipper(tmp_path, f"s3://{BUCKET}/log", "r1", 60.0)
     shipped = shipper.ship_once()
     assert shipped == len(b'{"ts": "2026-01-01T00:00:00+00:00", "request_id": "a"}\n')
+
+
+def test_the_monitoring_jobs_read_the_shipped_log_in_team_mode() -> None:
+    from mlops_template.monitoring import Settings
+
+    params = {"monitoring": {"inference_log_dir": "monitoring/inference-log"}}
+    assert Settings.from_params(params, {}).inference_log_dir == Path("monitoring/inference-log")
+    shipped = Settings.from_params(params, {"INFERENCE_LOG_URL": "s3://team/inference-log"})
+    assert shipped.inference_log_dir == "s3://team/inference-log"
