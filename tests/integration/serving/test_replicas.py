@@ -193,9 +193,10 @@ def test_promotion_and_rollback_reach_every_replica_under_load(team_serving: dic
         assert f"model {tags['8']} not in the local store: fetching it from {ROUTING_URL}" in log
 
 
-def test_every_replicas_inference_log_reaches_the_store(team_serving: dict, store_client: None) -> None:
+def test_every_replicas_inference_log_reaches_the_store(team_serving: dict, store_client: None,
+                                                        bento: dict) -> None:
     """Requests spread over the replicas; each replica's entries arrive under its own prefix,
-    and the monitoring jobs' reader sees every answered record exactly once."""
+    the monitoring jobs' reader sees every answered record exactly once, and the drift job reads them all."""
     serving, record = team_serving, team_serving["record"]
     with loading(serving["front"].url, record) as load:
         time.sleep(3.0)
@@ -215,6 +216,15 @@ def test_every_replicas_inference_log_reaches_the_store(team_serving: dict, stor
     assert not mine.duplicated(["request_id", "record_index"]).any()
     keys = team.objects(serving["endpoint"], BUCKET, "inference-log/")
     assert {key.split("/")[1] for key in keys} == {f"r{i}" for i in range(1, REPLICAS + 1)}
+
+    reference = serving["root"] / "reference.parquet"  # the drift job, as cron runs it, on every replica's log
+    bento["test"].to_parquet(reference)
+    drift = subprocess.run([sys.executable, "-m", "mlops_template.monitoring", "drift", "--reference", str(reference),
+                            "--report-dir", str(serving["root"] / "reports"), "--last-n", "1000000"],
+                           env={**os.environ, **serving["store_env"], "INFERENCE_LOG_URL": LOG_URL}, cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert drift.returncode in (0, 3), drift.stdout + drift.stderr
+    assert f" {len(read_log(LOG_URL))} records;" in drift.stdout, drift.stdout
 
 
 def _replica_log(serving: dict, index: int) -> str:
