@@ -1,7 +1,14 @@
 """Live quality: ground truth that arrives later, joined with the inference log.
 
 Ground truth comes as a CSV or JSON-lines file with ``request_id``, ``record_index`` (0 when
-absent) and ``label`` (the contract's class string). Joined with the log on
+absent) and ``label`` (the contract's class string). ``request_id`` is the ``X-Request-ID`` the
+service answered with: its own id, unique per request (a client's own ``X-Request-ID`` is only
+echoed back as ``X-Client-Request-ID`` and logged as ``client_request_id``, and is not a key).
+A key the log holds more than once (a log copied twice, or entries written before the service
+made its own ids, when two clients could send the same one) is counted in
+``duplicate_log_entries``; when its entries disagree on the prediction the key is ambiguous,
+left out of the join and counted in ``ambiguous_log_records``, since no label can be matched
+to one of them. Joined with the log on
 ``(request_id, record_index)`` it gives ROC AUC from the logged probabilities, and accuracy and
 business value per row from the logged decisions (the label the service returned, so the
 threshold in force at the time counts, not today's). These are compared with the offline
@@ -68,10 +75,10 @@ def live_quality(
         unknown = sorted(set(truth["label"]) - set(allowed))
         if unknown:
             raise ValueError(f"ground truth labels {unknown} are not among the contract's {list(allowed)}")
-    joined = log.drop_duplicates(KEYS, keep="last").merge(
-        truth.rename(columns={"label": "actual"}), on=KEYS, how="inner"
-    )
-    result: dict[str, Any] = {"labelled_records": len(joined)}
+    unique, duplicates, ambiguous = unique_log_keys(log)
+    joined = unique.merge(truth.rename(columns={"label": "actual"}), on=KEYS, how="inner")
+    result: dict[str, Any] = {"labelled_records": len(joined), "duplicate_log_entries": duplicates,
+                              "ambiguous_log_records": ambiguous}
     if joined.empty:
         return {**result, "roc_auc": None, "accuracy": None, "value_per_row": None}
     y = (joined["actual"] == contract.positive_class).to_numpy(dtype="int64")
@@ -87,6 +94,28 @@ def live_quality(
         "positive_rate": round(float(y.mean()), 6),
         **{k: value[k] for k in ("tp", "fp", "tn", "fn")},
     }
+
+
+def unique_log_keys(log: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    """The log with one entry per ``(request_id, record_index)``, and what that took.
+
+    Returns the frame, the number of entries beyond the first for a key (``duplicate_log_entries``)
+    and the number of entries left out because their key's entries disagree on model version,
+    probability or label (``ambiguous_log_records``). Entries that agree are one prediction logged
+    twice: one is kept. Both counts are logged when not zero.
+    """
+    repeated = log.duplicated(KEYS, keep=False)
+    if not repeated.any():
+        return log, 0, 0
+    duplicates = int(log.duplicated(KEYS, keep="first").sum())
+    prediction = [c for c in ("model_version", "probability", "label") if c in log.columns]
+    variants = log.loc[repeated, [*KEYS, *prediction]].drop_duplicates().groupby(KEYS).size()
+    conflicting = variants[variants > 1].index
+    is_ambiguous = pd.MultiIndex.from_frame(log[KEYS]).isin(conflicting)
+    ambiguous = int(is_ambiguous.sum())
+    logger.warning("inference log: %d entries repeat a (request_id, record_index) key; %d entries, whose "
+                   "key's entries disagree, are left out of the join", duplicates, ambiguous)
+    return log[~is_ambiguous].drop_duplicates(KEYS, keep="last"), duplicates, ambiguous
 
 
 def compare(live: Mapping[str, Any], baseline: Mapping[str, Any], drop_fraction: float) -> dict[str, Any]:
@@ -115,6 +144,10 @@ def quality_registry(summary: Mapping[str, Any]):
                                      summary["live"]["value_per_row"]),
         "model_live_labelled_records": ("Live records with ground truth in the window",
                                         summary["live"]["labelled_records"]),
+        "model_live_duplicate_log_entries": ("Inference-log entries repeating a (request_id, record_index) key",
+                                             summary["live"].get("duplicate_log_entries")),
+        "model_live_ambiguous_log_records": ("Inference-log entries left out of the join: their key's entries "
+                                             "disagree", summary["live"].get("ambiguous_log_records")),
         # left out below min_labelled, so that a Prometheus rule on it never fires on noise
         "model_quality_drop_fraction": ("Largest relative drop from the offline evaluation",
                                         summary["drop_fraction"] if summary["enough_labels"] else None),

@@ -26,7 +26,8 @@ way the routing file, MLflow aliases, ``deployments/champion.json`` and the hist
 decision and its reasons.
 
 Exit codes: 0 promoted (or ``start``/``status`` done), 3 rolled back, 4 not enough challenger
-traffic yet (``deploy.canary_min_requests``), 1 error.
+traffic yet (``deploy.canary_min_requests``), 69 a shared service (tracking server, its
+database, the object store) does not answer, checked before anything changes, 1 error.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from typing import Any
 from mlops_template.core import paths
 from mlops_template.core.config import load_params, setup_logging
 from mlops_template.core.io import utc_now
+from mlops_template.core.objectstore import StoreUnavailable
 from mlops_template.monitoring import Settings as MonitoringSettings
 from mlops_template.ops import records
+from mlops_template.ops.process import EXIT_UNAVAILABLE, shared_services_down
 from mlops_template.ops.promotion import publish_champion_archive
 from mlops_template.serving import routing
 
@@ -330,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     params = load_params()
+    down = None if args.command == "status" else shared_services_down(params["mlflow"])
+    if down is not None:
+        logger.error("%s", down)
+        print(f"canary {args.command} not started: {down}; nothing was changed", flush=True)
+        return EXIT_UNAVAILABLE
     try:
         if args.command == "status":
             print(json.dumps(routing.read_routing(), indent=2), flush=True)
@@ -346,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             figures = parse_metrics(fetch_metrics(args.metrics_url) if args.metrics_url
                                     else args.metrics_file.read_text(encoding="utf-8"))
         decision = decide(params, figures, args.labels, args.min_requests, args.dry_run)
+    except StoreUnavailable as exc:
+        logger.error("%s", exc)
+        print(f"canary failed: the object store does not answer ({exc})", flush=True)
+        return EXIT_UNAVAILABLE
     except (CanaryError, routing.RoutingError, FileNotFoundError, OSError) as exc:
         logger.error("%s", exc)
         print(f"canary failed: {exc}", flush=True)

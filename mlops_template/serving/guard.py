@@ -12,16 +12,34 @@ traceback. This guard runs before the endpoint and, for ``POST /predict``:
    ``body_timeout_s`` (408: a body shorter than its ``Content-Length``, a chunked body never
    ended, or a client sending a byte a second), before taking a concurrency slot, so slow
    clients never hold the slots that scoring needs;
-3. answers 503 when the model is not ready or the worker already holds ``max_concurrency``
-   requests, so excess load is shed fast instead of queueing;
+3. answers 503 when the model is not ready (the message says why) or the worker already holds
+   ``max_concurrency`` requests, so excess load is shed fast instead of queueing;
 4. parses it as strict UTF-8 JSON (400 on invalid UTF-8, bad JSON, absurd nesting, a key given
    twice in one object), refuses more than ``max_records`` records (400), and validates it with
    the contract's request model (400 naming each record index and field; ``NaN``/``Infinity``
    fail as non-finite numbers);
 5. passes the already-read body on to BentoML, and replaces any 5xx answer with a body that
-   carries the request id and no internals.
+   carries the request id and no internals;
+6. abandons an answer the client does not read: every write of the response must complete
+   within ``send_timeout_s`` (the worker's write buffer drains only as fast as the client reads,
+   so a client that pipelines requests and never reads would otherwise hold a concurrency slot
+   for ever). The slot is freed, the connection is left to uvicorn, and
+   ``model_response_write_timeouts_total`` counts it.
 
-Every answer carries ``X-Request-ID``; every outcome is counted in :mod:`mlops_template.serving.metrics`.
+Request ids: every request gets a new random id from the service, answered in ``X-Request-ID``,
+logged, and written to the inference log as ``request_id``, the key ground truth joins on, so it
+is unique even when clients reuse theirs. A client's own ``X-Request-ID``, when it is a sane token
+(``[A-Za-z0-9._:-]{1,64}``), is never used as the id: it is echoed back in
+``X-Client-Request-ID`` and kept in the inference log as ``client_request_id``, for the client's
+own correlation. Every outcome is counted in :mod:`mlops_template.serving.metrics`.
+
+``GET /readyz`` is BentoML's: while the service is not ready, its 503 answer is replaced with
+``{"ready": false, "reason": ...}`` naming the cause (which model, and why it is not serving).
+
+Logging: :func:`install_log_filter` also escapes control characters (``\\n``, ``\\r``, other
+C0/C1 controls, U+2028/U+2029) in the lines of BentoML's access log and of every other logger
+that reaches the server's handlers, so that text a client controls (a percent-decoded ``%0a``
+in the path, a header value) can never start a forged line of the server log.
 """
 
 from __future__ import annotations
@@ -50,6 +68,16 @@ Send = Callable[[Message], Awaitable[None]]
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MAX_FIELD_NAME = 64
 SHED_LOG_INTERVAL_S = 10.0
+READYZ_PATH = "/readyz"
+# The ``error`` codes of the guard's JSON answers, by status (published in the OpenAPI document).
+ERROR_CODES: dict[int, tuple[str, ...]] = {
+    400: ("validation", "too_many_records", "malformed_json", "duplicate_header"),
+    408: ("body_timeout",),
+    413: ("body_too_large",),
+    415: ("content_type",),
+    500: ("internal",),
+    503: ("not_ready", "overload", "unavailable"),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,7 @@ class GuardSettings:
     log_payloads: bool = False
     max_error_details: int = 100
     body_timeout_s: float = 5.0
+    send_timeout_s: float = 10.0
 
 
 @dataclass
@@ -72,6 +101,7 @@ class GuardRuntime:
 
     metrics: ServiceMetrics | None = None
     is_ready: Callable[[], bool] = field(default=lambda: False)
+    not_ready_reason: Callable[[], str | None] = field(default=lambda: "the service has not started")
 
 
 class Rejection(Exception):
@@ -83,6 +113,10 @@ class Rejection(Exception):
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
         self.records, self.details = records, details
+
+
+class SendTimeout(Exception):
+    """A write of the response did not complete in time: the client is not reading."""
 
 
 class RequestGuard:
@@ -98,16 +132,32 @@ class RequestGuard:
         self.shed_log = ShedLog(SHED_LOG_INTERVAL_S)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Guard ``POST`` on the predict path; pass everything else through untouched."""
-        if scope["type"] != "http" or scope["path"] != self.settings.path \
-                or scope["method"] != "POST":
+        """Guard ``POST`` on the predict path, explain a failed ``/readyz``; pass the rest through."""
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif scope["path"] == READYZ_PATH and scope["method"] in ("GET", "HEAD"):
+            await self._readyz(scope, receive, send)
+        elif scope["path"] != self.settings.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+        else:
+            request_id = uuid.uuid4().hex
+            try:
+                await self._guard(scope, receive, _with_deadline(send, self.settings.send_timeout_s), request_id)
+            except SendTimeout:
+                self._abandoned(request_id)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """Checks 1 to 5 of the module doc for one ``POST`` on the predict path."""
         names = [k.decode("latin-1").lower() for k, _ in scope["headers"]]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = _request_id(headers)
-        scope.setdefault("state", {})["request_id"] = request_id
-        send = _with_header(send, b"x-request-id", request_id.encode())
+        client_id = _client_request_id(headers)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        echoed = [(b"x-request-id", request_id.encode())]
+        if client_id is not None:
+            state["client_request_id"] = client_id
+            echoed.append((b"x-client-request-id", client_id.encode()))
+        send = _with_headers(send, echoed)
         try:
             for name in ("content-type", "content-length"):
                 if names.count(name) > 1:
@@ -142,9 +192,11 @@ class RequestGuard:
                 raise Rejection(413, "body_too_large", self._too_large_message())
 
     def _check_capacity(self) -> None:
-        """503 when the model is not loaded or this worker is at its concurrency limit."""
+        """503 when the model is not loaded (saying why) or this worker is at its concurrency limit."""
         if not self.runtime.is_ready():
-            raise Rejection(503, "not_ready", "the model is not ready")
+            reason = self.runtime.not_ready_reason()
+            raise Rejection(503, "not_ready", f"the model is not ready: {reason}" if reason
+                            else "the model is not ready")
         if self.in_flight >= self.settings.max_concurrency:
             raise Rejection(503, "overload", "the service is at capacity; retry shortly")
 
@@ -234,6 +286,8 @@ class RequestGuard:
 
         try:
             await self.app(scope, replay, capture)
+        except SendTimeout:
+            raise  # the client is not reading: nothing more can be sent
         except Exception:  # an error BentoML did not turn into a response
             logger.exception("request %s: unhandled error", request_id)
             status = error_status = 500
@@ -265,6 +319,29 @@ class RequestGuard:
     def _too_large_message(self) -> str:
         return f"request body exceeds {self.settings.max_body_bytes} bytes"
 
+    def _abandoned(self, request_id: str) -> None:
+        """Count and log an answer abandoned because the client did not read it."""
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.write_timeouts.inc()
+        logger.warning("request %s: the client did not read its answer within %g s; answer abandoned",
+                       request_id, self.settings.send_timeout_s)
+
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """BentoML's ``/readyz``, its 503 answer replaced by one that says why."""
+        refused = False
+
+        async def capture(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                refused = True
+            if not refused:
+                await send(message)
+
+        await self.app(scope, receive, capture)
+        if refused:
+            reason = self.runtime.not_ready_reason() or "the service reports that it is not ready"
+            await _send_json(send, 503, {"ready": False, "reason": reason})
+
 
 class ShedLog:
     """Logs load shedding at most once per interval, with a count, instead of once per request.
@@ -289,10 +366,10 @@ class ShedLog:
             self.pending, self.last_logged = 0, now
 
 
-def _request_id(headers: dict[str, str]) -> str:
-    """The client's ``X-Request-ID`` when it is a sane token, else a new random one."""
+def _client_request_id(headers: dict[str, str]) -> str | None:
+    """The client's ``X-Request-ID`` when it is a sane token (kept apart, never used as the id)."""
     given = headers.get("x-request-id", "")
-    return given if CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if CLIENT_REQUEST_ID.match(given) else None
 
 
 def _parse_json(body: bytes) -> Any:
@@ -369,12 +446,27 @@ def _outcome(status: int) -> str:
     return "rejected" if status < 500 else "error"
 
 
-def _with_header(send: Send, name: bytes, value: bytes) -> Send:
-    """``send`` that adds one header to the response start."""
+def _with_headers(send: Send, added: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds headers to the response start."""
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+            message = {**message, "headers": [*message.get("headers", []), *added]}
         await send(message)
+    return wrapped
+
+
+def _with_deadline(send: Send, timeout_s: float) -> Send:
+    """``send`` that raises :class:`SendTimeout` when one write takes more than ``timeout_s``.
+
+    uvicorn's ``send`` waits while the connection's write buffer is above its high-water mark,
+    that is, until the client reads; a client that never does would make it wait for ever.
+    """
+    async def wrapped(message: Message) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):  # a timer on this task, no task of its own
+                await send(message)
+        except TimeoutError:
+            raise SendTimeout(f"a response write took more than {timeout_s:g} s") from None
     return wrapped
 
 
@@ -410,8 +502,60 @@ def _is_client_error(exc: BaseException | None) -> bool:
     return isinstance(code, int) and 400 <= code < 500
 
 
+# Control characters, and the characters that str.splitlines and some log viewers also break
+# lines on (C1 controls such as NEL U+0085, LINE/PARAGRAPH SEPARATOR).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# BentoML's loggers that write text a client controls (the access log's path and content type,
+# the path of a failed request).
+ESCAPED_LOGGERS = ("bentoml.access", "bentoml._internal.server.http_app", "bentoml.serve", "uvicorn.error")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+class ControlCharacterFilter(logging.Filter):
+    """Escapes control characters in a record's message, so that one record is one log line.
+
+    The message is formatted with its arguments first (a client's text usually arrives as an
+    argument, such as the access log's path); a record without control characters is left as it
+    is. The traceback of an exception is not touched: the formatter adds it below the line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message if it holds a control character; keep every record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it always does
+            return True
+        escaped = escape_control(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
 def install_log_filter(logger_name: str = "bentoml._internal.server.http_app") -> None:
-    """Attach :class:`ClientErrorLogFilter` to BentoML's request logger, once."""
+    """Install the guard's log filters, once each.
+
+    :class:`ClientErrorLogFilter` goes on BentoML's request logger. :class:`ControlCharacterFilter`
+    goes on the BentoML loggers that write client-controlled text (:data:`ESCAPED_LOGGERS`), after
+    any filter already there, and on every handler of the root and ``bentoml`` loggers, which
+    the server's records all reach (a logger's own filters do not apply to its children's
+    records, a handler's do): this package's lines with request ids or payloads are covered too.
+    """
     target = logging.getLogger(logger_name)
     if not any(isinstance(f, ClientErrorLogFilter) for f in target.filters):
         target.addFilter(ClientErrorLogFilter())
+    handlers = {*logging.getLogger().handlers, *logging.getLogger("bentoml").handlers}
+    for filterer in [*(logging.getLogger(name) for name in ESCAPED_LOGGERS), *handlers]:
+        if not any(isinstance(f, ControlCharacterFilter) for f in filterer.filters):
+            filterer.addFilter(ControlCharacterFilter())

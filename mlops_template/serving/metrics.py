@@ -71,6 +71,11 @@ class ServiceMetrics:
                                       multiprocess_mode="sum")
         self.reload_failures = Counter("model_routing_reload_failures_total",
                                        "Routing reloads refused (bad file or model); old models kept")
+        # min across workers: 0 while any worker serves no verified model (/readyz says why)
+        self.ready = Gauge("model_ready", "1 when a verified model serves, 0 when not ready (see /readyz)",
+                           multiprocess_mode="min")
+        self.write_timeouts = Counter("model_response_write_timeouts_total",
+                                      "Answers abandoned because the client did not read them in time")
         self._info_labels: set[tuple[str, str, str]] = set()
         for outcome in REQUEST_OUTCOMES:
             self.requests.labels(outcome)

@@ -2,10 +2,15 @@
 
 The contract that validated the training data defines what a record may hold, so a request is
 checked against the same declaration (types, ranges, allowed values, nulls) before it is scored.
+
+:func:`document_predict` completes the OpenAPI operation BentoML publishes for ``/predict``
+(``/docs.json``) with what the request guard enforces, and :func:`document_readyz` the
+``/readyz`` one with its 503 answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -76,3 +81,85 @@ def request_models(contract: Contract, used: list[str], max_records: int) -> tup
     records = Annotated[list[record], Field(min_length=1, max_length=max_records)]
     request = create_model("PredictRequest", __config__=ConfigDict(extra="forbid"), records=(records, Field(...)))
     return records, TypeAdapter(records), request
+
+
+SCHEMA_REF = "#/components/schemas/{name}"
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: a record or field that breaks the contract (`details` names each), too many "
+         "records, a body that is not strict UTF-8 JSON, or a repeated Content-Type/Content-Length header",
+    408: "The body did not arrive within BODY_TIMEOUT seconds",
+    413: "The body is larger than MAX_BODY_BYTES (refused without reading it all)",
+    415: "The body is not declared as application/json in UTF-8",
+    500: "The request could not be scored; quote the request id to report it",
+    503: "Not ready (`message` says why) or at capacity: retry after Retry-After seconds",
+}
+REQUEST_ID_HEADERS = {
+    "X-Request-ID": {"description": "The service's own id of this request, unique: quote it with ground truth "
+                                    "and in bug reports", "schema": {"type": "string"}},
+    "X-Client-Request-ID": {"description": "The client's X-Request-ID, echoed when it is 1-64 characters of "
+                                           "[A-Za-z0-9._:-] (never used as the request id)",
+                            "schema": {"type": "string"}},
+}
+
+
+def _json(schema_name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": SCHEMA_REF.format(name=schema_name)}}}
+
+
+def document_predict(operation: dict[str, Any], schemas: dict[str, Any], error_codes: Mapping[int, Sequence[str]],
+                     input_schema: str | None = None) -> None:
+    """Complete BentoML's OpenAPI operation of ``/predict`` (a plain dict) in place.
+
+    The request body becomes required and its object refuses extra top-level fields (as the
+    guard does; ``input_schema`` names the same schema among the components, patched alike). The
+    error answers are the guard's JSON bodies, one schema per status listing its ``error`` codes,
+    plus BentoML's own 504 on ``REQUEST_TIMEOUT``; BentoML's 404 (no such answer) goes. Every
+    answer of the guard documents its request-id headers.
+    """
+    body = operation["requestBody"]
+    body["required"] = True
+    body.setdefault("description", "The records to score, at most maxItems of them")
+    for media in body["content"].values():
+        media["schema"]["additionalProperties"] = False
+    if input_schema is not None and input_schema in schemas:
+        schemas[input_schema]["additionalProperties"] = False
+    schemas["ErrorDetail"] = {
+        "type": "object", "title": "ErrorDetail", "required": ["record", "field", "message"],
+        "properties": {"record": {"type": "integer", "nullable": True, "description": "index of the record"},
+                       "field": {"type": "string", "nullable": True}, "message": {"type": "string"}},
+    }
+    responses = operation["responses"]
+    responses.pop("404", None)
+    responses.pop(404, None)
+    ok = responses.pop("200", None) or responses.pop(200)
+    documented: dict[str, Any] = {"200": {**ok, "headers": REQUEST_ID_HEADERS}}
+    for status, codes in sorted(error_codes.items()):
+        name = f"PredictError{status}"
+        schemas[name] = {
+            "type": "object", "title": name, "required": ["error", "request_id", "message"],
+            "properties": {"error": {"type": "string", "enum": list(codes)},
+                           "request_id": {"type": "string", "description": "the X-Request-ID of the answer"},
+                           "message": {"type": "string"},
+                           "details": {"type": "array", "items": {"$ref": SCHEMA_REF.format(name="ErrorDetail")}}},
+        }
+        headers = dict(REQUEST_ID_HEADERS)
+        if status == 503:
+            headers["Retry-After"] = {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+        documented[str(status)] = {"description": ERROR_DESCRIPTIONS.get(status, "Error"), "headers": headers,
+                                   "content": _json(name)}
+    schemas["TimeoutAnswer"] = {"type": "object", "title": "TimeoutAnswer", "required": ["error"],
+                                "properties": {"error": {"type": "string"}}}
+    documented["504"] = {"description": "Not answered within REQUEST_TIMEOUT seconds (BentoML's answer: no "
+                                        "request id)", "content": _json("TimeoutAnswer")}
+    responses.clear()
+    responses.update(documented)
+
+
+def document_readyz(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Add ``/readyz``'s 503 answer, which says why the service is not ready, to its operation."""
+    schemas["NotReady"] = {
+        "type": "object", "title": "NotReady", "required": ["ready", "reason"],
+        "properties": {"ready": {"type": "boolean", "enum": [False]},
+                       "reason": {"type": "string", "description": "which model, and why it does not serve"}},
+    }
+    operation["responses"]["503"] = {"description": "Not ready: no verified model serves", "content": _json("NotReady")}

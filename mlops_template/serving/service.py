@@ -26,7 +26,8 @@ without ever slowing or failing the request; dropped entries are counted in
 The model directory holds the contract, so the request model (``Record``) is built from the
 same declaration that validated the training data. The sklearn pipeline is loaded only after
 its sha256 is verified: a tampered model leaves the service running but not ready (``/readyz``
-answers 503 and ``/predict`` answers 503) instead of serving it.
+answers 503 with ``{"ready": false, "reason": ...}`` naming the model and the failed check,
+``/predict`` answers 503 saying the same, ``model_ready`` is 0) instead of serving it.
 
 A request passes through :class:`~mlops_template.serving.guard.RequestGuard` (size, content
 type, JSON, contract validation, concurrency limit; every refusal is a small JSON 4xx/503) before
@@ -102,12 +103,18 @@ def guard_settings() -> GuardSettings:
     """The request guard's limits, from the settings."""
     return GuardSettings(path=PREDICT_PATH, request_model=PredictRequest, max_body_bytes=SETTINGS.max_body_bytes,
                          max_records=SETTINGS.max_records, max_concurrency=SETTINGS.max_concurrency,
-                         log_payloads=SETTINGS.log_payloads, body_timeout_s=SETTINGS.body_timeout)
+                         log_payloads=SETTINGS.log_payloads, body_timeout_s=SETTINGS.body_timeout,
+                         send_timeout_s=SETTINGS.request_timeout)
 
 
 def _request_id(ctx: bentoml.Context) -> str:
     """The id the request guard gave this request (``-`` when called without the guard)."""
     return str(getattr(ctx.request.state, "request_id", "-"))
+
+
+def _client_request_id(ctx: bentoml.Context) -> str | None:
+    """The client's own ``X-Request-ID`` the guard kept apart, if it sent a sane one."""
+    return getattr(ctx.request.state, "client_request_id", None)
 
 
 def _routing_key(ctx: bentoml.Context, request_id: str) -> str:
@@ -168,6 +175,8 @@ class PredictionService:
         self.inference_log = self._open_inference_log()
         GUARD_RUNTIME.metrics = self.metrics
         GUARD_RUNTIME.is_ready = self.__is_ready__
+        GUARD_RUNTIME.not_ready_reason = self.not_ready_reason
+        self.metrics.ready.set(1 if self.__is_ready__() else 0)
         install_log_filter()
         logger.info("ready=%s, batching=%s, routing=%s, inference log=%s", self.__is_ready__(),
                     self.batching, self.routing_path,
@@ -177,20 +186,61 @@ class PredictionService:
         """Ready only when a verified model is loaded (drives ``/readyz``)."""
         return self.serving is not None
 
+    def not_ready_reason(self) -> str | None:
+        """Why the service is not ready (``/readyz``'s and ``/predict``'s 503 say it), or None."""
+        if self.serving is not None:
+            return None
+        return getattr(self, "unready_reason", None) or "no verified model is loaded"
+
     def _initial_serving(self) -> Serving | None:
-        """The routing file's models if one is configured and loads, else the pinned model."""
+        """The routing file's models if one is configured and loads, else the pinned model.
+
+        The log names the cause of a failure: a routing document that cannot be read or breaks
+        the schema, or the model it names (role, tag, and why: missing, checksum mismatch).
+        """
+        self.unready_reason: str | None = None
         if self.routing_path is not None:
             self.routing_signature = self._signature_at_start(self.routing_path)
-            try:
-                return self._load_routing(self.routing_path, None)
-            except Exception:
-                self.metrics.reload_failures.inc()
-                logger.exception("routing file %s unusable at startup: serving the pinned "
-                                 "model %s", self.routing_path, _STORED_MODEL.tag)
+            serving = self._initial_routing(self.routing_path)
+            if serving is not None:
+                return serving
+        tag = str(_STORED_MODEL.tag)
         try:
-            return Serving(self._load(str(_STORED_MODEL.tag)))
+            return Serving(self._load(tag))
+        except Exception as exc:
+            self.unready_reason = f"model {tag} {load_failure(exc)}"
+            logger.error("%s: not ready (%s: %s)", self.unready_reason, type(exc).__name__, exc,
+                         exc_info=not _expected_load_failure(exc))
+            return None
+
+    def _initial_routing(self, path: str | Path) -> Serving | None:
+        """The routing document's models at start-up, or None (logged and counted) if unusable."""
+        pinned = _STORED_MODEL.tag
+        try:
+            document = routing.read_routing(path)
+        except Exception as exc:
+            self.metrics.reload_failures.inc()
+            logger.error("routing file %s unusable at startup (%s: %s): serving the pinned model %s",
+                         path, type(exc).__name__, exc, pinned)
+            return None
+        loaded = []  # loaded one by one so that a failure names its model
+        for role in ("champion", "challenger"):
+            if document[role] is None:
+                continue
+            tag = document[role]["model_tag"]
+            try:
+                loaded.append(self._load(tag))
+            except Exception as exc:
+                self.metrics.reload_failures.inc()
+                logger.error("routing file %s: its %s model %s %s at startup (%s: %s): serving the pinned model %s",
+                             path, role, tag, load_failure(exc), type(exc).__name__, exc, pinned,
+                             exc_info=not _expected_load_failure(exc))
+                return None
+        try:  # the loaded models are reused by tag
+            return self._load_routing(path, Serving(*loaded))
         except Exception:
-            logger.exception("model %s failed its integrity check: not ready", _STORED_MODEL.tag)
+            self.metrics.reload_failures.inc()
+            logger.exception("routing file %s unusable at startup: serving the pinned model %s", path, pinned)
             return None
 
     @staticmethod
@@ -370,11 +420,16 @@ class PredictionService:
 
     @staticmethod
     def inference_entries(request_id: str, model_version: str, rows: list[dict[str, Any]],
-                          results: list[tuple[float, str]]) -> list[dict[str, Any]]:
-        """One inference-log entry per scored record, with the record as the client sent it."""
+                          results: list[tuple[float, str]], client_request_id: str | None = None,
+                          ) -> list[dict[str, Any]]:
+        """One inference-log entry per scored record, with the record as the client sent it.
+
+        ``request_id`` is the service's own (unique) id; the client's, if any, is kept apart.
+        """
+        client = {"client_request_id": client_request_id} if client_request_id is not None else {}
         return [
             {"request_id": request_id, "record_index": index, "model_version": model_version,
-             "features": row, "probability": probability, "label": label}
+             "features": row, "probability": probability, "label": label, **client}
             for index, (row, (probability, label)) in enumerate(zip(rows, results, strict=True))
         ]
 
@@ -403,7 +458,7 @@ class PredictionService:
         self.metrics.answered(model.version, "success")
         if self.inference_log is not None:
             self.inference_log.submit(self.inference_entries(request_id, model.version, rows,
-                                                             results))
+                                                             results, _client_request_id(ctx)))
         return [Prediction(probability=probability, label=label, model_version=model.version)
                 for probability, label in results]
 
@@ -422,3 +477,77 @@ def declare_json_responses(service: Any) -> None:
 declare_json_responses(PredictionService)
 PredictionService.add_asgi_middleware(RequestGuard, settings=guard_settings(),
                                       runtime=GUARD_RUNTIME)
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why a model did not load, briefly (no paths): "failed its integrity check (...)" and the like."""
+    from bentoml.exceptions import NotFound as NotInStore
+
+    from mlops_template.core.artifacts import ModelIntegrityError
+
+    if isinstance(exc, ModelIntegrityError):
+        text = str(exc)
+        if "sha256" in text:
+            return "failed its integrity check (sha256 mismatch)"
+        if "checksum file" in text:
+            return "failed its integrity check (no checksum file)"
+        if "does not exist" in text:
+            return "failed its integrity check (model file missing)"
+        return "failed its integrity check (untrusted types)"
+    if isinstance(exc, NotInStore):
+        return "is not in the model store"
+    return f"failed to load ({type(exc).__name__})"
+
+
+def _expected_load_failure(exc: BaseException) -> bool:
+    """A failure :func:`load_failure` explains fully (its traceback would only be noise)."""
+    from bentoml.exceptions import NotFound as NotInStore
+
+    from mlops_template.core.artifacts import ModelIntegrityError
+
+    return isinstance(exc, (ModelIntegrityError, NotInStore))
+
+
+def document_openapi(service: Any) -> None:
+    """Make the OpenAPI document BentoML publishes (``/docs.json``, the bento's ``openapi.yaml``)
+    say what the request guard enforces, once.
+
+    BentoML rebuilds the document from the API signature whenever it is asked for and offers no
+    hook: the service object is given a subclass of its own class whose ``openapi_spec`` completes
+    BentoML's document with :func:`~mlops_template.serving.schema.document_predict` (required body,
+    no extra top-level fields, the guard's error answers) and
+    :func:`~mlops_template.serving.schema.document_readyz`.
+    """
+    import attrs
+    from bentoml._internal.utils.cattr import bentoml_cattr
+
+    from mlops_template.serving.guard import ERROR_CODES, READYZ_PATH
+    from mlops_template.serving.schema import document_predict, document_readyz
+
+    api_name = next(name for name, api in service.apis.items() if api.route == PREDICT_PATH)
+
+    class DocumentedService(type(service)):
+        __slots__ = ()  # the same layout as BentoML's (slotted) Service, so the class can be swapped
+
+        @property
+        def openapi_spec(self) -> Any:
+            spec = super().openapi_spec
+            schemas = spec.components["schemas"]
+            input_schema = f"{api_name}__Input"
+            if input_schema in schemas:
+                schemas[input_schema] = bentoml_cattr.unstructure(schemas[input_schema])
+            predict = spec.paths[PREDICT_PATH]
+            operation = bentoml_cattr.unstructure(predict.post)
+            document_predict(operation, schemas, ERROR_CODES, input_schema)
+            spec.paths[PREDICT_PATH] = attrs.evolve(predict, post=operation)
+            if READYZ_PATH in spec.paths:
+                readyz = spec.paths[READYZ_PATH]
+                probe = bentoml_cattr.unstructure(readyz.get)
+                document_readyz(probe, schemas)
+                spec.paths[READYZ_PATH] = attrs.evolve(readyz, get=probe)
+            return spec
+
+    service.__class__ = DocumentedService
+
+
+document_openapi(PredictionService)

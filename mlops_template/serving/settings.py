@@ -6,7 +6,8 @@
 ``MAX_RECORDS``           1000           records per request (more: 400 ``too_many_records``)
 ``MAX_BODY_BYTES``        1048576        request body size (more: 413 ``body_too_large``, not read in full)
 ``MAX_CONCURRENCY``       64             ``/predict`` requests in progress per worker (more: fast 503)
-``REQUEST_TIMEOUT``       10             seconds before BentoML answers 504 (``traffic.timeout``)
+``REQUEST_TIMEOUT``       10             seconds before BentoML answers 504 (``traffic.timeout``); also how long
+                                         a response write may stall on a client that does not read
 ``BODY_TIMEOUT``          5              seconds a request body may take to arrive (more: 408 ``body_timeout``)
 ``WORKERS``               1              worker processes
 ``BATCHING``              on             ``off`` scores each request on its own (for benchmarks)

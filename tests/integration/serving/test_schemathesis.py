@@ -2,9 +2,10 @@
 
 ``schemathesis run`` (the CLI: its pytest plugin does not load under pytest 9) generates valid and
 invalid requests for ``/predict`` and the health endpoints. Checked: no 5xx ever; documented
-responses match their schema and content type; data the schema forbids is refused. BentoML does
-not let a service document extra status codes (413, 415, 503), so status-code conformance is not
-checked. Bounded by ``--max-examples`` and a timeout.
+responses match their schema, status code and content type; data the schema forbids is refused
+and data it allows is accepted (the service completes BentoML's document with the required body,
+the closed request object and the guard's 4xx/503 answers). Bounded by ``--max-examples`` and a
+timeout.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from pathlib import Path
 
 import requests
 
-# positive_data_acceptance is left out: BentoML does not mark the request body as required, so
-# an empty POST counts as "schema-valid", and it is (rightly) refused.
-CHECKS = ("not_a_server_error,response_schema_conformance,content_type_conformance,"
-          "negative_data_rejection")
+CHECKS = ("not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance,"
+          "negative_data_rejection,positive_data_acceptance")
 MAX_EXAMPLES = 50
 TIMEOUT = 90
 

@@ -147,3 +147,31 @@ def test_ground_truth_defaults_and_corrections(tmp_path) -> None:
         {"request_id": "7", "record_index": 0, "label": ">50K"},  # the correction wins
         {"request_id": "8", "record_index": 2, "label": "<=50K"},
     ]
+
+
+def test_repeated_log_keys_are_counted_and_ambiguous_ones_left_out(tmp_path, contract, caplog) -> None:
+    """Two requests logged under one id (clients' own ids, before the service made its own)
+    cannot be told apart: both are left out and counted; a prediction logged twice is kept once."""
+    from mlops_template.monitoring.quality import live_quality
+
+    entry = {"record_index": 0, "model_version": "m:1", "features": {"age": 40}}
+    entries = [
+        {**entry, "request_id": "shared", "probability": 0.9, "label": ">50K"},
+        {**entry, "request_id": "shared", "probability": 0.1, "label": "<=50K"},  # another client's request
+        {**entry, "request_id": "copied", "probability": 0.8, "label": ">50K"},
+        {**entry, "request_id": "copied", "probability": 0.8, "label": ">50K"},  # the same line twice
+        {**entry, "request_id": "single", "probability": 0.2, "label": "<=50K", "client_request_id": "c-1"},
+    ]
+    with InferenceLog(tmp_path / "log") as log:
+        log.submit(entries)
+    from mlops_template.serving.inference_log import read_log
+
+    frame = read_log(tmp_path / "log")
+    assert frame.loc[frame["request_id"] == "single", "client_request_id"].tolist() == ["c-1"]
+    truth = pd.DataFrame({"request_id": ["shared", "copied", "single"], "record_index": [0, 0, 0],
+                          "label": [">50K", ">50K", "<=50K"]})
+    with caplog.at_level("WARNING"):
+        live = live_quality(frame, truth, contract, VALUE_MATRIX)
+    assert live["labelled_records"] == 2  # copied and single
+    assert live["duplicate_log_entries"] == 2 and live["ambiguous_log_records"] == 2
+    assert any("left out of the join" in r.getMessage() for r in caplog.records)

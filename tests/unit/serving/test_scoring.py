@@ -42,6 +42,16 @@ def fitted(spec, contract, train: pd.DataFrame, estimator: str = "hist_gradient_
     return pipeline.fit(build_features(train, spec), target)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_native_thread():
+    """One OpenMP thread, as in the service (``limit_native_threads``): the load-time race between
+    the tree walk and sklearn times tiny parallel regions, which crawl on a busy 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 @pytest.fixture(scope="module")
 def train(split) -> pd.DataFrame:
     return split[0].iloc[:TRAIN_ROWS]
