@@ -39,7 +39,7 @@ def stream_post(url: str, chunks: Iterable[bytes], content_length: int | None = 
                     else "Transfer-Encoding: chunked")
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
         sent = _send_until_answered(sock, chunks, chunked=content_length is None)
-        raw = _read_all(sock)
+        raw = read_all(sock)
     seconds = time.monotonic() - started
     head_bytes, _, body = raw.partition(b"\r\n\r\n")
     status = int(head_bytes.split(b" ", 2)[1])
@@ -64,7 +64,7 @@ def _send_until_answered(sock: socket.socket, chunks: Iterable[bytes], chunked: 
     return sent
 
 
-def _read_all(sock: socket.socket) -> bytes:
+def read_all(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection."""
     data = bytearray()
     try:

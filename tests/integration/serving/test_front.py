@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.support.front import Front, haproxy_binary, haproxy_front, stand_in_replica
-from tests.support.http import stream_post
+from tests.support.http import read_all, stream_post
 
 pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed (apt-get install haproxy)")
 
@@ -67,13 +67,7 @@ def post_from(url: str, source: str, body: bytes = b"{}", timeout: float = 30.0)
 
 def answer_of(sock: socket.socket) -> tuple[int, bytes]:
     """Status and body of what the front sends until it closes the connection."""
-    data = bytearray()
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    head, _, payload = bytes(data).partition(b"\r\n\r\n")
+    head, _, payload = read_all(sock).partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), payload
 
 
