@@ -14,8 +14,9 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
+from bentoml.exceptions import NotFound as NotInStore
 
-from mlops_template.core.artifacts import load_model
+from mlops_template.core.artifacts import ModelIntegrityError, load_model
 from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec
 from mlops_template.serving import routing
@@ -107,3 +108,24 @@ def load_served_model(tag: str, contract: Contract, use_replay: bool) -> ServedM
         positive_index=_positive_index(pipeline.classes_, positive),
         scorer=scorer,
     )
+
+
+def describe_load_failure(exc: BaseException) -> str:
+    """Why a model did not load, briefly (no paths): "failed its integrity check (...)" and the like."""
+    if isinstance(exc, ModelIntegrityError):
+        text = str(exc)
+        if "sha256" in text:
+            return "failed its integrity check (sha256 mismatch)"
+        if "checksum file" in text:
+            return "failed its integrity check (no checksum file)"
+        if "does not exist" in text:
+            return "failed its integrity check (model file missing)"
+        return "failed its integrity check (untrusted types)"
+    if isinstance(exc, NotInStore):
+        return "is not in the model store"
+    return f"failed to load ({type(exc).__name__})"
+
+
+def is_explained_load_failure(exc: BaseException) -> bool:
+    """A failure :func:`describe_load_failure` explains fully (its traceback would only be noise)."""
+    return isinstance(exc, (ModelIntegrityError, NotInStore))

@@ -69,6 +69,8 @@ from mlops_template.serving.models import (
     FEATURE_SPEC_FILE,
     ServedModel,
     Serving,
+    describe_load_failure,
+    is_explained_load_failure,
     load_served_model,
     model_reference,
 )
@@ -208,9 +210,9 @@ class PredictionService:
         try:
             return Serving(self._load(tag))
         except Exception as exc:
-            self.unready_reason = f"model {tag} {load_failure(exc)}"
+            self.unready_reason = f"model {tag} {describe_load_failure(exc)}"
             logger.error("%s: not ready (%s: %s)", self.unready_reason, type(exc).__name__, exc,
-                         exc_info=not _expected_load_failure(exc))
+                         exc_info=not is_explained_load_failure(exc))
             return None
 
     def _initial_routing(self, path: str | Path) -> Serving | None:
@@ -233,8 +235,8 @@ class PredictionService:
             except Exception as exc:
                 self.metrics.reload_failures.inc()
                 logger.error("routing file %s: its %s model %s %s at startup (%s: %s): serving the pinned model %s",
-                             path, role, tag, load_failure(exc), type(exc).__name__, exc, pinned,
-                             exc_info=not _expected_load_failure(exc))
+                             path, role, tag, describe_load_failure(exc), type(exc).__name__, exc, pinned,
+                             exc_info=not is_explained_load_failure(exc))
                 return None
         try:  # the loaded models are reused by tag
             return self._load_routing(path, Serving(*loaded))
@@ -477,35 +479,6 @@ def declare_json_responses(service: Any) -> None:
 declare_json_responses(PredictionService)
 PredictionService.add_asgi_middleware(RequestGuard, settings=guard_settings(),
                                       runtime=GUARD_RUNTIME)
-
-
-def load_failure(exc: BaseException) -> str:
-    """Why a model did not load, briefly (no paths): "failed its integrity check (...)" and the like."""
-    from bentoml.exceptions import NotFound as NotInStore
-
-    from mlops_template.core.artifacts import ModelIntegrityError
-
-    if isinstance(exc, ModelIntegrityError):
-        text = str(exc)
-        if "sha256" in text:
-            return "failed its integrity check (sha256 mismatch)"
-        if "checksum file" in text:
-            return "failed its integrity check (no checksum file)"
-        if "does not exist" in text:
-            return "failed its integrity check (model file missing)"
-        return "failed its integrity check (untrusted types)"
-    if isinstance(exc, NotInStore):
-        return "is not in the model store"
-    return f"failed to load ({type(exc).__name__})"
-
-
-def _expected_load_failure(exc: BaseException) -> bool:
-    """A failure :func:`load_failure` explains fully (its traceback would only be noise)."""
-    from bentoml.exceptions import NotFound as NotInStore
-
-    from mlops_template.core.artifacts import ModelIntegrityError
-
-    return isinstance(exc, (ModelIntegrityError, NotInStore))
 
 
 def document_openapi(service: Any) -> None:
