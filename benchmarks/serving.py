@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,24 +97,36 @@ class Server:
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Block until ``/readyz`` answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("server not ready")
+        wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=2).status_code == 200, self.proc,
+                   "server", timeout)
 
     def stop(self) -> None:
-        self.proc.terminate()
+        stop_process(self.proc)
+
+
+def wait_until(check: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float,
+               describe_exit: Callable[[], str] | None = None) -> None:
+    """Poll ``check()`` (a failed HTTP call counts as false) until true; fail if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}{describe_exit() if describe_exit else ''}")
         try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} not ready after {timeout:g} s")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """Terminate ``process``; kill it if it has not exited within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 WRK_SCRIPT = """
@@ -316,15 +329,8 @@ def object_store(bucket: str) -> tuple[subprocess.Popen, dict[str, str]]:
                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **settings})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(settings["AWS_ENDPOINT_URL"], timeout=1)
-            break
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_until(lambda: requests.get(settings["AWS_ENDPOINT_URL"], timeout=1).status_code < 500, process,
+               "moto_server", 30)
     boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], region_name="us-east-1",
                  aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket=bucket)
     return process, settings
@@ -386,24 +392,11 @@ class Front:
 
     def wait_up(self, timeout: float = 30) -> None:
         """Block until the front counts its replica UP."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"haproxy exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if self.replica_up():
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError("the front did not count its replica UP")
+        wait_until(self.replica_up, self.proc, "haproxy (its replica UP)", timeout,
+                   lambda: f": {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc, timeout=10)
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

@@ -15,7 +15,9 @@ them should hang while deciding.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ SCHEME = "s3://"
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 2
+MISSING = ("404", "NoSuchKey", "NotFound")  # error codes of an object that is not there
 
 
 class StoreUnavailable(RuntimeError):
@@ -76,19 +79,26 @@ def _client() -> Any:
     return boto3.session.Session().client("s3", config=config)
 
 
-def _call(operation: str, url: ObjectUrl, **kwargs: Any) -> Any:
-    """Run one S3 operation; StoreUnavailable for anything but a missing object (FileNotFoundError)."""
+@contextlib.contextmanager
+def _translated(operation: str, url: ObjectUrl) -> Iterator[None]:
+    """A missing object as FileNotFoundError; every other failure of the store as StoreUnavailable."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return getattr(_client(), operation)(Bucket=url.bucket, **kwargs)
+        yield
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if code in MISSING:
             raise FileNotFoundError(str(url)) from None
         raise StoreUnavailable(f"{operation} {url}: {code or exc}") from None
     except BotoCoreError as exc:
         raise StoreUnavailable(f"{operation} {url}: {exc}") from None
+
+
+def _call(operation: str, url: ObjectUrl, **kwargs: Any) -> Any:
+    """Run one S3 operation on ``url``'s bucket, its errors translated."""
+    with _translated(operation, url):
+        return getattr(_client(), operation)(Bucket=url.bucket, **kwargs)
 
 
 def etag(url: ObjectUrl) -> str:
@@ -118,26 +128,15 @@ def put_bytes(url: ObjectUrl, data: bytes) -> None:
 def upload_file(path: Path, url: ObjectUrl) -> None:
     """Upload a local file (multipart when large; the object appears only when complete)."""
     from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
+    with _translated("upload", url):
         _client().upload_file(str(path), url.bucket, url.key, Config=TransferConfig(use_threads=False))
-    except (BotoCoreError, ClientError) as exc:
-        raise StoreUnavailable(f"upload {url}: {exc}") from None
 
 
 def download_file(url: ObjectUrl, path: Path) -> None:
     """Download an object to a local file (FileNotFoundError if absent)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
+    with _translated("download", url):
         _client().download_file(url.bucket, url.key, str(path))
-    except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
-            raise FileNotFoundError(str(url)) from None
-        raise StoreUnavailable(f"download {url}: {exc}") from None
-    except BotoCoreError as exc:
-        raise StoreUnavailable(f"download {url}: {exc}") from None
 
 
 def list_objects(prefix: ObjectUrl) -> list[tuple[str, datetime]]:
