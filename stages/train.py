@@ -8,7 +8,7 @@ from mlops_template.core import paths
 from mlops_template.core.artifacts import trusted_types
 from mlops_template.core.config import load_params, setup_logging
 from mlops_template.core.features import FeatureSpec
-from mlops_template.core.io import sha256_of, write_json
+from mlops_template.core.io import requirement_pins, sha256_of, write_json
 from mlops_template.pipeline import tracking
 from mlops_template.pipeline.params_check import contract_or_exit
 from mlops_template.pipeline.training import train_candidate
@@ -24,7 +24,6 @@ def main() -> None:
     candidate = train_candidate(params, contract, spec, pd.read_parquet(paths.TRAIN), sha256_of(paths.TRAIN),
                                 paths.CANDIDATE, paths.FEATURE_SPEC)
     card, cfg = candidate.card, params["train"]
-    requirements = paths.SERVING_REQUIREMENTS.read_text(encoding="utf-8").split()
     mlflow_info = tracking.log_training_run(
         config=params["mlflow"],
         model_name=card["model_name"],
@@ -34,7 +33,7 @@ def main() -> None:
         metrics={f"train_{k}": v for k, v in card["train_metrics"].items()},
         tags=tracking.run_tags(card["git_revision"]),
         package_dir=paths.CANDIDATE,
-        pip_requirements=[r for r in requirements if not r.startswith("#")],
+        pip_requirements=requirement_pins(paths.SERVING_REQUIREMENTS),
         trusted_types=trusted_types(paths.CANDIDATE / "model.skops"),
     )
     write_json(paths.CANDIDATE / "model_card.json", {**card, "mlflow": mlflow_info})

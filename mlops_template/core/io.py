@@ -51,3 +51,18 @@ def sha256_of(path: str | Path) -> str:
 def utc_now() -> str:
     """The current UTC time to the second, ISO 8601: the time stamp of every record."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def requirement_pins(path: str | Path) -> list[str]:
+    """The ``name==version`` pins of a pip requirements file, without comments or options.
+
+    Whole-line and inline comments, options (``-r``, ``--hash=...``) and line continuations
+    are dropped, so the list can be handed to tools that take bare requirement strings (MLflow's
+    ``pip_requirements``), whether or not the file carries hashes.
+    """
+    pins = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        requirement = line.split("#", 1)[0].strip().rstrip("\\").strip()
+        if requirement and not requirement.startswith("-"):
+            pins.append(requirement.split()[0])
+    return pins

@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,26 @@ CHAMPION_ACTIONS = ("promote", "rollback", "canary_promote")
 
 
 def actor() -> str:
-    """Who acts: ``$GIT_AUTHOR_NAME``, else ``ci`` on a CI runner, else ``$USER``."""
+    """Who acts: ``$GIT_AUTHOR_NAME``, else ``ci`` on a CI runner, else ``$USER``, else git's user name.
+
+    A cron job or container often has no ``$USER``; the history still names someone when git
+    knows who commits here.
+    """
     if os.environ.get("GIT_AUTHOR_NAME"):
         return os.environ["GIT_AUTHOR_NAME"]
     if os.environ.get("CI"):
         return "ci"
-    return os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or _git_user_name() or "unknown"
+
+
+def _git_user_name() -> str | None:
+    """``git config user.name`` where git and a configured name exist, else None."""
+    try:
+        done = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=5,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
 
 
 def entry(

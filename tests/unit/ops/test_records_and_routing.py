@@ -52,6 +52,18 @@ def test_actor_precedence(monkeypatch):
     assert records.actor() == "bob"
 
 
+def test_actor_falls_back_to_git_user_name(monkeypatch, tmp_path):
+    for name in ("GIT_AUTHOR_NAME", "CI", "USER", "LOGNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gitconfig").write_text("[user]\n\tname = Grace Hopper\n", encoding="utf-8")
+    assert records.actor() == "Grace Hopper"
+    (tmp_path / "gitconfig").write_text("", encoding="utf-8")
+    assert records.actor() == "unknown"
+
+
 def test_history_appends_and_reads_back(tmp_path):
     path = tmp_path / "history.jsonl"
     first = records.entry("promote", "m", None, "1", "blessed", model_tag="m:a")
