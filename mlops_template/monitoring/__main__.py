@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--until", type=_timestamp, help="records before this ISO-8601 time")
     common.add_argument("--pushgateway", help="Pushgateway URL (default: $PUSHGATEWAY_URL, then params)")
     common.add_argument("--webhook", help="alert webhook URL (default: $ALERT_WEBHOOK_URL, then params)")
+    common.add_argument("--debug", action="store_true", help="log the traceback of a failure")
     parser = argparse.ArgumentParser(prog="python -m mlops_template.monitoring", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="job", required=True)
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except Exception as exc:
-        logger.exception("%s job failed", args.job)
+        # A wrong input (a labels file, a window, a path) is explained by its message: the
+        # traceback only buries it, so it is logged with --debug alone.
+        logger.error("%s job failed", args.job, exc_info=args.debug)
         print(f"{args.job}: ERROR {type(exc).__name__}: {exc}")
         return EXIT_ERROR
 

@@ -1,7 +1,9 @@
 """Live quality: ground truth that arrives later, joined with the inference log.
 
-Ground truth comes as a CSV or JSON-lines file with ``request_id``, ``record_index`` (0 when
-absent) and ``label`` (the contract's class string). ``request_id`` is the ``X-Request-ID`` the
+Ground truth comes as a CSV or JSON-lines file with ``request_id``, ``record_index`` and
+``label`` (the contract's class string, e.g. ``>50K``, not ``1``). ``record_index`` may be left
+out only when every labelled request was logged with one record; otherwise the file is refused,
+since each label would join to the first record of its request. ``request_id`` is the ``X-Request-ID`` the
 service answered with: its own id, unique per request (a client's own ``X-Request-ID`` is only
 echoed back as ``X-Client-Request-ID`` and logged as ``client_request_id``, and is not a key).
 A key the log holds more than once (a log copied twice, or entries written before the service
@@ -46,8 +48,14 @@ KEYS = ["request_id", "record_index"]
 def read_ground_truth(path: Path) -> pd.DataFrame:
     """Labels from a ``.csv`` or ``.jsonl`` file, one row per ``(request_id, record_index)``.
 
-    A key given twice keeps its last label (a correction wins over the first report).
+    A key given twice keeps its last label (a correction wins over the first report). Without a
+    ``record_index`` column every label is read as record 0 (see :func:`check_single_records`).
     """
+    return read_labels(path)[0]
+
+
+def read_labels(path: Path) -> tuple[pd.DataFrame, bool]:
+    """:func:`read_ground_truth`'s frame, and whether the file gave ``record_index`` itself."""
     path = Path(path)
     if path.suffix == ".csv":
         frame = pd.read_csv(path, dtype={"request_id": "str", "label": "str"})
@@ -59,11 +67,32 @@ def read_ground_truth(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"ground truth {path} lacks column(s) {missing}")
     if "record_index" not in frame.columns:
-        frame["record_index"] = 0
+        frame["record_index"] = None
+    given = bool(frame["record_index"].notna().all())  # a row without it (JSON lines) is read as 0
     frame["request_id"] = frame["request_id"].astype("str")
-    frame["record_index"] = pd.to_numeric(frame["record_index"]).fillna(0).astype("int64")
+    indexes = pd.to_numeric(frame["record_index"].fillna(0), errors="coerce")
+    if indexes.isna().any() or (indexes < 0).any() or (indexes % 1 != 0).any():
+        bad = frame.loc[indexes.isna() | (indexes < 0) | (indexes % 1 != 0), "record_index"].head(3).tolist()
+        raise ValueError(f"ground truth {path.name}: record_index must be a whole number >= 0 on every row, "
+                         f"got {bad}")
+    frame["record_index"] = indexes.astype("int64")
     frame["label"] = frame["label"].astype("str")
-    return frame.loc[:, [*KEYS, "label"]].drop_duplicates(KEYS, keep="last")
+    return frame.loc[:, [*KEYS, "label"]].drop_duplicates(KEYS, keep="last"), given
+
+
+def check_single_records(log: pd.DataFrame, truth: pd.DataFrame) -> None:
+    """Refuse labels without ``record_index`` when a labelled request was logged with several records.
+
+    Read as record 0, such labels would all join to each request's first record and score the
+    wrong predictions: a false quality alert, or a missed one.
+    """
+    sizes = log.groupby("request_id").size()
+    several = sizes[sizes.index.isin(truth["request_id"]) & (sizes > 1)]
+    if not several.empty:
+        example = several.index[0]
+        raise ValueError(f"the labels file has no record_index column, but {len(several)} labelled request(s) "
+                         f"hold several records (request {example} holds {several.iloc[0]}): add record_index, "
+                         f"the position of the record in its request (0 for the first)")
 
 
 def live_quality(
@@ -74,7 +103,8 @@ def live_quality(
     if allowed is not None:
         unknown = sorted(set(truth["label"]) - set(allowed))
         if unknown:
-            raise ValueError(f"ground truth labels {unknown} are not among the contract's {list(allowed)}")
+            raise ValueError(f"ground truth labels {unknown[:5]} are not among the contract's classes "
+                             f"{list(allowed)}: write each label as one of those")
     unique, duplicates, ambiguous = unique_log_keys(log)
     joined = unique.merge(truth.rename(columns={"label": "actual"}), on=KEYS, how="inner")
     result: dict[str, Any] = {"labelled_records": len(joined), "duplicate_log_entries": duplicates,
@@ -178,8 +208,10 @@ def run_quality_job(
     Writes ``quality.json`` and ``quality.prom`` in ``report_dir`` and returns the summary.
     Raises ValueError when no logged record has ground truth.
     """
+    truth, record_index_given = read_labels(truth_path)
     log = window.read(log_dir)
-    truth = read_ground_truth(truth_path)
+    if not record_index_given:
+        check_single_records(log, truth)
     live = live_quality(log, truth, contract, value_matrix)
     if live["labelled_records"] == 0:
         raise ValueError(f"none of the {len(truth)} labels in {truth_path} match a logged record "

@@ -175,3 +175,47 @@ def test_repeated_log_keys_are_counted_and_ambiguous_ones_left_out(tmp_path, con
     assert live["labelled_records"] == 2  # copied and single
     assert live["duplicate_log_entries"] == 2 and live["ambiguous_log_records"] == 2
     assert any("left out of the join" in r.getMessage() for r in caplog.records)
+
+
+def test_labels_without_record_index_are_refused_for_multi_record_requests(tmp_path, params_file,
+                                                                          capsys, caplog) -> None:
+    """Read as record 0, every label would join to the first record of its request: a false
+    verdict. The file is refused with one line naming the column, and no traceback."""
+    y, proba = window(inverted=False)
+    labels = tmp_path / "labels.csv"
+    write_window(tmp_path / "log", y, proba, labels)  # 3 records per request
+    pd.read_csv(labels).drop(columns="record_index").to_csv(labels, index=False)
+    assert run_cli(tmp_path, params_file, labels) == EXIT_ERROR
+    line = capsys.readouterr().out.strip()
+    assert "no record_index column" in line and "holds 3" in line, line
+    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+
+
+def test_labels_without_record_index_join_single_record_requests(tmp_path, params_file) -> None:
+    records = [{"request_id": f"s{i}", "record_index": 0, "model_version": "m:1", "features": {"age": 40},
+                "probability": 0.9 if i % 2 else 0.1, "label": ">50K" if i % 2 else "<=50K"} for i in range(200)]
+    with InferenceLog(tmp_path / "log") as log:
+        log.submit(records)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"request_id": [r["request_id"] for r in records],
+                  "label": [r["label"] for r in records]}).to_csv(labels, index=False)
+    assert run_cli(tmp_path, params_file, labels) == EXIT_OK
+    assert read_json(tmp_path / "reports" / "quality.json")["live"]["labelled_records"] == 200
+
+
+def test_labels_that_are_not_the_contracts_classes_name_both(tmp_path, params_file, capsys) -> None:
+    y, proba = window(inverted=False)
+    labels = tmp_path / "labels.csv"
+    write_window(tmp_path / "log", y, proba, labels)
+    truth = pd.read_csv(labels)
+    truth["label"] = (truth["label"] == ">50K").astype(int)  # 0/1 instead of the class names
+    truth.to_csv(labels, index=False)
+    assert run_cli(tmp_path, params_file, labels) == EXIT_ERROR
+    line = capsys.readouterr().out.strip()
+    assert "['0', '1']" in line and "'<=50K', '>50K'" in line, line
+
+
+def test_debug_logs_the_traceback(tmp_path, params_file, caplog) -> None:
+    pd.DataFrame({"request_id": ["x"], "record_index": [0], "label": ["<=50K"]}).to_csv(tmp_path / "x.csv")
+    assert run_cli(tmp_path, params_file, tmp_path / "x.csv", "--debug") == EXIT_ERROR
+    assert any(r.exc_info for r in caplog.records)
