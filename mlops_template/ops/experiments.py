@@ -7,15 +7,19 @@ against the commit it ran from (``dvc exp show`` prints every param and metric, 
 ``python -m mlops_template.experiments promote NAME`` deploys a blessed experiment: experiment
 runs never deploy (the deploy stage records their gate decision and stops), so this applies
 the experiment to the workspace (``dvc exp apply``), evaluates it again against the champion
-serving now, and runs deploy. Exit codes: 0 promoted, 3 not blessed (the champion stays),
-1 failure. Commit the result as the command prints.
+serving now, and runs deploy. Exit codes: 0 promoted, 3 not blessed (the champion stays, and
+the workspace is put back as it was found), 1 failure. Commit the result as the command prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
+import textwrap
+from pathlib import Path
 from typing import Any
 
 from mlops_template.ops.process import dvc
@@ -26,6 +30,11 @@ METRICS = (("roc_auc", "metrics/evaluation.json", "roc_auc"),
            ("log_loss", "metrics/evaluation.json", "log_loss"),
            ("value/row", "metrics/evaluation.json", "value_per_row"))
 WIDTH = 80
+# What `dvc exp apply` and the evaluate/deploy re-run change in the workspace, put back when the
+# gate refuses the experiment; the history keeps its line (an audit trail is never rewritten).
+RESTORED = ("params.yaml", "dvc.lock", "metrics", "deployments")
+KEPT = ("deployments/history.jsonl",)
+CONTINUATION = "    "  # indent of changed params wrapped below their experiment's row
 
 
 def _flat(params: dict, prefix: str = "") -> dict[str, Any]:
@@ -89,7 +98,14 @@ def table(rows: list[dict[str, Any]], width: int = WIDTH) -> str:
         blessed = row["metrics"].get("metrics/gate.json", {}).get("blessed")
         mark = {True: "yes", False: "no"}.get(blessed, "-")
         line = f"{row['name']:<{name_width}}  " + "  ".join(figures) + f"  {mark:>7}  {changed_params(row)}"
-        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        # Changed params that do not fit go on indented lines below, never cut: a hidden change
+        # is a wrong conclusion about what made the difference.
+        lines.append(line[: len(line) - len(changed_params(row))].rstrip() + "  ↓")
+        lines.extend(textwrap.wrap(changed_params(row), width, initial_indent=CONTINUATION,
+                                   subsequent_indent=CONTINUATION, break_on_hyphens=False))
     return "\n".join(lines)
 
 
@@ -109,19 +125,53 @@ def promote(name: str, model_name: str) -> int:
     if name not in listed:
         print(f"no experiment named {name!r}; `dvc exp list` shows: {listed}", file=sys.stderr)
         return EXIT_FAILED
-    for args in (("exp", "apply", name), ("repro", "--force", "--single-item", "evaluate"),
-                 ("repro", "--force", "--single-item", "deploy")):
-        if dvc(*args).returncode != 0:
-            print(f"`dvc {' '.join(args)}` failed; the workspace holds the experiment", file=sys.stderr)
-            return EXIT_FAILED
-    result = outcome_of_pipeline(model_name)
-    if not result["promoted"]:
-        print(f"{name}: v{result['candidate_version']} not blessed against the champion "
-              f"v{result['champion_version']}: {'; '.join(result['reasons'])}")
-        return EXIT_NOT_BLESSED
+    with tempfile.TemporaryDirectory(prefix="promote-") as folder:
+        saved = _save_workspace(Path(folder))
+        for args in (("exp", "apply", name), ("repro", "--force", "--single-item", "evaluate"),
+                     ("repro", "--force", "--single-item", "deploy")):
+            if dvc(*args).returncode != 0:
+                print(f"`dvc {' '.join(args)}` failed; the workspace holds the experiment", file=sys.stderr)
+                return EXIT_FAILED
+        result = outcome_of_pipeline(model_name)
+        if not result["promoted"]:
+            _restore_workspace(saved)
+            print(f"{name}: v{result['candidate_version']} not blessed against the champion "
+                  f"v{result['champion_version']}: {'; '.join(result['reasons'])}. The workspace is back as "
+                  f"it was ({', '.join(RESTORED)}; the refusal stays in {KEPT[0]}).")
+            return EXIT_NOT_BLESSED
     print(f"{name}: v{result['candidate_version']} promoted. Commit it: git add params.yaml dvc.lock "
           f"metrics deployments && git commit -m 'promote experiment {name}'")
     return EXIT_OK
+
+
+def _save_workspace(folder: Path) -> Path:
+    """Copy what promoting changes (:data:`RESTORED`) into ``folder``; absent paths are remembered."""
+    for name in RESTORED:
+        source = Path(name)
+        if source.is_dir():
+            shutil.copytree(source, folder / name)
+        elif source.exists():
+            shutil.copy2(source, folder / name)
+    return folder
+
+
+def _restore_workspace(saved: Path) -> None:
+    """Put :data:`RESTORED` back from ``saved`` (keeping :data:`KEPT`), then DVC's outputs with them."""
+    kept = {name: Path(name).read_bytes() for name in KEPT if Path(name).exists()}
+    for name in RESTORED:
+        target, copy = Path(name), saved / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        if copy.is_dir():
+            shutil.copytree(copy, target)
+        elif copy.exists():
+            shutil.copy2(copy, target)
+    for name, data in kept.items():
+        Path(name).write_bytes(data)
+    if dvc("checkout", "--force", capture=True).returncode != 0:  # outputs back to the restored dvc.lock
+        print("`dvc checkout` failed: run it to bring models/ and data/ back to dvc.lock", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,8 @@ def plan(gate: dict[str, Any], candidate: str, champion: str | None, history: li
     if strategy not in STRATEGIES:
         raise ValueError(f"deploy.strategy must be one of {STRATEGIES}, got {strategy!r}")
     reasons, first = list(gate["reasons"]), champion is None
+    if experiment and not gate["blessed"]:
+        return Plan("record", [*reasons, f"experiment {experiment}: not blessed, not deployed"], first)
     if experiment:
         return Plan("record", [*reasons, f"experiment {experiment}: not deployed; to promote it run "
                                f"`python -m mlops_template.experiments promote {experiment}`"], first)

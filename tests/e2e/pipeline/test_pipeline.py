@@ -11,6 +11,7 @@ applied experiment in the workspace. No test depends on the parameter values it 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 import tarfile
@@ -349,6 +350,21 @@ def test_temp_experiment_logs_to_the_root_mlflow_store(repo):
     repo.assert_up_to_date()
 
 
+def test_a_refused_promotion_puts_the_workspace_back(repo):
+    """The gate refuses the experiment: exit 3, and params, dvc.lock, metrics and the deployment
+    record are as they were; the deploy record never offered a promote command."""
+    repo.assert_up_to_date()
+    proc = repo.dvc("exp", "run", "--temp", "-S", "gate.value_thresholds.roc_auc.lower=0.9999")
+    name = experiment_name(proc.stdout + proc.stderr)
+    before = {path: (repo.path / path).read_bytes()
+              for path in ("params.yaml", "dvc.lock", "metrics/gate.json", "deployments/champion.json")}
+    refused = repo.python("-m", "mlops_template.experiments", "promote", name, check=False, timeout=900)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "not blessed" in refused.stdout and "back as it was" in refused.stdout, refused.stdout
+    assert {path: (repo.path / path).read_bytes() for path in before} == before
+    repo.assert_up_to_date()
+
+
 def test_experiments_table_fits_a_terminal_and_a_blessed_experiment_is_promoted(repo):
     """Runs last in this module: it moves the champion to the promoted experiment's model."""
     repo.assert_up_to_date()
@@ -365,9 +381,10 @@ def test_experiments_table_fits_a_terminal_and_a_blessed_experiment_is_promoted(
     table = repo.python("-m", "mlops_template.experiments", "show").stdout
     lines = table.splitlines()
     assert max(len(line) for line in lines) <= 80, table
-    (row,) = [line for line in lines if line.strip().startswith(name)]
-    # The params it changed against its commit, cut at 80 columns if they do not fit.
-    assert "absolute=-1.0" in row and ("learning_rate=0.2" in row or row.endswith("…")), table
+    (start,) = [i for i, line in enumerate(lines) if line.strip().startswith(name)]
+    shown = " ".join([lines[start], *itertools.takewhile(lambda line: line.startswith("    "), lines[start + 1:])])
+    # The params it changed against its commit, wrapped below its row when they do not fit.
+    assert "absolute=-1.0" in shown and "learning_rate=0.2" in shown, table
     assert lines[0].split()[:4] == ["Experiment", "roc_auc", "log_loss", "value/row"]
 
     missing = repo.python("-m", "mlops_template.experiments", "promote", "no-such-exp", check=False)

@@ -27,6 +27,13 @@ def test_an_experiment_run_only_records_and_says_how_to_promote():
     assert decide(gate=REFUSED, experiment="x").action == "record"
 
 
+def test_an_unblessed_experiment_is_never_offered_a_promote_command():
+    chosen = decide(gate=REFUSED, experiment="lusty-gnat")
+    assert chosen.action == "record"
+    assert "not blessed" in chosen.reasons[-1]
+    assert not any("promote" in reason for reason in chosen.reasons), chosen.reasons
+
+
 def test_a_candidate_that_is_not_blessed_is_rejected_and_first_models_are_flagged():
     assert decide(gate=REFUSED) == Plan("reject", REFUSED["reasons"], False)
     first = decide(gate=REFUSED, champion=None)
