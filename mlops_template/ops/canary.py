@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,11 +153,23 @@ def prometheus_figures(url: str) -> dict[str, VersionFigures]:
 
 
 def fetch_metrics(url: str) -> str:
-    """The service's ``/metrics`` text."""
+    """The service's ``/metrics`` text; CanaryError naming ``url`` when it cannot be read.
+
+    A service that requires API keys serves ``/metrics`` only with one: ``$SERVICE_API_KEY`` is
+    sent as ``Authorization: Bearer``.
+    """
+    import urllib.error
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=10) as response:  # the operator's own URL
-        return response.read().decode("utf-8")
+    headers = {"Authorization": f"Bearer {os.environ['SERVICE_API_KEY']}"} if os.environ.get("SERVICE_API_KEY") else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        hint = " (set SERVICE_API_KEY to a key of the service)" if exc.code == 401 else ""
+        raise CanaryError(f"{url} answered HTTP {exc.code}{hint}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CanaryError(f"{url} cannot be read: {getattr(exc, 'reason', exc)}") from None
 
 
 def live_quality_by_version(labels: Path, log_dir: Path | str, params: dict[str, Any]) -> dict[str, dict]:
@@ -362,7 +375,17 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         print(f"canary failed: {exc}", flush=True)
         return EXIT_FAILED
-    print(json.dumps({"action": decision.action, "reasons": decision.reasons,
+    print(outcome_line(decision.action, args.dry_run), flush=True)
+    print(json.dumps({"action": decision.action, "reasons": decision.reasons,  # last line: for scripts
                       "figures": decision.figures}), flush=True)
     return {"promote": EXIT_PROMOTED, "rollback": EXIT_ROLLED_BACK}.get(decision.action, EXIT_WAIT)
 
+
+def outcome_line(action: str, dry_run: bool) -> str:
+    """One line saying what ``decide`` did (or, with ``--dry-run``, would do) and what to commit."""
+    if action == "wait":
+        return "canary: not enough evidence yet; nothing changed (exit 4: run decide again later)"
+    done = {"promote": "promote the challenger to champion", "rollback": "roll the challenger back"}[action]
+    if dry_run:
+        return f"canary (dry run): would {done}; nothing changed"
+    return f"canary: did {done}. Commit it: git add deployments && git commit -m 'canary {action}'"
