@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import time
 from typing import Any
 
@@ -147,6 +148,9 @@ def run(incoming: str | None, commit: bool) -> int:
     line = f"retrain: {intake}; {commit_message(result).removeprefix('retrain: ')}"
     if commit and not git_commit(commit_message(result), [*COMMIT_PATHS, raw, source]):
         return finish("failed", EXIT_FAILED, f"{line}; git commit FAILED", **result)
+    if not commit:
+        line += (f"; not committed: git add {' '.join([*COMMIT_PATHS, raw, source])} && "
+                 f"git commit -m {shlex.quote(commit_message(result))} (or run with --commit)")
     return finish("promoted" if result["promoted"] else "kept", EXIT_OK, line, **result)
 
 
