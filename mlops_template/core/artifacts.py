@@ -1,12 +1,33 @@
-"""Model artifacts: skops files (no pickle) with a sha256 beside them; a mismatch refuses to load.
+"""Model artifacts: skops files (no pickle) that may hold only an exact list of types.
 
 Written by the train stage, read by evaluate, packaging and the service, so this module is the
-one place that decides what a trustworthy model file is.
+one place that decides what a trustworthy model file is. Loading reads the file once and then,
+on those bytes and before any object is built:
+
+1. checks its sha256 against the expected digest (an argument from a trusted record, else the
+   ``.sha256`` file beside it);
+2. reads the skops schema (JSON only: skops' ``get_untrusted_types`` builds its node tree
+   without importing a module or constructing an object) and lists every type name it asks
+   for, with the skops loader that would build it;
+3. refuses the file, naming the types, when any (type, loader) pair is outside
+   :data:`ALLOWED_MODEL_TYPES`, or any type is outside the list recorded when the model was
+   trained (an argument, else ``model_types`` in the ``model_card.json`` beside it);
+4. only then lets skops build it, trusting exactly the names it reported.
+
+:data:`ALLOWED_MODEL_TYPES` is fixed in code: the exact types the pipelines of
+:func:`mlops_template.pipeline.training.build_pipeline` hold, never a module prefix (trusting
+``builtins.`` admits ``builtins.eval``). ``tests/unit/core/test_model_types.py`` re-derives it
+by fitting every estimator on data of several shapes, so it cannot silently go stale.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +35,51 @@ from mlops_template.core.io import sha256_of
 
 logger = logging.getLogger(__name__)
 
-# skops refuses any type outside these modules when it loads a model.
-TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+MODEL_CARD = "model_card.json"
+CARD_TYPES_KEY = "model_types"
+
+# Type name -> the skops loaders that may build it. Derived by tests/unit/core/test_model_types.py
+# (run it as a script to print the list); edit only together with that test.
+ALLOWED_MODEL_TYPES: dict[str, frozenset[str]] = {
+    "builtins.dict": frozenset({"DictNode"}),
+    "builtins.list": frozenset({"ListNode"}),
+    "builtins.slice": frozenset({"SliceNode"}),
+    "builtins.str": frozenset({"JsonNode", "TypeNode"}),
+    "builtins.tuple": frozenset({"TupleNode"}),
+    "numpy.dtype": frozenset({"DTypeNode"}),
+    "numpy.float64": frozenset({"NdArrayNode", "TypeNode"}),
+    "numpy.int64": frozenset({"NdArrayNode"}),
+    "numpy.ndarray": frozenset({"NdArrayNode"}),
+    "numpy.random.PCG64": frozenset({"RandomGeneratorNode"}),
+    "numpy.random._generator.Generator": frozenset({"RandomGeneratorNode"}),
+    "numpy.uint64": frozenset({"NdArrayNode"}),
+    "sklearn._loss._loss.CyHalfBinomialLoss": frozenset({"LossNode"}),
+    "sklearn._loss.link.Interval": frozenset({"ObjectNode"}),
+    "sklearn._loss.link.LogitLink": frozenset({"ObjectNode"}),
+    "sklearn._loss.loss.HalfBinomialLoss": frozenset({"ObjectNode"}),
+    "sklearn.compose._column_transformer.ColumnTransformer": frozenset({"ObjectNode"}),
+    "sklearn.ensemble._forest.RandomForestClassifier": frozenset({"ObjectNode"}),
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper": frozenset({"ObjectNode"}),
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier":
+        frozenset({"ObjectNode"}),
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor": frozenset({"ObjectNode"}),
+    "sklearn.impute._base.SimpleImputer": frozenset({"ObjectNode"}),
+    "sklearn.linear_model._logistic.LogisticRegression": frozenset({"ObjectNode"}),
+    "sklearn.pipeline.Pipeline": frozenset({"ObjectNode"}),
+    "sklearn.preprocessing._data.StandardScaler": frozenset({"ObjectNode"}),
+    "sklearn.preprocessing._encoders.OneHotEncoder": frozenset({"ObjectNode"}),
+    "sklearn.preprocessing._label.LabelEncoder": frozenset({"ObjectNode"}),
+    "sklearn.tree._classes.DecisionTreeClassifier": frozenset({"ObjectNode"}),
+    "sklearn.tree._tree.Tree": frozenset({"TreeNode"}),
+}
 
 
 class ModelIntegrityError(RuntimeError):
     """A model file is missing, altered, or holds types that are not trusted."""
+
+
+class UntrustedTypesError(ModelIntegrityError):
+    """A model file asks for a type outside the allow-list or its recorded list (or is not skops)."""
 
 
 def checksum_path(model_path: str | Path) -> Path:
@@ -41,10 +101,14 @@ def save_model(pipeline: Any, path: str | Path) -> str:
     return digest
 
 
-def load_model(path: str | Path, expected_sha256: str | None = None) -> Any:
-    """Load a skops model after checking its checksum and that it holds only trusted types.
+def load_model(path: str | Path, expected_sha256: str | None = None,
+               expected_types: Iterable[str] | None = None) -> Any:
+    """Load a skops model after checking its digest and every type it holds (see module doc).
 
-    The expected digest comes from the argument or, failing that, the ``.sha256`` file beside it.
+    ``expected_sha256`` should come from a record the artifact's writer cannot rewrite; without
+    it the ``.sha256`` file beside the model is used. ``expected_types`` is the list recorded at
+    training; without it, ``model_types`` of the model card beside the model, if any. Raises
+    ModelIntegrityError, before any object is built, when a check fails.
     """
     import skops.io
 
@@ -56,25 +120,122 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> Any:
         if not sums.exists():
             raise ModelIntegrityError(f"no checksum file {sums} for model {path}")
         expected_sha256 = sums.read_text(encoding="utf-8").split()[0]
-    actual = sha256_of(path)
+    data = path.read_bytes()  # one read: the bytes checked are the bytes loaded
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
         raise ModelIntegrityError(
             f"model {path} has sha256 {actual}, expected {expected_sha256}: refusing to load"
         )
-    return skops.io.load(path, trusted=trusted_types(path))
+    if expected_types is None:
+        expected_types = recorded_types(path.parent / MODEL_CARD)
+    trusted = _checked_types(data, path, expected_types)
+    return skops.io.loads(data, trusted=trusted)
 
 
 def trusted_types(path: str | Path) -> list[str]:
-    """The types skops must be told to trust to load ``path``: only sklearn/numpy/scipy ones.
+    """The names skops must be told to trust to load ``path``, once every type is allowed.
 
-    Some sklearn types (HistGradientBoosting's TreePredictor) are never trusted by default
-    because a crafted file could make them read out of bounds; the checksum verified before
-    loading is what rules that out here.
+    For MLflow's ``skops_trusted_types``. Some sklearn types (trees, HistGradientBoosting's
+    TreePredictor) are never trusted by default because a crafted file could make them read
+    out of bounds; the digest verified before loading is what rules that out here.
     """
+    return _checked_types(Path(path).read_bytes(), Path(path), None)
+
+
+def model_types(path: str | Path) -> list[str]:
+    """Every type name the skops file at ``path`` asks for, sorted: what a model card records."""
     import skops.io
 
-    untrusted = skops.io.get_untrusted_types(file=path)
-    foreign = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
-    if foreign:
-        raise ModelIntegrityError(f"model {path} holds types outside sklearn/numpy/scipy: {foreign}")
+    path = Path(path)
+    data = path.read_bytes()
+    return sorted(set(schema_types(data, path)) | set(skops.io.get_untrusted_types(data=data)))
+
+
+def recorded_types(card: Path) -> list[str] | None:
+    """``model_types`` of a model card, or None when there is no card or it records none."""
+    if not card.exists():
+        return None
+    try:
+        recorded = json.loads(card.read_text(encoding="utf-8")).get(CARD_TYPES_KEY)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UntrustedTypesError(f"model card {card} cannot be read: {exc}") from exc
+    if recorded is None:
+        return None
+    if not isinstance(recorded, list) or not all(isinstance(t, str) for t in recorded):
+        raise UntrustedTypesError(f"model card {card}: {CARD_TYPES_KEY} is not a list of type names")
+    return recorded
+
+
+def _checked_types(data: bytes, path: Path, expected: Iterable[str] | None) -> list[str]:
+    """skops' untrusted names for ``data`` after every check; ModelIntegrityError naming types."""
+    import skops.io
+
+    found = schema_types(data, path)
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except Exception as exc:  # a crafted schema can raise anything skops' node classes raise
+        raise UntrustedTypesError(f"model {path} is not a readable skops file: {exc}") from exc
+    for name in untrusted:  # names skops derives itself (a bit generator's class, a method)
+        found.setdefault(name, set())
+    refused = sorted(name for name, loaders in found.items()
+                     if name not in ALLOWED_MODEL_TYPES or not loaders <= ALLOWED_MODEL_TYPES[name])
+    if refused:
+        detail = [f"{n} (loader {sorted(found[n])})" if n in ALLOWED_MODEL_TYPES else n for n in refused]
+        raise UntrustedTypesError(
+            f"model {path} holds untrusted types outside the allow-list: {detail}: refusing to load")
+    if expected is not None:
+        unrecorded = sorted(set(found) - set(expected))
+        if unrecorded:
+            raise UntrustedTypesError(f"model {path} holds untrusted types its model card does not "
+                                      f"record: {unrecorded}: refusing to load")
     return untrusted
+
+
+def schema_types(data: bytes, path: str | Path) -> dict[str, set[str]]:
+    """Type name -> skops loaders, for every node of the skops schema in ``data`` (JSON only).
+
+    Each node of a skops schema is a JSON object with ``__loader__`` (the skops class that
+    builds it), ``__module__`` and ``__class__``; a method node also names its function, and a
+    random generator node the bit generator class it will call. A node that is not shaped so is
+    refused, since skops would build it regardless of what this reader saw.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise UntrustedTypesError(f"model {path} is not a readable skops file: {exc}") from exc
+    found: dict[str, set[str]] = {}
+    todo: list[Any] = [schema]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, list):
+            todo.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        todo.extend(item.values())
+        if "__loader__" not in item:
+            continue
+        loader, module, name = (item.get(k) for k in ("__loader__", "__module__", "__class__"))
+        if not all(isinstance(v, str) for v in (loader, module, name)):
+            raise UntrustedTypesError(f"model {path} holds a malformed schema node: "
+                                      f"{loader!r} {module!r}.{name!r}")
+        found.setdefault(f"{module}.{name}", set()).add(loader)
+        extra = _hidden_type(item, loader)
+        if extra:
+            found.setdefault(extra, set()).add(loader)
+    return found
+
+
+def _hidden_type(node: dict[str, Any], loader: str) -> str | None:
+    """A name a node calls that is not its own type: a method's function, a bit generator."""
+    content = node.get("content")
+    if loader == "MethodNode" and isinstance(content, dict):
+        return f"{node['__module__']}.{node['__class__']}.{content.get('func')}"
+    if loader == "RandomGeneratorNode":
+        try:
+            name = json.loads(content["bit_generator"]["content"]["bit_generator"]["content"])
+        except (KeyError, TypeError, ValueError):
+            return "numpy.random.<unreadable bit generator>"
+        return f"numpy.random.{name}"
+    return None

@@ -7,14 +7,16 @@ the service and the offline pipeline compute identical features. Anything fitted
 
 from __future__ import annotations
 
-import ast
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_template.core.contract import Contract
+from mlops_template.core.expressions import ExpressionError, evaluate, names_in, parse_expression
 
 
 class FeatureError(ValueError):
@@ -25,14 +27,28 @@ class FeatureError(ValueError):
 class FeatureSpec:
     """Which columns the model sees: contract columns kept plus derived ones.
 
-    ``derived`` maps a new numeric column to a pandas ``DataFrame.eval`` expression over
-    contract columns, for example ``capital_net: capital_gain - capital_loss``. Expressions are
-    configuration, so a team changes features by editing params.yaml, not code.
+    ``derived`` maps a new numeric column to an expression over numeric contract columns, for
+    example ``capital_net: capital_gain - capital_loss``, in the small language of
+    :mod:`mlops_template.core.expressions` (arithmetic, comparisons, numbers, a few numpy
+    functions). Expressions are configuration, so a team changes features by editing
+    params.yaml, not code; every spec checks its expressions when it is made, so one read from
+    a model artifact is refused before any feature is computed.
     """
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     derived: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse a spec whose expressions fall outside the admitted language (FeatureError)."""
+        for name, expression in self.derived.items():
+            if not isinstance(name, str) or not name or name.startswith("_"):
+                raise FeatureError(f"derived feature name {name!r} must be a non-empty string "
+                                   "not starting with '_'")
+            try:
+                parse_expression(expression)
+            except ExpressionError as exc:
+                raise FeatureError(f"derived feature {name!r}: {exc}") from exc
 
     @property
     def columns(self) -> list[str]:
@@ -61,23 +77,47 @@ class FeatureSpec:
 
     @classmethod
     def from_json(cls, path: str | Path) -> FeatureSpec:
-        """Load a spec saved by :meth:`to_json`."""
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(tuple(raw["numeric"]), tuple(raw["categorical"]), dict(raw["derived"]))
+        """Load a spec saved by :meth:`to_json`; FeatureError when it is malformed or unsafe.
+
+        The file may come from a model artifact, so its shape is checked and its expressions are
+        parsed and restricted (in ``__post_init__``) before anything uses them.
+        """
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FeatureError(f"feature spec {path} cannot be read: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise FeatureError(f"feature spec {path} is not a JSON object")
+        return cls(_names(raw.get("numeric"), "numeric", path),
+                   _names(raw.get("categorical"), "categorical", path),
+                   _derived(raw.get("derived", {}), path))
+
+
+def _names(value: Any, key: str, path: str | Path) -> tuple[str, ...]:
+    """A list of column names from a spec file, or FeatureError naming the key."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise FeatureError(f"feature spec {path}: {key!r} must be a list of column names")
+    return tuple(value)
+
+
+def _derived(value: Any, path: str | Path) -> dict[str, str]:
+    """The derived-feature map from a spec file, or FeatureError."""
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise FeatureError(f"feature spec {path}: 'derived' must map names to expressions")
+    return dict(value)
 
 
 def expression_names(expression: str) -> list[str]:
     """Column names a derived-feature expression reads (function names such as ``log`` excluded).
 
-    Raises FeatureError when the expression is not valid Python syntax, which pandas also needs.
+    Raises FeatureError when the expression is not valid syntax; whether it stays inside the
+    admitted language is :func:`mlops_template.core.expressions.parse_expression`'s question.
     """
     try:
-        tree = ast.parse(expression, mode="eval")
-    except SyntaxError as exc:
-        raise FeatureError(f"{expression!r} is not a valid expression: {exc.msg}") from exc
-    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    names = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called]
-    return list(dict.fromkeys(names))
+        return names_in(expression)
+    except ExpressionError as exc:
+        raise FeatureError(str(exc)) from exc
 
 
 def feature_spec_from(
@@ -111,10 +151,22 @@ def build_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     features = frame.loc[:, [*spec.numeric, *spec.categorical]].copy()
     for name, expression in spec.derived.items():
         try:
-            values = frame.eval(expression, engine="python")
-        except Exception as exc:  # pandas raises many types for a bad expression
+            columns = {c: numeric_column(frame, c) for c in expression_names(expression)}
+            values = evaluate(expression, columns, len(frame))
+        except (ExpressionError, FeatureError) as exc:
             raise FeatureError(f"derived feature {name!r} = {expression!r} failed: {exc}") from exc
-        features[name] = pd.to_numeric(values, errors="raise").astype("float64")
+        features[name] = pd.Series(values, index=frame.index, dtype="float64")
     for name in spec.numeric:
         features[name] = features[name].astype("float64")
     return features.loc[:, spec.columns]
+
+
+def numeric_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """Column ``name`` of ``frame`` as float64 with NaN for null, as derived features read it."""
+    if name not in frame.columns:
+        raise FeatureError(f"input lacks column {name!r}")
+    column = frame[name]
+    if not pd.api.types.is_numeric_dtype(column):
+        raise FeatureError(f"column {name!r} is not numeric ({column.dtype}): derived features "
+                           "read numeric columns only")
+    return column.to_numpy(dtype="float64", na_value=np.nan)

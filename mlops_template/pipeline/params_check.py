@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_template.core.contract import Contract, ContractError, load_contract
+from mlops_template.core.expressions import ExpressionError, parse_expression
 from mlops_template.core.features import FeatureError, expression_names
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,35 @@ def _columns_problem(key: str, names: list[str], inputs: list[str], target: str,
     return f"{key} names {unknown}, which {what}; {fix} (input columns: {inputs})"
 
 
+def _derived_problem(key: str, name: Any, expression: Any, contract: Contract) -> str | None:
+    """Everything wrong with one derived feature, in one line, or None.
+
+    The expression must stay inside the language of :mod:`mlops_template.core.expressions`
+    (the offending parts are named) and read only numeric input columns of the contract.
+    """
+    if name in contract.column_names:
+        return f"{key} reuses the contract column name {name!r}: rename the derived column"
+    if not isinstance(name, str) or name.startswith("_"):
+        return f"{key}: a derived column name must be text not starting with '_'"
+    if not isinstance(expression, str):
+        return f"{key} must be an expression (a string), got {expression!r}"
+    try:
+        used = expression_names(expression)
+    except FeatureError as exc:
+        return f"{key}: {exc}"
+    inputs = [c.name for c in contract.input_columns]
+    found = [_columns_problem(key, used, inputs, contract.target,
+                              "fix the expression or remove it from featurize.derived")]
+    text = [c.name for c in contract.input_columns if c.type == "str" and c.name in used]
+    if text:
+        found.append(f"{key} reads the text columns {text}; derived features take numeric columns only")
+    try:
+        parse_expression(expression)
+    except ExpressionError as exc:
+        found.append(f"{key}: {exc}")
+    return "; ".join(p for p in found if p) or None
+
+
 def problems_with(params: dict[str, Any], contract: Contract) -> list[str]:
     """Every way ``params`` does not fit ``contract``; empty when it does."""
     problems: list[str] = []
@@ -62,16 +92,7 @@ def problems_with(params: dict[str, Any], contract: Contract) -> list[str]:
         problems.append(f"featurize.derived must map new column names to expressions, got {derived!r}")
         derived = {}
     for name, expression in derived.items():
-        key = f"featurize.derived.{name}"
-        if name in contract.column_names:
-            problems.append(f"{key} reuses the contract column name {name!r}: rename the derived column")
-        try:
-            used = expression_names(str(expression))
-        except FeatureError as exc:
-            problems.append(f"{key}: {exc}")
-            continue
-        problems.append(_columns_problem(key, used, inputs, contract.target,
-                                         "fix the expression or remove it from featurize.derived"))
+        problems.append(_derived_problem(f"featurize.derived.{name}", name, expression, contract))
     if isinstance(drop, list):
         kept = [c for c in contract.columns_with_role("numeric") + contract.columns_with_role("categorical")
                 if c not in drop]

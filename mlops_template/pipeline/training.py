@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlops_template.core.artifacts import save_model
+from mlops_template.core.artifacts import CARD_TYPES_KEY, model_types, save_model
 from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec, build_features
 from mlops_template.core.io import write_json
@@ -85,10 +85,14 @@ def git_revision() -> str:
 
 def model_card(params: dict[str, Any], contract: Contract, spec: FeatureSpec, rows: int,
                data_sha256: str, positive_share: float, train_metrics: dict[str, Any],
-               model_sha256: str) -> dict[str, Any]:
-    """What was trained, on what, from which revision: saved beside the model and logged."""
+               model_sha256: str, types: list[str] | None = None) -> dict[str, Any]:
+    """What was trained, on what, from which revision: saved beside the model and logged.
+
+    ``types`` lists every type the saved skops file holds; loading checks the file against it
+    (and against the fixed allow-list in :mod:`mlops_template.core.artifacts`).
+    """
     cfg = params["train"]
-    return {
+    card = {
         "model_name": params["deploy"]["model_name"],
         "contract": contract.name,
         "target": contract.target,
@@ -102,6 +106,9 @@ def model_card(params: dict[str, Any], contract: Contract, spec: FeatureSpec, ro
         "git_revision": git_revision(),
         "sha256": model_sha256,
     }
+    if types is not None:
+        card[CARD_TYPES_KEY] = list(types)
+    return card
 
 
 @dataclass
@@ -128,6 +135,7 @@ def train_candidate(params: dict[str, Any], contract: Contract, spec: FeatureSpe
         shutil.rmtree(out_dir)
     digest = save_model(pipeline, out_dir / "model.skops")
     shutil.copy(spec_path, out_dir / "feature_spec.json")
-    card = model_card(params, contract, spec, len(train), data_sha256, float(labels.mean()), train_metrics, digest)
+    card = model_card(params, contract, spec, len(train), data_sha256, float(labels.mean()), train_metrics, digest,
+                      model_types(out_dir / "model.skops"))
     write_json(out_dir / "model_card.json", card)
     return Candidate(pipeline, features.head(5), card)

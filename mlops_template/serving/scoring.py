@@ -1,7 +1,7 @@
 """The service's scoring hot path: the fitted pipeline replayed with numpy on validated records.
 
 The sklearn pipeline on a pandas frame has a fixed cost per call that dwarfs the estimator's for
-small batches (frame construction, dtype coercion, ``DataFrame.eval``, ColumnTransformer's
+small batches (frame construction, dtype coercion, ColumnTransformer's
 checks; ``python -m benchmarks.serving`` measures it). :func:`compile_scorer` reads the fitted
 parameters of the preprocessing that :func:`mlops_template.pipeline.training.build_pipeline` builds
 (imputation, standard scaling, one-hot encoding) and applies them with numpy, column by column,
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_template.core.contract import Contract, pandas_dtype
+from mlops_template.core.expressions import evaluate
 from mlops_template.core.features import FeatureSpec, build_features
 
 logger = logging.getLogger(__name__)
@@ -128,9 +129,9 @@ class NumpyScorer:
         }
         for name in self._text_inputs:
             columns[name] = np.array([row.get(name) for row in rows], dtype=object)
-        for name, expression in self._derived.items():
-            derived = pd.eval(expression, local_dict=columns, engine="python")
-            columns[name] = np.asarray(derived, dtype=np.float64)
+        numeric = {name: columns[name] for name in self._numeric_inputs}
+        for name, expression in self._derived.items():  # the pipeline's own evaluator
+            columns[name] = evaluate(expression, numeric, len(rows))
         return columns
 
 
