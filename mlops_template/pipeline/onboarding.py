@@ -166,7 +166,7 @@ def init_project(csv: str | Path, target: str, positive: str, name: str | None =
     rewrite_params(PARAMS_FILE, {
         ("data", "raw"): (str(RAW_DIR), "a folder of *.csv / *.csv.gz batches, read in name order"),
         ("data", "contract"): (str(contract_path), f"drafted from {csv.name}: review it"),
-        ("featurize", "derived"): ({}, "new numeric columns as pandas eval expressions over contract columns"),
+        ("featurize", "derived"): ({}, "new numeric columns: arithmetic over contract columns (core/expressions.py)"),
         ("featurize", "drop"): ([], "contract columns the model should not use"),
         ("evaluate", "value_matrix"): (NEUTRAL_VALUE_MATRIX, "1 per correct decision: put your own values here"),
         ("evaluate", "slices"): (slices, "metrics per value of these columns (metrics/slices.json)"),
