@@ -29,20 +29,28 @@ this machine's speed drifts by 20% or more between minutes:
                 127.0.0.2, a probe client (a request every 50 ms, own connection) from 127.0.0.3;
                 during 10x, 64 slow-body clients and one 128 MiB header line run too. Prints the
                 generator's own offered rate and CPU, and whether the front's goals were met.
+                The front requires API keys as shipped: load and probe send keys of their own (the
+                attacks of benchmarks/load.py send none).
+- front-keys:   closed-loop wrk through the front with API keys required and through a copy of the
+                config without the key check (for comparison only), before one replica, in
+                alternating rounds (the order swapped every round): req/s of each, the ratio, and
+                HAProxy's CPU per 1,000 requests.
 
 Prints a table and writes benchmarks/results/serving.json. Needs `make pipeline` first (or
 `--repo` naming a clone that ran it), wrk and haproxy (Debian packages `wrk`, `haproxy`).
 Usage: `python -m benchmarks.serving [--repo PATH] [--duration 10] [--rounds 3] [--concurrency 32]
-[--only overload-front | --skip-overload-front]`.
+[--only overload-front | --only front-keys | --skip-overload-front]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -148,10 +156,11 @@ end
 """
 
 
-def wrk_script(records: list[dict], path: Path) -> Path:
-    """A wrk Lua script that POSTs single-record bodies, cycling through ``records``."""
+def wrk_script(records: list[dict], path: Path, headers: dict[str, str] | None = None) -> Path:
+    """A wrk Lua script that POSTs single-record bodies, cycling through ``records``, with ``headers``."""
     bodies = ",".join(f"[==[{json.dumps({'records': [r]})}]==]" for r in records)
-    path.write_text(WRK_SCRIPT % bodies)
+    extra = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items())
+    path.write_text(WRK_SCRIPT % bodies + extra)
     return path
 
 
@@ -231,12 +240,13 @@ class Probe(threading.Thread):
 
 
 def drive(url: str, script: Path, concurrency: int, duration: float,
-          probe_records: list[dict] | None = None) -> dict:
+          probe_records: list[dict] | None = None, metrics_url: str | None = None) -> dict:
     """wrk with ``concurrency`` connections for ``duration`` s; plus server-side admitted p99.
 
-    With ``probe_records``, a :class:`Probe` runs beside wrk and its figures are added.
+    With ``probe_records``, a :class:`Probe` runs beside wrk and its figures are added. The
+    server-side figures come from ``metrics_url`` (default ``url``; a front does not serve /metrics).
     """
-    before = admitted_latency_buckets(url)
+    before = admitted_latency_buckets(metrics_url or url)
     threads = 2 if concurrency >= 64 else 1
     probe = Probe(url, probe_records) if probe_records else None
     if probe is not None:
@@ -251,7 +261,7 @@ def drive(url: str, script: Path, concurrency: int, duration: float,
         if probe is not None:
             probe.halt.set()
             probe.join()
-    after = admitted_latency_buckets(url)
+    after = admitted_latency_buckets(metrics_url or url)
     line = next(text for text in proc.stdout.splitlines() if text.startswith("WRK "))
     raw = json.loads(line[4:])
     seconds = raw["duration_us"] / 1e6
@@ -432,14 +442,16 @@ def machine_busy_seconds() -> float:
 
 
 def overload_phase(port: int, rate: float, seconds: float, requests_: list[bytes], attack: bool, connections: int,
-                   watch: dict[str, list[psutil.Process]], front: Front | None = None) -> dict:
-    """The load, the probe and (``attack``) the attacks against ``port`` in their own processes, with the
-    CPU each watched process tree and the whole machine used in the window."""
+                   watch: dict[str, list[psutil.Process]], front: Front | None = None,
+                   probe_requests: list[bytes] | None = None) -> dict:
+    """The load, the probe (``probe_requests``, default ``requests_``) and (``attack``) the attacks against
+    ``port`` in their own processes, with the CPU each watched process tree and the whole machine used."""
     start_at = time.monotonic() + 1.5
     parts = {
         "load": (load.open_loop, load.LoadSpec("127.0.0.1", port, LOAD_SOURCE, rate, seconds, start_at, requests_,
                                                max_connections=connections)),
-        "probe": (load.probe, load.ProbeSpec("127.0.0.1", port, PROBE_SOURCE, seconds, start_at, requests_)),
+        "probe": (load.probe, load.ProbeSpec("127.0.0.1", port, PROBE_SOURCE, seconds, start_at,
+                                             probe_requests or requests_)),
     }
     if attack:
         parts["attacks"] = (load.attacks, load.AttackSpec("127.0.0.1", port, LOAD_SOURCE, seconds, start_at))
@@ -591,6 +603,7 @@ def overload_front(args: argparse.Namespace, env: dict[str, str], bento: str, sc
                    sample: list[dict]) -> dict:
     """Capacity, then the open-loop phases through the front and direct to the worker."""
     replica_env = {k: v for k, v in env.items() if k not in ("INFERENCE_LOG", "MODEL_TAG")}  # production defaults
+    keys_file, keys = front_keys(Path(tmp), ("bench-load", "bench-probe"))
     overrides = dict(args.front_env)
     replica, front = Server(bento, replica_env, Path(tmp)), None
     phases: list[dict] = []
@@ -598,7 +611,8 @@ def overload_front(args: argparse.Namespace, env: dict[str, str], bento: str, sc
     capacity_after_front = None
     try:
         replica.wait_ready()
-        front = Front(replica.port, Path(tmp), overrides, args.front_config)
+        front = Front(replica.port, Path(tmp), {"FRONT_API_KEYS_FILE": str(keys_file), **overrides},
+                      args.front_config)
         front.wait_up()
         drive(replica.url, script, args.concurrency, args.warmup)
         capacity_runs = [drive(replica.url, script, args.concurrency, args.capacity_seconds / CAPACITY_ROUNDS)
@@ -617,10 +631,13 @@ def overload_front(args: argparse.Namespace, env: dict[str, str], bento: str, sc
                 capacity_after_front = float(np.median([run["ok_rps"] for run in drift_runs]))
                 print(f"capacity again after the front phases: {capacity_after_front} req/s", flush=True)
             requests_ = load.request_bytes("127.0.0.1", port, bodies)
+            probe_requests = with_key(requests_, keys["bench-probe"]) if target == "front" else requests_
+            requests_ = with_key(requests_, keys["bench-load"]) if target == "front" else requests_
             for factor in factors:
                 attack = factor == max(factors) and not args.no_attacks
                 raw = overload_phase(port, factor * capacity, args.overload_seconds, requests_, attack,
-                                     args.overload_connections, watch, front if target == "front" else None)
+                                     args.overload_connections, watch, front if target == "front" else None,
+                                     probe_requests)
                 row = phase_summary(target, factor, capacity, raw)
                 phases.append(row)
                 if "error" in row:
@@ -700,6 +717,95 @@ def overload_front(args: argparse.Namespace, env: dict[str, str], bento: str, sc
         "notes": notes,
     }
     return part
+
+
+# --- the cost of the front's API key check (closed loop, alternating) ----------------------------------
+
+KEY_CHECK = re.compile(r"^[^\n]*\(BEGIN key check\).*?\(END key check\)[^\n]*\n", re.MULTILINE | re.DOTALL)
+
+
+def front_keys(directory: Path, names: tuple[str, ...]) -> tuple[Path, dict[str, str]]:
+    """A front key file (``<sha256 hex> <name>`` lines) with a new key per name: the file and the keys."""
+    keys = {name: f"bench_{secrets.token_urlsafe(32)}" for name in names}
+    path = directory / "api-keys"
+    path.write_text("".join(f"{hashlib.sha256(key.encode()).hexdigest()} {name}\n" for name, key in keys.items()))
+    return path, keys
+
+
+def with_key(requests_: list[bytes], key: str) -> list[bytes]:
+    """Raw requests with ``Authorization: Bearer <key>`` added after the request line."""
+    return [raw.replace(b"\r\n", f"\r\nAuthorization: Bearer {key}\r\n".encode(), 1) for raw in requests_]
+
+
+def keyless_config(config: Path, directory: Path) -> Path:
+    """A copy of ``config`` without its key check (the lines from ``(BEGIN key check)`` to ``(END key
+    check)``), its errors/ linked beside it: the front with keys off, for comparison only."""
+    text, found = KEY_CHECK.subn("", config.read_text())
+    if found != 1:
+        raise SystemExit(f"{config}: expected one block from '(BEGIN key check)' to '(END key check)'")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "haproxy.cfg").write_text(text)
+    (directory / "errors").symlink_to(config.resolve().parent / "errors")
+    return directory / "haproxy.cfg"
+
+
+def front_keys_cost(args: argparse.Namespace, env: dict[str, str], bento: str, tmp: str,
+                    sample: list[dict]) -> dict:
+    """wrk through the front with keys required and with the key check off, before one replica, alternating."""
+    root = Path(tmp) / "front-keys"
+    (root / "keys").mkdir(parents=True)
+    keys_file, keys = front_keys(root, ("bench-wrk",))
+    script = wrk_script(sample, root / "keyed.lua", {"Authorization": f"Bearer {keys['bench-wrk']}"})
+    replica, fronts = Server(bento, env, Path(tmp)), {}
+    runs: dict[str, list[dict]] = {"keys": [], "no keys": []}
+    try:
+        replica.wait_ready()
+        keyless = keyless_config(args.front_config, root / "no-keys")
+        fronts = {"keys": Front(replica.port, root / "keys", {"FRONT_API_KEYS_FILE": str(keys_file)},
+                                args.front_config),
+                  "no keys": Front(replica.port, root / "no-keys", {}, keyless)}
+        for front in fronts.values():
+            front.wait_up()
+            drive(f"http://127.0.0.1:{front.port}", script, args.concurrency, args.warmup, metrics_url=replica.url)
+        for round_number in range(args.rounds):
+            for name in (list(fronts) if round_number % 2 == 0 else list(fronts)[::-1]):
+                haproxy = [psutil.Process(fronts[name].proc.pid)]
+                cpu_before = cpu_seconds(haproxy)
+                result = drive(f"http://127.0.0.1:{fronts[name].port}", script, args.concurrency, args.duration,
+                               metrics_url=replica.url)
+                result["haproxy_cpu_ms_per_1000_requests"] = round(
+                    (cpu_seconds(haproxy) - cpu_before) * 1e6 / max(result["requests"], 1), 1)
+                runs[name].append(result)
+                report(f"front {name} #{round_number + 1}", result)
+    finally:
+        for front in fronts.values():
+            front.stop()
+        replica.stop()
+    per_round = [k["ok_rps"] / n["ok_rps"] for k, n in zip(runs["keys"], runs["no keys"], strict=True)]
+    ratio = round(float(np.median(per_round)), 3)
+    cpu = {name: float(np.median([r["haproxy_cpu_ms_per_1000_requests"] for r in measured]))
+           for name, measured in runs.items()}
+    return {
+        "method": (f"wrk, {args.concurrency} connections, {args.duration:g} s per round, {args.rounds} rounds "
+                   "alternating (order swapped each round), one `bentoml serve` replica of the deployed bento "
+                   "behind two fronts: the shipped config with a key file, and a copy without the key check"),
+        "results": {name: median_result(measured) for name, measured in runs.items()},
+        "haproxy_cpu_ms_per_1000_requests": cpu,
+        "keys_vs_no_keys_throughput": ratio,
+        "keys_vs_no_keys_throughput_per_round": [round(r, 3) for r in per_round],
+        "goal": {"want": ">= 0.95", "met": ratio >= 0.95},
+    }
+
+
+def print_front_keys(part: dict) -> None:
+    """The front with and without keys: req/s, HAProxy CPU per 1,000 requests, the ratio."""
+    print("\nfront with API keys vs the key check off (closed loop, alternating rounds)")
+    for name, result in part["results"].items():
+        print(f"  {name:<8} {result['ok_rps']:>8.1f} req/s (median)  non-2xx {result['shed_share']:.1%}  "
+              f"haproxy {part['haproxy_cpu_ms_per_1000_requests'][name]:.1f} CPU ms per 1000 requests")
+    print(f"  keys / no keys: {part['keys_vs_no_keys_throughput']} (per round "
+          f"{part['keys_vs_no_keys_throughput_per_round']}); goal {part['goal']['want']}: "
+          f"{'met' if part['goal']['met'] else 'NOT met'}")
 
 
 # --- the closed-loop comparisons --------------------------------------------------------------------
@@ -786,7 +892,7 @@ def main() -> None:
                         help="alternating rounds of the constant and batched endpoints")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--overload-factor", type=int, default=10)
-    parser.add_argument("--only", choices=["overload-front"], help="run only this part")
+    parser.add_argument("--only", choices=["overload-front", "front-keys"], help="run only this part")
     parser.add_argument("--skip-overload-front", action="store_true", help="leave out the open-loop overload part")
     parser.add_argument("--capacity-seconds", type=float, default=9.0,
                         help=f"wrk time for the capacity, in {CAPACITY_ROUNDS} runs")
@@ -808,6 +914,7 @@ def main() -> None:
     args = parser.parse_args()
     run_closed = args.only is None
     run_front = args.only == "overload-front" or (args.only is None and not args.skip_overload_front)
+    run_keys = args.only in ("front-keys", None)
     output = args.output or REPO / "benchmarks/results" / (f"serving-{args.only}.json" if args.only else "serving.json")
 
     repo = args.repo.resolve()
@@ -835,6 +942,8 @@ def main() -> None:
                 "goals": {"batched_vs_constant_throughput": ">= 0.8", "batched_vs_naive_throughput": ">= 5",
                           "batched_p99_ms_at_32": "<= 100"},
             })
+        if run_keys:
+            summary["front_keys"] = front_keys_cost(args, env, bento, tmp, sample)
         if run_front:
             summary["overload_front"] = overload_front(args, env, bento, script, tmp, sample)
     summary["machine"]["load_average_at_end"] = os.getloadavg()
@@ -843,6 +952,8 @@ def main() -> None:
     if run_closed:
         print_closed_loop_table(summary["results"])
         print(json.dumps(summary["ratios"], indent=2))
+    if run_keys:
+        print_front_keys(summary["front_keys"])
     if run_front:
         print_overload_table(summary["overload_front"])
     print(f"figures written to {output}")

@@ -4,13 +4,22 @@
 
     with haproxy_front(["http://127.0.0.1:3001", "http://127.0.0.1:3002"], tmp_path,
                        FRONT_REPLICA_MAXCONN="1") as front:
-        requests.post(f"{front.url}/predict", json=body)
+        requests.post(f"{front.url}/predict", json=body, headers=front.auth)
         front.metric("haproxy_backend_http_requests_total", proxy="replicas")
 
 ``backends`` become ``FRONT_REPLICA_1..8``; the front and its stats listener get free loopback
 ports (``FRONT_BIND``, ``FRONT_STATS_BIND``); any other ``FRONT_*`` setting of the config can be
 passed as a keyword (``FRONT_*`` variables of the test process itself are ignored, so a run does
-not depend on the shell). HAProxy runs in the foreground (``-db``), its access log and alerts go
+not depend on the shell).
+
+The front is closed by default, so each one started here gets a key file of its own
+(``directory/api-keys-<port>``) holding one key, named ``test-client``: ``front.key`` is the key,
+``front.auth`` the ready-made header (``requests.post(url, headers=front.auth)``), ``front.keys_file``
+the file. ``api_keys=False`` starts it without a key file (every request needing a key: 401); a
+``FRONT_API_KEYS_FILE=...`` keyword uses that file instead (``key``/``auth`` then empty). With
+``FRONT_TLS_CERT=...`` the front speaks TLS and ``front.url`` starts with ``https://``.
+
+HAProxy runs in the foreground (``-db``), its access log and alerts go
 to ``front.log``. The context manager returns once the front answers and every replica has passed a
 health check (``wait_up=False``: once the front answers).
 
@@ -21,15 +30,17 @@ health check (``wait_up=False``: once the front answers).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,10 +49,12 @@ import requests
 
 from tests.support.servers import REPO, free_port, start_process, stop_server, wait_for
 
-CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
+# TEST_HAPROXY_CONFIG: another config (with errors/ beside it), to watch a test fail without a line of it.
+CONFIG = Path(os.environ.get("TEST_HAPROXY_CONFIG") or REPO / "deploy" / "haproxy" / "haproxy.cfg")
 MAX_REPLICAS = 8  # FRONT_REPLICA_1..8 in the config
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+KEY_NAME = "test-client"  # the name of the key each front started here gets
 
 
 def haproxy_binary() -> str | None:
@@ -52,7 +65,8 @@ def haproxy_binary() -> str | None:
 
 @dataclass
 class Front:
-    """A running front: its URLs, log file, process and the ``FRONT_*`` settings it runs with."""
+    """A running front: its URLs, log file, process, the ``FRONT_*`` settings it runs with, and its
+    API key (``key``; ``auth`` is ``{"Authorization": "Bearer <key>"}``; both empty without one)."""
 
     url: str
     stats_url: str
@@ -60,6 +74,9 @@ class Front:
     log: Path
     process: subprocess.Popen
     env: dict[str, str]
+    key: str = ""
+    auth: dict[str, str] = field(default_factory=dict)
+    keys_file: Path | None = None
 
     def metrics(self) -> str:
         """HAProxy's Prometheus exposition text."""
@@ -90,11 +107,23 @@ class Front:
         return states
 
 
+def write_key(path: Path, name: str, key: str | None = None) -> str:
+    """Append ``<sha256 of key> <name>`` to the key file ``path`` (the front's format); return the key
+    (a new random one unless ``key`` is given)."""
+    key = key or f"test_{secrets.token_urlsafe(32)}"
+    with path.open("a", encoding="utf-8") as out:
+        out.write(f"{hashlib.sha256(key.encode()).hexdigest()} {name}\n")
+    return key
+
+
 @contextlib.contextmanager
 def haproxy_front(backends: list[str], directory: Path, wait_up: bool = True,
-                  timeout: float = 30.0, **env: str) -> Iterator[Front]:
+                  timeout: float = 30.0, api_keys: bool = True, **env: str) -> Iterator[Front]:
     """Run ``haproxy -db -f deploy/haproxy/haproxy.cfg`` in front of ``backends`` (URLs such as
-    ``http://127.0.0.1:3001``) with ``env`` added; yield a :class:`Front`; always stop it."""
+    ``http://127.0.0.1:3001``) with ``env`` added; yield a :class:`Front`; always stop it.
+
+    Unless ``api_keys`` is false or ``env`` names ``FRONT_API_KEYS_FILE``, the front gets a new key
+    file with one key (``Front.key``, ``Front.auth``): the production front admits no one without."""
     binary = haproxy_binary()
     if binary is None:
         raise RuntimeError("haproxy is not installed (Debian: apt-get install haproxy)")
@@ -104,13 +133,20 @@ def haproxy_front(backends: list[str], directory: Path, wait_up: bool = True,
     settings = {"FRONT_BIND": f"127.0.0.1:{port}", "FRONT_STATS_BIND": f"127.0.0.1:{stats_port}"}
     for index, backend in enumerate(backends, start=1):
         settings[f"FRONT_REPLICA_{index}"] = urlsplit(backend).netloc or backend
-    settings.update(env)
     directory.mkdir(parents=True, exist_ok=True)
+    key, keys_file = "", None
+    if api_keys and "FRONT_API_KEYS_FILE" not in env:
+        keys_file = directory / f"api-keys-{port}"
+        keys_file.write_text("# made by tests/support/front.py\n", encoding="utf-8")
+        key = write_key(keys_file, KEY_NAME)
+        settings["FRONT_API_KEYS_FILE"] = str(keys_file)
+    settings.update(env)
     log = directory / f"haproxy-{port}.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FRONT_")}
-    process = start_process([binary, "-db", "-f", str(CONFIG)], log, env={**full_env, **settings})
-    front = Front(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}/stats",
-                  f"http://127.0.0.1:{stats_port}/metrics", log, process, settings)
+    process = start_process([binary, "-db", "-f", str(CONFIG)], log, env=settings, drop=("FRONT_",))
+    scheme = "https" if settings.get("FRONT_TLS_CERT") else "http"
+    front = Front(f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}/stats",
+                  f"http://127.0.0.1:{stats_port}/metrics", log, process, settings, key,
+                  {"Authorization": f"Bearer {key}"} if key else {}, keys_file)
     try:
         wait_for(lambda: requests.get(front.metrics_url, timeout=2).status_code == 200, process, log,
                  "haproxy", timeout)
@@ -134,6 +170,7 @@ class _StandIn(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with self.server.lock:
             self.server.requests += 1
+            self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
         time.sleep(self.server.delay)
         self._answer(200, {"replica": self.server.name, "source": self.headers.get("X-Forwarded-For")})
 
@@ -159,6 +196,7 @@ class _StandInServer(ThreadingHTTPServer):
         self.ready.set()
         self.lock = threading.Lock()
         self.requests = 0  # POSTs received
+        self.headers_seen: list[dict[str, str]] = []  # each POST's headers (names lowercase)
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # HAProxy's health checks hang up without reading everything: not news
@@ -171,7 +209,8 @@ class _StandInServer(ThreadingHTTPServer):
 @contextlib.contextmanager
 def stand_in_replica(delay: float = 0.0, name: str = "stand-in") -> Iterator[_StandInServer]:
     """A stdlib replica: ``GET /readyz`` 200 (503 once ``.ready.clear()``), ``POST /predict`` held
-    ``delay`` s, then 200 ``{"replica": name, "source": X-Forwarded-For}``; ``.requests`` counts POSTs."""
+    ``delay`` s, then 200 ``{"replica": name, "source": X-Forwarded-For}``; ``.requests`` counts POSTs,
+    ``.headers_seen`` keeps each POST's headers as received."""
     server = _StandInServer(delay, name)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

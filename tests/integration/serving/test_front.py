@@ -2,8 +2,8 @@
 
 A real ``bentoml serve`` (the session's ``server``, plus one more replica for the fail-over test)
 behind a real ``haproxy``; a stdlib stand-in replica where a slow backend is needed. Clients bind
-loopback source addresses (127.0.0.2 the heavy client, 127.0.0.3 the probe) to be told apart.
-Skipped when haproxy is not installed.
+loopback source addresses (127.0.0.2 the heavy client, 127.0.0.3 the probe) to be told apart, and
+send the API key of the front they talk to (``front.auth``). Skipped when haproxy is not installed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.support.front import Front, haproxy_binary, haproxy_front, stand_in_replica
-from tests.support.http import read_all, stream_post
+from tests.support.http import RawAnswer, read_all
 
 pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed (apt-get install haproxy)")
 
@@ -51,18 +51,42 @@ def address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def post_from(url: str, source: str, body: bytes = b"{}", timeout: float = 30.0) -> tuple[int, dict, object, float]:
-    """POST /predict from the loopback address ``source``: status, headers, JSON answer, seconds."""
+def post_from(front: Front, source: str, body: bytes = b"{}", timeout: float = 30.0,
+              auth: dict[str, str] | None = None) -> tuple[int, dict, object, float]:
+    """POST /predict to ``front`` from the loopback address ``source`` with its key (or ``auth``):
+    status, headers, JSON answer, seconds."""
     started = time.monotonic()
-    connection = http.client.HTTPConnection(*address(url), timeout=timeout, source_address=(source, 0))
+    connection = http.client.HTTPConnection(*address(front.url), timeout=timeout, source_address=(source, 0))
     try:
-        connection.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+        connection.request("POST", "/predict", body=body,
+                           headers={"Content-Type": "application/json", **(front.auth if auth is None else auth)})
         answer = connection.getresponse()
         payload = answer.read()
         headers = {k.lower(): v for k, v in answer.getheaders()}
     finally:
         connection.close()
     return answer.status, headers, json.loads(payload), time.monotonic() - started
+
+
+def keyed_stream_post(front: Front, chunks: Iterator[bytes], content_length: int,
+                      timeout: float = 15.0) -> RawAnswer:
+    """POST /predict with the front's key and a declared ``content_length``, sending ``chunks`` only
+    until the front answers: status, JSON answer, body bytes sent, seconds."""
+    started, sent = time.monotonic(), 0
+    with socket.create_connection(address(front.url), timeout=timeout) as sock:
+        head = ["POST /predict HTTP/1.1", "Host: front", "Content-Type: application/json", "Connection: close",
+                f"Content-Length: {content_length}", *(f"{k}: {v}" for k, v in front.auth.items())]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        try:
+            for chunk in chunks:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered already
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, payload = answer_of(sock)
+    return RawAnswer(status, json.loads(payload), sent, time.monotonic() - started)
 
 
 def answer_of(sock: socket.socket) -> tuple[int, bytes]:
@@ -85,14 +109,15 @@ def service_predictions(url: str) -> float:
 # 1. the happy path ----------------------------------------------------------------------------
 
 def test_predict_and_readyz_pass_through(front: Front, server: str, body: bytes) -> None:
-    """The front answers what the replica answers: the scores, the replica's X-Request-ID, /readyz."""
+    """The front answers what the replica answers (the scores, the replica's X-Request-ID); /readyz too."""
     direct = requests.post(f"{server}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=30)
-    via = requests.post(f"{front.url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    via = requests.post(f"{front.url}/predict", data=body, headers={"Content-Type": "application/json", **front.auth},
+                        timeout=30)
     assert via.status_code == 200, via.text
     assert via.json() == direct.json() and len(via.json()) == 2
     assert via.headers["X-Request-ID"] and via.headers["X-Request-ID"] != direct.headers["X-Request-ID"]
     assert requests.get(f"{front.url}/readyz", timeout=10).status_code == 200
-    invalid = requests.post(f"{front.url}/predict", json={"records": [{"age": "old"}]}, timeout=30)
+    invalid = requests.post(f"{front.url}/predict", json={"records": [{"age": "old"}]}, headers=front.auth, timeout=30)
     assert invalid.status_code == 400 and "request_id" in invalid.json(), invalid.text  # the service's own answer
 
 
@@ -121,7 +146,7 @@ def test_slow_body_gets_408_and_never_reaches_a_replica(front: Front, server: st
             time.sleep(0.5)
             yield b" "
 
-    answer = stream_post(front.url, trickle(), content_length=100_000)
+    answer = keyed_stream_post(front, trickle(), content_length=100_000)
     assert answer.status == 408 and answer.body["error"] == "request_timeout", answer
     assert answer.body["source"] == "front"
     assert REQUEST_TIMEOUT - 0.5 < answer.seconds < REQUEST_TIMEOUT + 3, answer
@@ -200,13 +225,13 @@ def test_one_client_cannot_take_every_connection(front: Front, body: bytes) -> N
                 break
             opened.append(sock)
         assert len(opened) == CONN_PER_CLIENT
-        status, _, answer, _ = post_from(front.url, PROBE, body)
+        status, _, answer, _ = post_from(front, PROBE, body)
         assert status == 200 and len(answer) == 2, answer
     finally:
         for sock in opened:
             sock.close()
     time.sleep(0.3)  # the front sees the closes
-    assert post_from(front.url, HEAVY, body)[0] == 200
+    assert post_from(front, HEAVY, body)[0] == 200
 
 
 # 5. the bounded queue -------------------------------------------------------------------------
@@ -217,7 +242,7 @@ def test_full_queue_is_a_fast_503_and_a_stale_wait_a_503(tmp_path: Path) -> None
             [replica.url], tmp_path, FRONT_REPLICA_MAXCONN="1", FRONT_MAX_QUEUE="2", FRONT_MAX_QUEUE_HEAVY="2",
             FRONT_QUEUE_TIMEOUT="500ms") as running:
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda _: post_from(running.url, HEAVY), range(8)))
+            answers = list(pool.map(lambda _: post_from(running, HEAVY), range(8)))
         statuses = [status for status, *_ in answers]
         assert set(statuses) <= {200, 503} and statuses.count(200) >= 1, statuses
         refused = [(headers, body, seconds) for status, headers, body, seconds in answers if status == 503]
@@ -235,9 +260,9 @@ def test_a_client_over_its_in_flight_cap_gets_429(tmp_path: Path) -> None:
     with stand_in_replica(delay=0.6) as replica, haproxy_front(
             [replica.url], tmp_path, FRONT_REPLICA_MAXCONN="4", FRONT_MAX_INFLIGHT_PER_CLIENT="2") as running, \
             ThreadPoolExecutor(8) as pool:
-        heavy = [pool.submit(post_from, running.url, HEAVY) for _ in range(6)]
+        heavy = [pool.submit(post_from, running, HEAVY) for _ in range(6)]
         time.sleep(0.2)
-        assert post_from(running.url, PROBE)[0] == 200
+        assert post_from(running, PROBE)[0] == 200
         answers = [future.result() for future in heavy]
     statuses = [status for status, *_ in answers]
     assert set(statuses) == {200, 429} and statuses.count(200) <= 2, statuses
@@ -252,9 +277,9 @@ def test_a_light_client_jumps_the_queue_of_a_heavy_one(tmp_path: Path) -> None:
     with stand_in_replica(delay=0.4) as replica, haproxy_front(
             [replica.url], tmp_path, FRONT_REPLICA_MAXCONN="1", FRONT_CLIENT_FAIR_SHARE="1",
             FRONT_QUEUE_TIMEOUT="10s") as running, ThreadPoolExecutor(8) as pool:
-        heavy = [pool.submit(post_from, running.url, HEAVY) for _ in range(6)]
+        heavy = [pool.submit(post_from, running, HEAVY) for _ in range(6)]
         time.sleep(0.2)
-        probe = post_from(running.url, PROBE)
+        probe = post_from(running, PROBE)
         assert probe[0] == 200 and probe[2]["source"] == PROBE
         assert probe[3] < 1.5, probe  # at most the one in service and its own; without priority: ~2.4 s
         assert [future.result()[0] for future in heavy] == [200] * 6
@@ -270,12 +295,12 @@ def test_a_replica_that_is_not_ready_gets_no_traffic(tmp_path: Path) -> None:
         deadline = time.monotonic() + 5
         while running.servers_up()["replica2"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        served = [post_from(running.url, PROBE) for _ in range(10)]
+        served = [post_from(running, PROBE) for _ in range(10)]
         assert [(status, answer["replica"]) for status, _, answer, _ in served] == [(200, "a")] * 10
         second.ready.set()
         while not running.servers_up()["replica2"] and time.monotonic() < deadline + 5:
             time.sleep(0.1)
-        assert {post_from(running.url, PROBE)[2]["replica"] for _ in range(10)} == {"a", "b"}
+        assert {post_from(running, PROBE)[2]["replica"] for _ in range(10)} == {"a", "b"}
 
 
 def test_a_stopped_replica_is_taken_out_without_failures(server: str, start_server, body: bytes,
@@ -291,8 +316,8 @@ def test_a_stopped_replica_is_taken_out_without_failures(server: str, start_serv
                 with requests.Session() as session:
                     while not stop.is_set():
                         try:
-                            outcomes.append(session.post(f"{running.url}/predict", data=body, timeout=30,
-                                                         headers={"Content-Type": "application/json"}).status_code)
+                            outcomes.append(session.post(f"{running.url}/predict", data=body, timeout=30, headers={
+                                "Content-Type": "application/json", **running.auth}).status_code)
                         except requests.RequestException as error:
                             outcomes.append(type(error).__name__)
 
