@@ -1,4 +1,9 @@
-"""evaluate: test-set metrics, business value, slices, plots, and the promotion gate."""
+"""evaluate: test-set and golden-set metrics, business value, slices, plots, and the promotion gate.
+
+The champion is read from the registry but checked against the git-tracked deployment record
+(read here, through its one owner :mod:`mlops_template.ops.records`, and handed to the pipeline)
+before it is loaded; a mismatch stops the stage with both digests in the message.
+"""
 
 import logging
 import sys
@@ -6,13 +11,23 @@ import sys
 import pandas as pd
 
 from mlops_template.core import paths
-from mlops_template.core.config import load_params, setup_logging
+from mlops_template.core.config import load_params, project_root, setup_logging
 from mlops_template.core.io import read_json, write_json
-from mlops_template.pipeline import tracking
-from mlops_template.pipeline.evaluation import ChampionUnscorable, evaluate_candidate
+from mlops_template.ops import records
+from mlops_template.pipeline import golden, tracking
+from mlops_template.pipeline.assessment import ChampionRefused, ChampionUnscorable, evaluate_candidate
 from mlops_template.pipeline.params_check import contract_or_exit
 
 logger = logging.getLogger("stages.evaluate")
+GOLDEN_REPORT = paths.METRICS / "golden.json"
+
+
+def refuse(card: dict, why: str) -> int:
+    """Record a refused gate in metrics/gate.json (nothing is deployed: the stage fails)."""
+    write_json(paths.GATE, {"blessed": False, "reasons": [f"error: {why}"], "checks": [], "champion": None,
+                            "candidate": {"model_version": card["mlflow"]["model_version"],
+                                          "mlflow_run_id": card["mlflow"]["run_id"]}})
+    return 1
 
 
 def main() -> int:
@@ -20,20 +35,34 @@ def main() -> int:
     params = load_params()
     contract = contract_or_exit(params)
     card = read_json(paths.CANDIDATE / "model_card.json")
+    # The record lives beside the registry it vouches for (the parent repository in `dvc exp run --temp`).
+    record = records.champion(project_root() / paths.CHAMPION_RECORD)
     try:
-        result = evaluate_candidate(params, contract, card, pd.read_parquet(paths.TEST), paths.CANDIDATE)
+        rows = golden.load()
+        if rows is None and record is not None:
+            logger.warning("no golden set: the gate compares on the rolling test set only; fix one with "
+                           "`python -m mlops_template.golden freeze`")
+        result = evaluate_candidate(params, contract, card, pd.read_parquet(paths.TEST), paths.CANDIDATE,
+                                    champion_record=record, golden=rows)
+    except golden.GoldenSetError as exc:
+        logger.error("golden set unusable: %s", exc)
+        return refuse(card, f"golden set unusable: {exc}")
+    except ChampionRefused as exc:
+        logger.error("champion refused, not loaded: %s", exc)
+        return refuse(card, f"champion refused: {exc}")
     except ChampionUnscorable as exc:
         logger.error("the champion model could not be scored (%s); fix the registry or remove the "
                      "'champion' alias to gate without it", exc)
-        return 1
+        return refuse(card, f"champion unscorable: {exc}")
     write_json(paths.EVALUATION, result.metrics)
     write_json(paths.SLICES, result.slices)
     write_json(paths.GATE, result.gate)
+    write_json(GOLDEN_REPORT, result.golden)
     for name, points in result.plots.items():
         write_json(paths.PLOTS / f"{name}.json", points)
     floats = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
     tracking.log_evaluation(params["mlflow"], card["mlflow"]["run_id"], floats,
-                            [paths.EVALUATION, paths.SLICES, paths.GATE])
+                            [paths.EVALUATION, paths.SLICES, paths.GATE, GOLDEN_REPORT])
     logger.info("ROC AUC %.4f, value/row %.2f at threshold %.3f; gate: %s (%s)",
                 result.metrics["roc_auc"], result.metrics["value_per_row"], result.metrics["threshold"],
                 "BLESSED" if result.blessed else "not blessed", "; ".join(result.reasons))

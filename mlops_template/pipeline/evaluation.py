@@ -1,10 +1,10 @@
 """Scoring a binary classifier: metrics, business value, slices and plot data for DVC.
 
 Most of it is pure computation on arrays (labels as 0/1, scores as positive-class
-probabilities) so the evaluate stage, notebooks and tests share it; :func:`evaluate_candidate`
-is the evaluate stage's whole job (candidate, prior-only baseline and champion on one test set,
-then the gate). Plot data is plain lists of
-dicts with no NaN or Infinity, because DVC refuses plot JSON that holds them.
+probabilities) so the evaluate stage, notebooks and tests share it; the stage's own work
+(candidate, baseline and champion scored, then the gate) is :mod:`mlops_template.pipeline.assessment`.
+Plot data is plain lists of dicts with no NaN or Infinity, because DVC refuses plot JSON that
+holds them.
 """
 
 from __future__ import annotations
@@ -12,18 +12,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics
-
-from mlops_template.core.artifacts import load_model
-from mlops_template.core.contract import Contract
-from mlops_template.core.features import FeatureSpec, build_features
-from mlops_template.pipeline.gate import decide
 
 logger = logging.getLogger(__name__)
 
@@ -311,85 +304,3 @@ def assert_finite(obj: Any, path: str = "$") -> None:
             assert_finite(value, f"{path}[{index}]")
     elif isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
         raise ValueError(f"non-finite value {obj} at {path}")
-
-
-
-# --- the evaluate stage's work: candidate, baseline and champion on one test set -------------
-
-class ChampionUnscorable(RuntimeError):
-    """The champion named by the registry cannot be downloaded or scored."""
-
-
-@dataclass
-class Evaluation:
-    """Everything the evaluate stage writes: metrics, slices, the gate decision and plot data."""
-
-    metrics: dict
-    slices: dict
-    gate: dict
-    plots: dict[str, list[dict]]
-    blessed: bool
-    reasons: list[str]
-
-
-def score_package(package: Path, test: pd.DataFrame, labels: np.ndarray,
-                  value_matrix: Mapping[str, float]) -> tuple[dict, np.ndarray]:
-    """Metrics of the model in ``package`` on ``test``, at its own best decision threshold."""
-    model = load_model(package / "model.skops")
-    spec = FeatureSpec.from_json(package / "feature_spec.json")
-    proba = model.predict_proba(build_features(test, spec))[:, 1]
-    threshold, _ = best_threshold(labels, proba, value_matrix)
-    metrics = score_metrics(labels, proba, threshold)
-    metrics.update(business_value(labels, proba, threshold, value_matrix))
-    metrics["threshold"] = threshold
-    return metrics, proba
-
-
-def champion_metrics(params: dict, test: pd.DataFrame, labels: np.ndarray,
-                     value_matrix: Mapping[str, float]) -> tuple[dict | None, dict | None]:
-    """Score the current champion on the same test set; (None, None) when there is none."""
-    import tempfile
-
-    from mlops_template.pipeline import tracking
-
-    name = params["deploy"]["model_name"]
-    try:
-        version = tracking.champion_version(params["mlflow"], name)
-        if version is None:
-            logger.info("no champion for %s yet: only value and baseline thresholds apply", name)
-            return None, None
-        info = {"model_version": str(version.version), "mlflow_run_id": version.run_id}
-        with tempfile.TemporaryDirectory() as tmp:
-            package = tracking.download_package(params["mlflow"], version.run_id, Path(tmp))
-            metrics, _ = score_package(package, test, labels, value_matrix)
-    except Exception as exc:  # the registry, the download and the model can all fail
-        raise ChampionUnscorable(str(exc)) from exc
-    logger.info("champion %s v%s scored ROC AUC %.4f on this test set", name, version.version, metrics["roc_auc"])
-    return metrics, info
-
-
-def evaluate_candidate(params: dict, contract: Contract, card: dict, test: pd.DataFrame,
-                       package: Path) -> Evaluation:
-    """Score the candidate, the prior-only baseline and the champion on ``test``; run the gate."""
-    cfg = params["evaluate"]
-    labels = (test[contract.target] == contract.positive_class).astype(int).to_numpy()
-    metrics, proba = score_package(package, test, labels, cfg["value_matrix"])
-    threshold = metrics["threshold"]
-    champion, champion_info = champion_metrics(params, test, labels, cfg["value_matrix"])
-    baseline = baseline_metrics(labels, card["training_data"]["positive_share"], cfg["value_matrix"])
-    decision = decide(metrics, champion, params["gate"], baseline)
-    plots = {
-        "roc": roc_points(labels, proba),
-        "precision_recall": pr_points(labels, proba),
-        "calibration": calibration_points(labels, proba),
-        "confusion": confusion_rows(labels, proba, threshold,
-                                    labels=(contract.negative_class, contract.positive_class)),
-    }
-    slices = slice_metrics(test, labels, proba, threshold, cfg.get("slices", []), cfg.get("min_slice_rows", 30))
-    gate = decision.to_dict()
-    gate["candidate"] = {"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]}
-    gate["champion"] = None if champion_info is None else {**champion_info, "metrics": champion}
-    gate["baseline"] = {"model": "prior-only (predicts the training positive share)", "metrics": baseline}
-    for data in (metrics, slices, gate, plots):
-        assert_finite(data)
-    return Evaluation(metrics, slices, gate, plots, decision.blessed, decision.reasons)

@@ -9,6 +9,12 @@ dataset is judged by what it adds over knowing the base rate, not by one dataset
 figures. A change is ``absolute`` (challenger minus reference) and/or ``relative`` (that
 difference over the reference's magnitude). A gate with no thresholds at all never blesses:
 promotion must be an explicit decision.
+
+With a golden set (:mod:`mlops_template.pipeline.golden`) and a champion, the change thresholds
+apply a second time to both models' metrics on the golden set (kind ``golden_change``), and the
+``slices`` and ``answer_changes`` sections bound what the candidate may do to one group against
+the champion on those same rows (kinds ``slice`` and ``answer_change``, computed by
+:mod:`mlops_template.pipeline.comparison`; each failing check names the group).
 """
 
 from __future__ import annotations
@@ -86,7 +92,36 @@ def _parse_change_thresholds(raw: Any, section: str = "change_thresholds") -> di
     return parsed
 
 
-SECTIONS = ("value_thresholds", "change_thresholds", "baseline_thresholds")
+THRESHOLD_SECTIONS = ("value_thresholds", "change_thresholds", "baseline_thresholds")
+SECTIONS = (*THRESHOLD_SECTIONS, "slices", "answer_changes")
+# Defaults measured on Adult (clean retrains against label flips aimed at one group): see README.
+COMPARISON_DEFAULTS = {
+    "slices": {"enabled": True, "metric": "soft_recall", "max_drop": 0.05, "min_z": 4.0, "min_rows": 200},
+    "answer_changes": {"enabled": True, "max_shift": 0.015, "min_z": 6.0, "min_rows": 200, "numeric_bins": 5,
+                       "score_bins": 20, "inference_log_rows": 5000},
+}
+INTEGER_KEYS = ("min_rows", "numeric_bins", "score_bins", "inference_log_rows")
+
+
+def _parse_comparison(raw: Any, section: str) -> dict[str, Any]:
+    """A ``slices`` / ``answer_changes`` section over its defaults; unknown keys and bad values raise."""
+    defaults = COMPARISON_DEFAULTS[section]
+    spec = _mapping(raw, f"gate.{section}")
+    unknown = set(spec) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown gate.{section} keys {sorted(unknown)}; known: {sorted(defaults)}")
+    parsed = {**defaults, **spec}
+    for key, value in parsed.items():
+        where = f"gate.{section}.{key}"
+        if key == "enabled" and not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        if key == "metric" and not isinstance(value, str):
+            raise ValueError(f"{where} must be a metric name, got {value!r}")
+        if key in INTEGER_KEYS and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{where} must be a whole number >= 0, got {value!r}")
+        if key not in ("enabled", "metric", *INTEGER_KEYS) and _number(value, where) < 0:
+            raise ValueError(f"{where} must not be negative, got {value!r}")
+    return parsed
 
 
 def parse_config(config: Any) -> dict[str, dict]:
@@ -100,6 +135,8 @@ def parse_config(config: Any) -> dict[str, dict]:
         "change_thresholds": _parse_change_thresholds(config.get("change_thresholds")),
         "baseline_thresholds": _parse_change_thresholds(config.get("baseline_thresholds"),
                                                         "baseline_thresholds"),
+        "slices": _parse_comparison(config.get("slices"), "slices"),
+        "answer_changes": _parse_comparison(config.get("answer_changes"), "answer_changes"),
     }
 
 
@@ -173,16 +210,30 @@ def _change_check(metric: str, spec: dict[str, Any], challenger: dict, reference
     return {**check, **values, "passed": passed, "reason": reason}
 
 
-def decide(challenger: dict, champion: dict | None, config: dict, baseline: dict | None = None) -> GateDecision:
+def _golden_checks(parsed: dict, golden: dict | None) -> list[dict]:
+    """Change thresholds on the golden set, then the slice and answer-change checks already made."""
+    if golden is None:
+        return []
+    checks = []
+    for metric, spec in parsed["change_thresholds"].items():
+        check = _change_check(metric, spec, golden["challenger"], golden.get("champion"))
+        checks.append({**check, "kind": "golden_change", "key": f"{check['key']} (golden set)"})
+    return checks + [dict(c) for c in golden.get("checks", [])]
+
+
+def decide(challenger: dict, champion: dict | None, config: dict, baseline: dict | None = None,
+           golden: dict | None = None) -> GateDecision:
     """Judge the challenger's metrics against the gate config (the ``gate`` section of params).
 
     ``champion`` and ``baseline`` are metrics of the current champion and of the prior-only
-    model on the same test set (None when there is none). Blessed when at least one threshold
-    is configured and every check that applies passes. Raises ValueError when the config is
-    malformed, so a typo never silently blesses a model.
+    model on the same test set (None when there is none). ``golden`` holds both models' metrics
+    on the golden set (``challenger``, ``champion``) and the slice and answer-change ``checks``
+    (None without a golden set). Blessed when at least one threshold is configured and every
+    check that applies passes. Raises ValueError when the config is malformed, so a typo never
+    silently blesses a model.
     """
     parsed = parse_config(config)
-    if not any(parsed.values()):
+    if not any(parsed[s] for s in THRESHOLD_SECTIONS):
         decision = GateDecision(False, [], ["not blessed: no thresholds configured (gate.*_thresholds)"],
                                 champion)
         logger.warning("gate: %s", decision.reasons[0])
@@ -191,6 +242,7 @@ def decide(challenger: dict, champion: dict | None, config: dict, baseline: dict
     checks += [_change_check(m, s, challenger, baseline, "baseline")
                for m, s in parsed["baseline_thresholds"].items()]
     checks += [_change_check(m, s, challenger, champion) for m, s in parsed["change_thresholds"].items()]
+    checks += _golden_checks(parsed, golden)
     failed = [c for c in checks if c["passed"] is False]
     applied = [c for c in checks if c["passed"] is not None]
     skipped = len(checks) - len(applied)
