@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,14 +35,25 @@ def _reject_text(value: Any) -> Any:
     return value
 
 
+def _finite_as_float64(value: int) -> int:
+    """Refuse an integer the model cannot take: one beyond float64's range (the model computes in
+    float64, so such a value would fail the scoring of the whole batch it joined)."""
+    try:
+        float(value)
+    except OverflowError:
+        raise ValueError("must be a finite number within float64 range (about 1.8e308)") from None
+    return value
+
+
 def _field_type(column: ColumnSpec) -> Any:
     """The pydantic type of one contract column, with its range or allowed values."""
     # Bounds before the BeforeValidator: pydantic then constrains the inner number and publishes
     # them as OpenAPI minimum/maximum (after it, the schema says "ge"/"le", which clients ignore).
     bounds = Field(ge=column.min, le=column.max)
     if column.type == "int":
-        # Lax int still accepts 3.0 and rejects 3.5 and NaN; text and booleans are refused first.
-        return Annotated[int, bounds, BeforeValidator(_reject_text)]
+        # Lax int still accepts 3.0 and rejects 3.5 and NaN; text and booleans are refused first;
+        # an integer too large for float64 is refused after (open bounds admit any size).
+        return Annotated[int, bounds, AfterValidator(_finite_as_float64), BeforeValidator(_reject_text)]
     if column.type == "float":
         return Annotated[FiniteFloat, bounds, BeforeValidator(_reject_text)]
     if column.allowed is not None:
@@ -84,12 +96,18 @@ def request_models(contract: Contract, used: list[str], max_records: int) -> tup
 
 
 SCHEMA_REF = "#/components/schemas/{name}"
+# Error answers given outside the request guard: the API-key check (serving.auth) and the service
+# itself when a request's own records cannot be scored (serving.microbatch.InputError).
+SERVICE_ERROR_CODES: dict[int, tuple[str, ...]] = {401: ("unauthorized",), 422: ("unscorable",)}
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a record or field that breaks the contract (`details` names each), too many "
          "records, a body that is not strict UTF-8 JSON, or a repeated Content-Type/Content-Length header",
     408: "The body did not arrive within BODY_TIMEOUT seconds",
     413: "The body is larger than MAX_BODY_BYTES (refused without reading it all)",
+    401: "No valid API key (only when API_KEYS_FILE is set): send `Authorization: Bearer <key>`",
     415: "The body is not declared as application/json in UTF-8",
+    422: "The contract admits the request but the model cannot score it (`details` names the record); "
+         "other requests scored with it are not affected",
     500: "The request could not be scored; quote the request id to report it",
     503: "Not ready (`message` says why) or at capacity: retry after Retry-After seconds",
 }
@@ -143,6 +161,8 @@ def document_predict(operation: dict[str, Any], schemas: dict[str, Any], error_c
                            "details": {"type": "array", "items": {"$ref": SCHEMA_REF.format(name="ErrorDetail")}}},
         }
         headers = dict(REQUEST_ID_HEADERS)
+        if status == 401:
+            headers["WWW-Authenticate"] = {"description": "Bearer", "schema": {"type": "string"}}
         if status == 503:
             headers["Retry-After"] = {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
         documented[str(status)] = {"description": ERROR_DESCRIPTIONS.get(status, "Error"), "headers": headers,

@@ -28,6 +28,9 @@
 ``REPLICA_ID``            (hostname)     this replica's folder under ``INFERENCE_LOG_URL``
 ``LOG_SHIP_SECONDS``      10             how often new inference-log lines are shipped
 ``LOG_SPOOL_BYTES``       500000000      local inference-log disk use (unshipped lines beyond it are lost, counted)
+``API_KEYS_FILE``         (unset)        file of ``<sha256 of key> <name>`` lines: every request but ``/livez``,
+                                         ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <key>``
+                                         (:mod:`mlops_template.serving.auth`); unset: open, logged loudly
 ========================  =============  ====================================================================
 """
 
@@ -91,6 +94,7 @@ class ServingSettings:
     replica_id: str = "replica"
     log_ship_seconds: float = 10.0
     log_spool_bytes: int = 500_000_000
+    api_keys_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -122,6 +126,7 @@ class ServingSettings:
             replica_id=_token(env, "REPLICA_ID", socket.gethostname()),
             log_ship_seconds=float(_number(env, "LOG_SHIP_SECONDS", 10.0, float)),
             log_spool_bytes=int(_number(env, "LOG_SPOOL_BYTES", 500_000_000)),
+            api_keys_file=Path(env["API_KEYS_FILE"]).resolve() if env.get("API_KEYS_FILE", "").strip() else None,
         )
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlops_template.core import apikeys
 from mlops_template.serving import routing
 from mlops_template.serving.routing import routes_to_challenger
 from tests.support.servers import REGISTER_TWO_VERSIONS, REPO
@@ -36,48 +38,81 @@ LOAD_THREADS = 4
 LOAD_SECONDS = 10.0
 SWITCH_AT = 3.0  # seconds into the load when the routing file is rewritten
 
+RECORDED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _models_store(bento: dict) -> None:
+    """Where :func:`_recorded` finds the digests packaging recorded (what deploy writes)."""
+    RECORDED["home"] = Path(bento["home"])
+
+
+def _recorded(tag: str) -> str | None:
+    """The model file's sha256 packaging recorded for ``tag`` in the session's store, if it is there."""
+    name, _, version = tag.partition(":")
+    info = RECORDED["home"] / "models" / name / version / "model.yaml"
+    return yaml.safe_load(info.read_text(encoding="utf-8"))["metadata"]["sha256"] if info.exists() else None
+
+
 def _write(path: Path, tags: dict[str, str], champion: str, challenger: str | None = None,
-           share: float = SHARE) -> None:
-    """Write a routing file naming versions by their tags."""
-    document = routing.champion_only("adult-income", tags[champion], champion, share)
+           share: float = SHARE, digests: dict[str, str] | None = None) -> None:
+    """Write a routing file naming versions by their tags, with their recorded digests
+    (``digests``, by version, for a model the store does not hold yet)."""
+    digests = digests or {}
+    document = routing.champion_only("adult-income", tags[champion], champion, share,
+                                     digests.get(champion) or _recorded(tags[champion]))
     if challenger is not None:
-        document["challenger"] = {"model_tag": tags[challenger], "model_version": challenger}
+        document["challenger"] = routing.slot(tags[challenger], challenger,
+                                              digests.get(challenger) or _recorded(tags[challenger]))
     routing.write_routing(path, document)
 
 
+def _bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _predict(url: str, record: dict, key: str | None = None) -> requests.Response:
-    headers = {"X-Routing-Key": key} if key else {}
-    return requests.post(f"{url}/predict", json={"records": [record]}, headers=headers,
+    """One record, sent with the API key ``key`` (whose name is the canary's routing key), if any."""
+    return requests.post(f"{url}/predict", json={"records": [record]}, headers=_bearer(key),
                          timeout=30)
 
 
-def _sample(url: str, name: str, **labels: str) -> float:
-    """One sample's value on /metrics (0 when absent)."""
-    text = requests.get(f"{url}/metrics", timeout=10).text
+def _sample(url: str, name: str, key: str | None = None, **labels: str) -> float:
+    """One sample's value on /metrics (0 when absent), read with API key ``key`` if one is needed."""
+    text = requests.get(f"{url}/metrics", headers=_bearer(key), timeout=10).text
     return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 @pytest.fixture(scope="module")
 def canary(start_server: Callable, bento: dict, tags: dict[str, str],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], str]]:
-    """A server running a v8 canary on v7 that answered CANARY_REQUESTS keyed requests."""
-    path = tmp_path_factory.mktemp("canary") / "routing.json"
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], str, dict[str, str]]]:
+    """A server running a v8 canary on v7 that answered CANARY_REQUESTS keyed requests.
+
+    The routing key is the name of the client's API key: the server checks a file of
+    CANARY_REQUESTS keys, and a request with the key named ``user-i`` is ``user-i``'s. It yields
+    the URL, the model that served each key name, the metrics, and the keys by name.
+    """
+    root = tmp_path_factory.mktemp("canary")
+    path = root / "routing.json"
     _write(path, tags, "7", "8")
-    with start_server("canary", ROUTING_FILE=str(path),
-                      ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
+    keys = {f"user-{i}": f"canary-test-key-{i}-{os.urandom(8).hex()}" for i in range(CANARY_REQUESTS)}
+    (root / "keys.txt").write_text("".join(f"{apikeys.digest(k)} {name}\n" for name, k in keys.items()),
+                                   encoding="utf-8")
+    with start_server("canary", ROUTING_FILE=str(path), ROUTING_POLL_SECONDS=str(POLL_SECONDS),
+                      API_KEYS_FILE=str(root / "keys.txt")) as url:
         record = bento["records"][0]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(
-                lambda i: (f"user-{i}", _predict(url, record, f"user-{i}")), range(CANARY_REQUESTS)))
+                lambda i: (f"user-{i}", _predict(url, record, keys[f"user-{i}"])), range(CANARY_REQUESTS)))
         assert all(r.status_code == 200 for _, r in answers)
         served = {key: r.json()[0]["model_version"] for key, r in answers}
-        yield url, served, requests.get(f"{url}/metrics", timeout=10).text
+        yield url, served, requests.get(f"{url}/metrics", headers=_bearer(keys["user-0"]), timeout=10).text, keys
 
 
-def test_canary_split(canary: tuple[str, dict[str, str], str], bento: dict) -> None:
+def test_canary_split(canary: tuple[str, dict[str, str], str, dict[str, str]], bento: dict) -> None:
     """About SHARE of the keys go to the challenger, and a key always gets the same model."""
-    url, served, _ = canary
+    url, served, _, keys = canary
     share = sum(v == "8" for v in served.values()) / len(served)
     sigma = math.sqrt(SHARE * (1 - SHARE) / len(served))
     logger.warning("challenger share %.3f (expected %.2f +- %.3f)", share, SHARE, 4 * sigma)
@@ -86,9 +121,14 @@ def test_canary_split(canary: tuple[str, dict[str, str], str], bento: dict) -> N
     for key, version in served.items():
         assert (version == "8") == routes_to_challenger(key, SHARE), key
     for key in list(served)[:100]:  # asked again: same model
-        assert _predict(url, bento["records"][1], key).json()[0]["model_version"] == served[key]
-    assert _sample(url, "model_info", model_version="8", role="challenger") == 1
-    assert _sample(url, "model_info", model_version="7", role="champion") == 1
+        assert _predict(url, bento["records"][1], keys[key]).json()[0]["model_version"] == served[key]
+    for key in list(served)[:20]:  # a client's own X-Routing-Key is ignored: its key's name decides
+        other = next(k for k, v in served.items() if v != served[key])
+        steered = requests.post(f"{url}/predict", json={"records": [bento["records"][1]]}, timeout=30,
+                                headers={**_bearer(keys[key]), "X-Routing-Key": other})
+        assert steered.json()[0]["model_version"] == served[key]
+    assert _sample(url, "model_info", keys["user-0"], model_version="8", role="challenger") == 1
+    assert _sample(url, "model_info", keys["user-0"], model_version="7", role="champion") == 1
 
 
 def _load(url: str, record: dict, stop: threading.Event,
@@ -145,7 +185,8 @@ def test_bad_routing_keeps_serving(start_server: Callable, bento: dict, tags: di
     with start_server("bad-routing", ROUTING_FILE=str(path),
                       ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
         bad_tags = {**tags, "404": "adult-income:doesnotexist"}
-        writes = [lambda: _write(path, bad_tags, "404"), lambda: _write(path, tags, "9"),
+        writes = [lambda: _write(path, bad_tags, "404", digests={"404": _recorded(tags["7"])}),
+                  lambda: _write(path, tags, "9"),
                   lambda: path.write_text("{not json", encoding="utf-8")]
         for count, write in enumerate(writes, start=1):
             write()
@@ -187,9 +228,9 @@ def _history(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
-def test_canary_decide(canary: tuple[str, dict[str, str], str], workdir: Path) -> None:
+def test_canary_decide(canary: tuple[str, dict[str, str], str, dict[str, str]], workdir: Path) -> None:
     """Live figures of a healthy canary promote it; a failing challenger is rolled back."""
-    _, _, metrics = canary
+    _, _, metrics, _ = canary
     # The registry in workdir numbers the versions 1 and 2: relabel the live figures to match.
     live = metrics.replace('model_version="7"', 'model_version="1"').replace(
         'model_version="8"', 'model_version="2"')
@@ -239,7 +280,7 @@ def test_a_model_that_reaches_the_store_after_the_routing_file_is_picked_up(
     path = tmp_path / "routing.json"
     _write(path, tags, "7")
     with start_server("late-model", ROUTING_FILE=str(path), ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
-        _write(path, {**tags, "8": "adult-income:late"}, "8")
+        _write(path, {**tags, "8": "adult-income:late"}, "8", digests={"8": _recorded(tags["8"])})
         deadline = time.monotonic() + 10
         while _sample(url, "model_routing_reload_failures_total") < 1:
             assert time.monotonic() < deadline, "the failed reload was not counted"
