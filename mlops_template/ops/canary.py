@@ -237,20 +237,25 @@ def _judge_quality(champion: str, challenger: str, quality: dict[str, dict] | No
 
 
 def start(params: dict[str, Any], version: str, share: float, why: str,
-          model_tag: str | None = None) -> dict[str, Any]:
-    """Make ``version`` the challenger in the routing file, MLflow and the history."""
+          model_tag: str | None = None, model_sha256: str | None = None) -> dict[str, Any]:
+    """Make ``version`` the challenger in the routing file, MLflow and the history.
+
+    The challenger's ``model_sha256`` is the deployment record's (the argument, else the history's
+    promotion record); the current document must carry the deploy key's signature when one is set.
+    """
     from mlops_template.pipeline import tracking
 
     name, mlflow_config = params["deploy"]["model_name"], params["mlflow"]
-    current = routing.read_routing()
+    current = routing.read_for_update()
     if current["champion"]["model_version"] == str(version):
         raise CanaryError(f"v{version} already is the champion")
     if model_tag is None:
         try:
-            model_tag = records.deployment_of(records.read(), mlflow_config, name, version)["model_tag"]
+            known = records.deployment_of(records.read(), mlflow_config, name, version)
         except records.RecordError as exc:
             raise CanaryError(str(exc)) from exc
-    document = {**current, "challenger": {"model_tag": model_tag, "model_version": str(version)},
+        model_tag, model_sha256 = known["model_tag"], model_sha256 or known.get("sha256")
+    document = {**current, "challenger": routing.slot(model_tag, str(version), model_sha256),
                 "canary_share": float(share), "updated_at": utc_now()}
     routing.write_routing(None, document)
     tracking.set_challenger(mlflow_config, name, str(version))
@@ -306,7 +311,7 @@ def decide(params: dict[str, Any], figures: dict[str, VersionFigures], labels: P
     cfg = {**DEFAULTS, **params["deploy"]}
     if min_requests is not None:
         cfg["canary_min_requests"] = min_requests
-    document = routing.read_routing()
+    document = routing.read_routing() if dry_run else routing.read_for_update()
     if document["challenger"] is None:
         raise CanaryError("no canary is running: the routing file has no challenger")
     champion = document["champion"]["model_version"]

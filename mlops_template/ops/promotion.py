@@ -13,7 +13,9 @@
 A rejection when no champion exists yet is the repository's first model failing the gate:
 :func:`carry_out` then prints a ``NOTHING DEPLOYED`` block and returns 1, so ``dvc repro`` fails
 instead of exiting 0 with nothing served. :func:`carry_out` does what the plan says: package the
-bento, move MLflow aliases, and write the records, the history and the routing file.
+bento, move MLflow aliases, and write the records, the history and the routing file (with the
+model's sha256 from the deployment record, signed when ``ROUTING_SIGNING_KEY_FILE`` is set; team
+mode requires it).
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def carry_out(params: dict[str, Any], gate: dict[str, Any], evaluation: dict[str
 
         challenger = package(params, card, evaluation, paths.CHALLENGER_ARCHIVE)
         canary.start(params, version, cfg.get("canary_share", canary.DEFAULTS["canary_share"]), why,
-                     model_tag=challenger["model_tag"])
+                     model_tag=challenger["model_tag"], model_sha256=challenger["sha256"])
         records.write_record(records.decision("canary_start", champion, version, chosen.reasons,
                                               **gate_fields, deployed=True), challenger=challenger)
         logger.info("v%s packaged as %s and serving as challenger", version, challenger["model_tag"])
@@ -171,6 +173,6 @@ def carry_out(params: dict[str, Any], gate: dict[str, Any], evaluation: dict[str
     records.record(records.entry("promote", name, champion, version, why, model_tag=deployed["model_tag"],
                                  bento_tag=deployed["bento_tag"], champion=deployed), mlflow_config)
     routing.write_routing(None, routing.champion_only(name, deployed["model_tag"], version,
-                                                      cfg.get("canary_share", 0.0)))
+                                                      cfg.get("canary_share", 0.0), deployed["sha256"]))
     logger.info("deployed %s v%s as bento %s", name, version, deployed["bento_tag"])
     return 0

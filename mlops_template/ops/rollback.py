@@ -102,7 +102,7 @@ def rollback(to: str | None, reason: str, commit: bool) -> dict[str, Any]:
     lap("plan")
 
     share = params["deploy"].get("canary_share", 0.0)
-    routing.write_routing(None, routing.champion_only(name, model_tag, target, share))
+    routing.write_routing(None, routing.champion_only(name, model_tag, target, share, known.get("sha256")))
     lap("routing")
 
     from mlops_template.pipeline import tracking

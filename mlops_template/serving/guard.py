@@ -102,6 +102,8 @@ class GuardRuntime:
     metrics: ServiceMetrics | None = None
     is_ready: Callable[[], bool] = field(default=lambda: False)
     not_ready_reason: Callable[[], str | None] = field(default=lambda: "the service has not started")
+    # What a ready ``/readyz`` adds as JSON (e.g. ``routing_refused``); empty: BentoML's answer as is.
+    readiness_detail: Callable[[], dict[str, Any]] = field(default=dict)
 
 
 class Rejection(Exception):
@@ -327,20 +329,27 @@ class RequestGuard:
                        request_id, self.settings.send_timeout_s)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """BentoML's ``/readyz``, its 503 answer replaced by one that says why."""
-        refused = False
+        """BentoML's ``/readyz``, its 503 answer replaced by one that says why; a 200 answer becomes
+        ``{"ready": true, ...}`` with the service's readiness detail when it has any (a refused
+        routing document: still ready, serving what it had)."""
+        status: int | None = None
+        detail: dict[str, Any] = {}
 
         async def capture(message: Message) -> None:
-            nonlocal refused
-            if message["type"] == "http.response.start" and message["status"] == 503:
-                refused = True
-            if not refused:
+            nonlocal status, detail
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status == 200:
+                    detail = self.runtime.readiness_detail()
+            if status != 503 and not detail:
                 await send(message)
 
         await self.app(scope, receive, capture)
-        if refused:
+        if status == 503:
             reason = self.runtime.not_ready_reason() or "the service reports that it is not ready"
             await _send_json(send, 503, {"ready": False, "reason": reason})
+        elif detail:
+            await _send_json(send, 200, {"ready": True, **detail})
 
 
 class ShedLog:

@@ -13,11 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from mlops_template.serving.routing import REFUSAL_REASONS
+
 REQUEST_OUTCOMES = ("success", "rejected", "error", "unavailable")
 RECORD_OUTCOMES = ("scored", "rejected")
 MODEL_OUTCOMES = ("success", "error")
 REJECT_REASONS = ("validation", "too_many_records", "body_too_large", "content_type",
                   "malformed_json", "duplicate_header", "body_timeout", "overload", "not_ready")
+UNAUTHORIZED_REASONS = ("missing_key", "unknown_key", "key_file_unusable")
+ISOLATION_CAUSES = ("input", "service")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
@@ -71,11 +75,21 @@ class ServiceMetrics:
                                       multiprocess_mode="sum")
         self.reload_failures = Counter("model_routing_reload_failures_total",
                                        "Routing reloads refused (bad file or model); old models kept")
+        self.routing_refused = Counter("model_routing_refused_total",
+                                       "Routing documents refused by a trust check (signature, digests), "
+                                       "by reason; old models kept", ["reason"])
         # min across workers: 0 while any worker serves no verified model (/readyz says why)
         self.ready = Gauge("model_ready", "1 when a verified model serves, 0 when not ready (see /readyz)",
                            multiprocess_mode="min")
         self.write_timeouts = Counter("model_response_write_timeouts_total",
                                       "Answers abandoned because the client did not read them in time")
+        self.unauthorized = Counter("model_unauthorized_requests_total",
+                                    "Requests refused with 401 (API_KEYS_FILE set), by reason", ["reason"])
+        self.isolations = Counter("model_batch_isolations_total",
+                                  "Failed scoring calls whose requests were re-scored one by one")
+        self.isolated_failures = Counter("model_isolated_failures_total",
+                                         "Requests that failed on their own after an isolation, by cause "
+                                         "(input: answered 422; service: answered 500)", ["cause"])
         self._info_labels: set[tuple[str, str, str]] = set()
         for outcome in REQUEST_OUTCOMES:
             self.requests.labels(outcome)
@@ -83,6 +97,12 @@ class ServiceMetrics:
             self.records.labels(outcome)
         for reason in REJECT_REASONS:
             self.rejections.labels(reason)
+        for reason in REFUSAL_REASONS:
+            self.routing_refused.labels(reason)
+        for reason in UNAUTHORIZED_REASONS:
+            self.unauthorized.labels(reason)
+        for cause in ISOLATION_CAUSES:
+            self.isolated_failures.labels(cause)
 
     def serving(self, models: list[tuple[str, str, str]]) -> None:
         """Publish the served models as ``(model_version, sha256, role)``; zero replaced ones."""
@@ -111,6 +131,12 @@ class ServiceMetrics:
     def answered(self, model_version: str, outcome: str) -> None:
         """Count a request one model answered (``success``) or failed to score (``error``)."""
         self.version_requests.labels(model_version, outcome).inc()
+
+    def isolated(self, input_failures: int, service_failures: int) -> None:
+        """Count one isolation of a failed scoring call and whom its failures were blamed on."""
+        self.isolations.inc()
+        self.isolated_failures.labels("input").inc(input_failures)
+        self.isolated_failures.labels("service").inc(service_failures)
 
     def scored(self, model_version: str, seconds: float, probabilities: np.ndarray,
                labels: np.ndarray) -> None:

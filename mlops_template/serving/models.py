@@ -2,7 +2,11 @@
 
 A BentoML model directory (written by :mod:`mlops_template.pipeline.packaging`) holds the skops
 pipeline and its sha256, the feature spec, the contract and the serving config (threshold and
-class names). The pipeline is loaded only after its checksum is verified.
+class names). The pipeline is loaded only after its checksum is verified against a digest the
+caller takes from a record the model's writer cannot also rewrite: the bento's ``model_sha256``
+argument (written by packaging beside ``model_tag``) for the pinned model, the routing document's
+``model_sha256`` for the models it names. Only a model served outside a bento without routing
+(``MODEL_TAG``, development) falls back to the ``.sha256`` file in its own directory.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from bentoml.exceptions import NotFound as NotInStore
 from mlops_template.core.artifacts import ModelIntegrityError, load_model
 from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec
+from mlops_template.core.io import sha256_of
 from mlops_template.serving import routing
 from mlops_template.serving.microbatch import MicroBatcher
 from mlops_template.serving.scoring import ModelScorer
@@ -41,6 +46,12 @@ def model_reference(settings: ServingSettings) -> str:
     return settings.model_tag or f"{settings.model_name}:latest"
 
 
+def pinned_sha256() -> str | None:
+    """The skops digest the bento pins beside ``model_tag`` (None outside a bento, or an older one)."""
+    recorded = getattr(bentoml.use_arguments(), "model_sha256", None)
+    return str(recorded) if recorded else None
+
+
 def _positive_index(classes: np.ndarray, positive: str) -> int:
     """Column of ``predict_proba`` that holds the positive class (string or 0/1 targets)."""
     as_text = [str(c) for c in classes]
@@ -49,6 +60,10 @@ def _positive_index(classes: np.ndarray, positive: str) -> int:
     if set(as_text) <= {"0", "1", "False", "True"} and len(as_text) == 2:
         return 1
     raise ValueError(f"model classes {as_text} do not include {positive!r}")
+
+
+class ModelDigestMismatch(ModelIntegrityError):
+    """A model's skops file is not the one its record (bento argument, routing document) names."""
 
 
 @dataclass(eq=False)
@@ -88,12 +103,24 @@ class Serving:
         return pairs
 
 
-def load_served_model(tag: str, contract: Contract, use_replay: bool) -> ServedModel:
-    """Load and verify one model from the BentoML store (ModelIntegrityError, NotFound, ...)."""
+def load_served_model(tag: str, contract: Contract, use_replay: bool,
+                      expected_sha256: str | None = None) -> ServedModel:
+    """Load and verify one model from the BentoML store (ModelIntegrityError, NotFound, ...).
+
+    ``expected_sha256`` is the digest from the caller's record; without one the ``.sha256`` file
+    beside the model is the reference (a development path, logged).
+    """
     stored = bentoml.models.get(tag)
     model_dir = Path(stored.path)
+    if expected_sha256 is None:
+        logger.warning("model %s: no recorded digest, checked against its own checksum file only", tag)
+    else:
+        actual = sha256_of(model_dir / MODEL_FILE) if (model_dir / MODEL_FILE).exists() else None
+        if actual is not None and actual != expected_sha256:
+            raise ModelDigestMismatch(f"model {tag} has sha256 {actual}, its record says {expected_sha256}: "
+                                      "refusing to load")
     serving = json.loads((model_dir / SERVING_FILE).read_text(encoding="utf-8"))
-    pipeline = load_model(model_dir / MODEL_FILE)
+    pipeline = load_model(model_dir / MODEL_FILE, expected_sha256=expected_sha256)
     positive = str(serving["positive_class"])
     spec = FeatureSpec.from_json(model_dir / FEATURE_SPEC_FILE)
     scorer = ModelScorer(pipeline, spec, contract, use_replay=use_replay)
@@ -101,7 +128,7 @@ def load_served_model(tag: str, contract: Contract, use_replay: bool) -> ServedM
     return ServedModel(
         tag=str(stored.tag),
         version=str(serving.get("model_version") or stored.tag.version),
-        sha256=str(stored.info.metadata.get("sha256", "")),
+        sha256=expected_sha256 or str(stored.info.metadata.get("sha256", "")),
         threshold=float(serving["threshold"]),
         positive=positive,
         negative=str(serving["negative_class"]),
@@ -112,6 +139,10 @@ def load_served_model(tag: str, contract: Contract, use_replay: bool) -> ServedM
 
 def describe_load_failure(exc: BaseException) -> str:
     """Why a model did not load, briefly (no paths): "failed its integrity check (...)" and the like."""
+    if isinstance(exc, ModelDigestMismatch):
+        return "failed its integrity check (sha256 mismatch)"
+    if isinstance(exc, routing.RoutingRefused):
+        return f"was refused ({exc.reason})"
     if isinstance(exc, ModelIntegrityError):
         text = str(exc)
         if "sha256" in text:
@@ -128,4 +159,4 @@ def describe_load_failure(exc: BaseException) -> str:
 
 def is_explained_load_failure(exc: BaseException) -> bool:
     """A failure :func:`describe_load_failure` explains fully (its traceback would only be noise)."""
-    return isinstance(exc, (ModelIntegrityError, NotInStore))
+    return isinstance(exc, (ModelIntegrityError, NotInStore, routing.RoutingRefused))

@@ -14,10 +14,19 @@ score are instead the routing file's champion and challenger (see :mod:`mlops_te
 loaded by tag from the same store and verified the same way. The file is polled for changes;
 new models load off the request path and replace the old ones in one reference assignment, so
 requests in flight finish on the model they started with and none fails. A file or model that
-fails to load keeps the current models (``model_routing_reload_failures_total``). With a
-challenger, a request goes to it when the hash of its routing key (``X-Routing-Key``, else the
-request id) falls under ``canary_share`` (:func:`mlops_template.serving.routing.routes_to_challenger`);
-all records of one request go to the same model, and its answers name that model's version.
+fails to load keeps the current models (``model_routing_reload_failures_total``). Every model is
+checked against a digest from a record its writer cannot also rewrite: the bento's
+``model_sha256`` argument for the pinned model, each routing slot's ``model_sha256`` (and, for an
+archive fetched in team mode, ``archive_sha256``). In team mode the document must be signed with
+the deploy key (``ROUTING_VERIFY_KEY_FILE`` holds its public half; a replica without one does not
+start); on one machine too when that key is set. A document refused by such a check is counted
+(``model_routing_refused_total{reason}``), logged once, shown on ``/readyz`` (still 200) as
+``routing_refused``, and not retried until it changes; at start-up the pinned model serves. With a
+challenger, a request goes to it when the hash of its routing key falls under ``canary_share``
+(:func:`mlops_template.serving.routing.routes_to_challenger`). The routing key is never the
+client's choice: it is the name of the request's API key when ``API_KEYS_FILE`` is set (one
+client, one model), else the service's own request id (:mod:`mlops_template.serving.auth`). All
+records of one request go to the same model, and its answers name that model's version.
 
 Every scored record is appended to the inference log (:mod:`mlops_template.serving.inference_log`)
 without ever slowing or failing the request; dropped entries are counted in
@@ -53,28 +62,33 @@ from typing import Any
 import bentoml
 import numpy as np
 from bentoml.exceptions import InternalServerError, NotFound, ServiceUnavailable
+from starlette.responses import JSONResponse
 
 from mlops_template.core import objectstore
 from mlops_template.core.contract import load_contract
 from mlops_template.core.features import FeatureSpec
 from mlops_template.core.objectstore import StoreUnavailable
-from mlops_template.serving import routing
+from mlops_template.serving import archives, routing
+from mlops_template.serving.auth import KEY_NAME_STATE, ApiKeyAuth
 from mlops_template.serving.guard import GuardRuntime, GuardSettings, RequestGuard, install_log_filter
 from mlops_template.serving.inference_log import InferenceLog
 from mlops_template.serving.log_shipping import LogShipper
 from mlops_template.serving.metrics import service_metrics
-from mlops_template.serving.microbatch import MicroBatcher
+from mlops_template.serving.microbatch import InputError, Isolation, MicroBatcher
 from mlops_template.serving.models import (
     CONTRACT_FILE,
     FEATURE_SPEC_FILE,
+    ModelDigestMismatch,
     ServedModel,
     Serving,
     describe_load_failure,
     is_explained_load_failure,
     load_served_model,
     model_reference,
+    pinned_sha256,
 )
 from mlops_template.serving.schema import Prediction, request_models
+from mlops_template.serving.scoring import contract_sample
 from mlops_template.serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -95,10 +109,18 @@ SETTINGS = ServingSettings.from_env()
 _STORED_MODEL = bentoml.models.get(model_reference(SETTINGS))
 MODEL_DIR = Path(_STORED_MODEL.path)
 CONTRACT = load_contract(MODEL_DIR / CONTRACT_FILE)
+# The routing document's signature is checked with the deploy key's public half (ROUTING_VERIFY_KEY_FILE);
+# team mode refuses to start without one. The pinned model is checked against the bento's model_sha256.
+ROUTING_VERIFY_KEY = (routing.verify_key_from_env(objectstore.is_url(SETTINGS.routing_location))
+                      if SETTINGS.routing_location is not None else None)
+PINNED_SHA256 = pinned_sha256()
 RecordList, RECORDS, PredictRequest = request_models(
     CONTRACT, FeatureSpec.from_json(MODEL_DIR / FEATURE_SPEC_FILE).source_columns, SETTINGS.max_records)
 # Filled in by each worker's service instance; read by that worker's RequestGuard.
 GUARD_RUNTIME = GuardRuntime()
+# A record the model is checked to score: when a request fails alone, the model still scoring this
+# one shows that the request's own input caused the failure (422), not the service (500).
+CONTROL_ROWS = contract_sample(CONTRACT, rows=2)[:1]
 
 
 def guard_settings() -> GuardSettings:
@@ -120,8 +142,11 @@ def _client_request_id(ctx: bentoml.Context) -> str | None:
 
 
 def _routing_key(ctx: bentoml.Context, request_id: str) -> str:
-    """What the canary split hashes: the ``X-Routing-Key`` header, else the request id."""
-    return ctx.request.headers.get("x-routing-key") or request_id
+    """What the canary split hashes: the request's API key name, else the service's request id.
+
+    Never a header: a client that chose its model could steer the canary's verdict.
+    """
+    return getattr(ctx.request.state, KEY_NAME_STATE, None) or request_id
 
 
 def freeze_startup_objects() -> None:
@@ -178,6 +203,7 @@ class PredictionService:
         GUARD_RUNTIME.metrics = self.metrics
         GUARD_RUNTIME.is_ready = self.__is_ready__
         GUARD_RUNTIME.not_ready_reason = self.not_ready_reason
+        GUARD_RUNTIME.readiness_detail = self.readiness_detail
         self.metrics.ready.set(1 if self.__is_ready__() else 0)
         install_log_filter()
         logger.info("ready=%s, batching=%s, routing=%s, inference log=%s", self.__is_ready__(),
@@ -194,6 +220,26 @@ class PredictionService:
             return None
         return getattr(self, "unready_reason", None) or "no verified model is loaded"
 
+    def readiness_detail(self) -> dict[str, Any]:
+        """What ``/readyz`` adds while ready: the last routing document refused, and why."""
+        refused = getattr(self, "routing_refused", None)
+        return {"routing_refused": refused} if refused is not None else {}
+
+    def _refused(self, location: str | Path, exc: routing.RoutingRefused) -> None:
+        """Count and remember a refused routing document (the caller logs it, once per document,
+        and counts it among the reload failures)."""
+        self.metrics.routing_refused.labels(exc.reason).inc()
+        self.routing_refused = {"reason": exc.reason, "detail": str(exc), "document": str(location)}
+
+    @staticmethod
+    def _as_refusal(exc: BaseException) -> routing.RoutingRefused | None:
+        """The trust refusal ``exc`` is (a bad signature, a digest that differs), or None."""
+        if isinstance(exc, routing.RoutingRefused):
+            return exc
+        if isinstance(exc, ModelDigestMismatch):
+            return routing.RoutingRefused("model_sha256", str(exc))
+        return None
+
     def _initial_serving(self) -> Serving | None:
         """The routing file's models if one is configured and loads, else the pinned model.
 
@@ -201,6 +247,7 @@ class PredictionService:
         the schema, or the model it names (role, tag, and why: missing, checksum mismatch).
         """
         self.unready_reason: str | None = None
+        self.routing_refused: dict[str, str] | None = None
         if self.routing_path is not None:
             self.routing_signature = self._signature_at_start(self.routing_path)
             serving = self._initial_routing(self.routing_path)
@@ -208,7 +255,7 @@ class PredictionService:
                 return serving
         tag = str(_STORED_MODEL.tag)
         try:
-            return Serving(self._load(tag))
+            return Serving(self._load(tag, PINNED_SHA256))
         except Exception as exc:
             self.unready_reason = f"model {tag} {describe_load_failure(exc)}"
             logger.error("%s: not ready (%s: %s)", self.unready_reason, type(exc).__name__, exc,
@@ -216,29 +263,40 @@ class PredictionService:
             return None
 
     def _initial_routing(self, path: str | Path) -> Serving | None:
-        """The routing document's models at start-up, or None (logged and counted) if unusable."""
+        """The routing document's models at start-up, or None (logged and counted) if unusable.
+
+        A document refused by a trust check (signature, digests) is remembered for ``/readyz``.
+        """
         pinned = _STORED_MODEL.tag
         try:
-            document = routing.read_routing(path)
+            document = routing.check_trusted(routing.read_routing(path), ROUTING_VERIFY_KEY,
+                                             objectstore.is_url(path))
+        except routing.RoutingRefused as exc:
+            self._refused(path, exc)
+            self.metrics.reload_failures.inc()
+            logger.error("routing document %s refused at startup (%s: %s): serving the pinned model %s",
+                         path, exc.reason, exc, pinned)
+            return None
         except Exception as exc:
             self.metrics.reload_failures.inc()
             logger.error("routing file %s unusable at startup (%s: %s): serving the pinned model %s",
                          path, type(exc).__name__, exc, pinned)
             return None
         loaded = []  # loaded one by one so that a failure names its model
-        for role in ("champion", "challenger"):
-            if document[role] is None:
-                continue
-            tag = document[role]["model_tag"]
+        for role, entry in routing.slots(document):
+            tag = entry["model_tag"]
             try:
-                loaded.append(self._load(tag))
+                loaded.append(self._load(tag, entry["model_sha256"], entry.get("archive_sha256")))
             except Exception as exc:
+                refusal = self._as_refusal(exc)
+                if refusal is not None:
+                    self._refused(path, refusal)
                 self.metrics.reload_failures.inc()
                 logger.error("routing file %s: its %s model %s %s at startup (%s: %s): serving the pinned model %s",
                              path, role, tag, describe_load_failure(exc), type(exc).__name__, exc, pinned,
-                             exc_info=not is_explained_load_failure(exc))
+                             exc_info=refusal is None and not is_explained_load_failure(exc))
                 return None
-        try:  # the loaded models are reused by tag
+        try:  # the loaded models are reused by tag and digest
             return self._load_routing(path, Serving(*loaded))
         except Exception:
             self.metrics.reload_failures.inc()
@@ -255,30 +313,40 @@ class PredictionService:
             return None
 
     @staticmethod
-    def _load(tag: str) -> ServedModel:
+    def _load(tag: str, expected_sha256: str | None, archive_sha256: str | None = None) -> ServedModel:
         """Load and verify one model with this service's contract and scorer setting.
 
-        In team mode a model missing from the local store is first fetched from beside the
-        routing document in the object store.
+        ``expected_sha256`` is the skops digest from the record that names the model (routing
+        slot, bento argument). In team mode a model missing from the local store is first fetched
+        from beside the routing document, and imported only if its archive has ``archive_sha256``.
         """
         location = SETTINGS.routing_location
         if objectstore.is_url(location):
             try:
                 bentoml.models.get(tag)
             except NotFound:
+                if archive_sha256 is None:
+                    raise routing.RoutingRefused("no_digest", f"model {tag} must be fetched but its slot names "
+                                                 "no archive_sha256") from None
                 logger.info("model %s not in the local store: fetching it from %s", tag, location)
-                routing.fetch_model(str(location), tag)
-        return load_served_model(tag, CONTRACT, use_replay=SETTINGS.scorer == "auto")
+                archives.fetch(str(location), tag, archive_sha256)
+        return load_served_model(tag, CONTRACT, use_replay=SETTINGS.scorer == "auto",
+                                 expected_sha256=expected_sha256)
 
-    def _load_routing(self, path: Path, current: Serving | None) -> Serving:
-        """Read the routing file and load its models, reusing those already served."""
-        document = routing.read_routing(path)
-        loaded = {m.tag: m for m, _ in current.roles()} if current is not None else {}
+    def _load_routing(self, path: str | Path, current: Serving | None) -> Serving:
+        """Read the routing document, check it can be trusted, and load its models, reusing
+        those already served with the same digest (RoutingRefused on a failed trust check)."""
+        document = routing.check_trusted(routing.read_routing(path), ROUTING_VERIFY_KEY, objectstore.is_url(path))
+        loaded = {(m.tag, m.sha256): m for m, _ in current.roles()} if current is not None else {}
 
         def get(slot: dict[str, Any] | None) -> ServedModel | None:
             if slot is None:
                 return None
-            return loaded.get(slot["model_tag"]) or self._load(slot["model_tag"])
+            tag, digest = slot["model_tag"], slot["model_sha256"]
+            try:
+                return loaded.get((tag, digest)) or self._load(tag, digest, slot.get("archive_sha256"))
+            except ModelDigestMismatch as exc:
+                raise routing.RoutingRefused("model_sha256", str(exc)) from None
 
         return Serving(get(document["champion"]), get(document["challenger"]),
                        float(document["canary_share"]))
@@ -290,6 +358,7 @@ class PredictionService:
                 model.batcher = MicroBatcher(
                     functools.partial(self.score_rows, model), self._scoring_executor(model),
                     max_records=SETTINGS.batch_max_records, max_wait_s=SETTINGS.batch_wait_s,
+                    control=CONTROL_ROWS, on_isolation=self.metrics.isolated,
                 )
         self.metrics.serving([(m.version, m.sha256, role) for m, role in serving.roles()])
         logger.info("serving %s", ", ".join(f"{role} {m.tag} (v{m.version})"
@@ -338,7 +407,9 @@ class PredictionService:
         succeeds (a model that reaches the store a moment after the document is picked up), with
         one log line per failure streak; a document that disappears is logged once. An object
         store that cannot be reached is polled with the same back-off, logged once when it goes
-        away and once when it is back; the current models serve meanwhile.
+        away and once when it is back; the current models serve meanwhile. A document refused by a
+        trust check (:class:`~mlops_template.serving.routing.RoutingRefused`) is logged and counted
+        once and not retried: the current models serve until a trusted document replaces it.
         """
         failures, missing, failed_signature, retry_at = 0, False, None, 0.0
         loop = asyncio.get_running_loop()
@@ -370,6 +441,13 @@ class PredictionService:
                 continue
             try:
                 await self._reload(path)
+            except routing.RoutingRefused as exc:
+                self._refused(path, exc)
+                self.metrics.reload_failures.inc()
+                logger.error("routing document %s refused (%s: %s): current models kept until a trusted "
+                             "document replaces it", path, exc.reason, exc)
+                self.routing_signature, failures, failed_signature = signature, 0, None
+                continue
             except Exception as exc:
                 if signature != failed_signature:  # counted and logged once per routing document
                     self.metrics.reload_failures.inc()
@@ -391,6 +469,7 @@ class PredictionService:
         serving = await loop.run_in_executor(self.loader, self._load_routing, path, current)
         self._activate(serving)
         self.serving = serving  # the swap: one reference assignment
+        self.routing_refused = None
         logger.info("routing reloaded from %s in %.2f s", path, time.perf_counter() - started)
         kept = {id(m) for m, _ in serving.roles()}
         for model, _ in current.roles() if current is not None else []:
@@ -436,11 +515,23 @@ class PredictionService:
         ]
 
     async def _score_on(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
-        """Score rows with ``model``: through its batcher, or alone on the scoring thread."""
+        """Score rows with ``model``: through its batcher, or alone on the scoring thread.
+
+        A failure is judged as the batcher judges one (:class:`~mlops_template.serving.microbatch.Isolation`):
+        an :class:`~mlops_template.serving.microbatch.InputError` when the model still scores a control record.
+        """
         if model.batcher is not None:
             return await model.batcher.submit(rows)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.score_rows, model, rows)
+        try:
+            return await loop.run_in_executor(self.executor, self.score_rows, model, rows)
+        except Exception as exc:
+            isolation = Isolation(functools.partial(self.score_rows, model), self.executor, CONTROL_ROWS,
+                                  self.metrics.isolated)
+            verdict = (await isolation.judge([(rows, exc)], others_scored=False))[0]
+            if verdict is exc:
+                raise
+            raise verdict from exc
 
     @bentoml.api
     async def predict(self, records: RecordList, ctx: bentoml.Context) -> list[Prediction]:
@@ -453,6 +544,12 @@ class PredictionService:
         rows = RECORDS.dump_python(records, exclude_unset=True)
         try:
             results = await self._score_on(model, rows)
+        except InputError as exc:  # this request's own records, not the service: 422, batchmates unharmed
+            logger.info("request %s: not scored by %s (422): %s", request_id, model.tag, exc)
+            ctx.response.status_code = 422  # BentoML applies the context's status to any answer
+            return JSONResponse({"error": "unscorable", "request_id": request_id, "message": str(exc),
+                                 "details": [{"record": exc.record, "field": None, "message": str(exc)}]},
+                                status_code=422)
         except Exception:
             self.metrics.answered(model.version, "error")
             logger.exception("request %s: scoring with %s failed", request_id, model.tag)
@@ -477,6 +574,8 @@ def declare_json_responses(service: Any) -> None:
 
 
 declare_json_responses(PredictionService)
+# Added first, so outermost: a request without a valid key is refused before the guard reads its body.
+PredictionService.add_asgi_middleware(ApiKeyAuth, keys_file=SETTINGS.api_keys_file, runtime=GUARD_RUNTIME)
 PredictionService.add_asgi_middleware(RequestGuard, settings=guard_settings(),
                                       runtime=GUARD_RUNTIME)
 
@@ -495,7 +594,7 @@ def document_openapi(service: Any) -> None:
     from bentoml._internal.utils.cattr import bentoml_cattr
 
     from mlops_template.serving.guard import ERROR_CODES, READYZ_PATH
-    from mlops_template.serving.schema import document_predict, document_readyz
+    from mlops_template.serving.schema import SERVICE_ERROR_CODES, document_predict, document_readyz
 
     api_name = next(name for name, api in service.apis.items() if api.route == PREDICT_PATH)
 
@@ -511,7 +610,7 @@ def document_openapi(service: Any) -> None:
                 schemas[input_schema] = bentoml_cattr.unstructure(schemas[input_schema])
             predict = spec.paths[PREDICT_PATH]
             operation = bentoml_cattr.unstructure(predict.post)
-            document_predict(operation, schemas, ERROR_CODES, input_schema)
+            document_predict(operation, schemas, {**ERROR_CODES, **SERVICE_ERROR_CODES}, input_schema)
             spec.paths[PREDICT_PATH] = attrs.evolve(predict, post=operation)
             if READYZ_PATH in spec.paths:
                 readyz = spec.paths[READYZ_PATH]

@@ -116,7 +116,8 @@ def test_good_batch_retrains_while_a_second_run_is_locked_out(repo: Clone):
     assert (last["action"], last["from_version"], last["to_version"]) == ("promote", "1", "2")
     assert last["who"] == "retrain-tests"
     routing = repo.json("deployments/routing.json")
-    assert routing["champion"] == {"model_tag": last["model_tag"], "model_version": "2"}
+    assert routing["champion"] == {"model_tag": last["model_tag"], "model_version": "2",
+                                   "model_sha256": last["champion"]["sha256"]}  # the record's digest
     assert repo.json("deployments/champion.json")["champion"]["model_version"] == "2"
 
     # The state is whole: the batch is in data/raw, nothing half-written, DVC and git agree.
@@ -171,7 +172,8 @@ def test_rollback_restores_the_previous_champion(repo: Clone):
     assert client.get_model_version(NAME, "1").tags["last_action"] == "rollback"
     assert client.get_model_version(NAME, "2").tags["rolled_back_reason"] == "test: v2 misbehaves"
     routing = repo.json("deployments/routing.json")
-    assert routing["champion"] == {"model_tag": promoted_v1["model_tag"], "model_version": "1"}
+    assert routing["champion"] == {"model_tag": promoted_v1["model_tag"], "model_version": "1",
+                                   "model_sha256": promoted_v1["champion"]["sha256"]}
     record = repo.json("deployments/champion.json")
     assert record["champion"]["model_version"] == "1"
     assert record["champion"]["bento_tag"] == promoted_v1["bento_tag"]

@@ -246,7 +246,8 @@ def test_startup_log_names_a_routing_model_that_fails_its_checksum(bento, tmp_pa
                           cwd=REPO, capture_output=True, text=True, check=True, timeout=300)
     tampered = done.stdout.strip().splitlines()[-1]
     path = tmp_path / "routing.json"
-    routing.write_routing(path, routing.champion_only("adult-income", tampered, "99", 0.0))
+    recorded = yaml.safe_load((home / "models" / tampered.replace(":", "/") / "model.yaml").read_text())["metadata"]
+    routing.write_routing(path, routing.champion_only("adult-income", tampered, "99", 0.0, recorded["sha256"]))
     log = tmp_path / "serve-routing.log"
     process, url = _serve(bento, home, log, ROUTING_FILE=str(path), ROUTING_POLL_SECONDS="30")
     try:

@@ -4,7 +4,10 @@ routing document in an S3-protocol store (moto's server), inference logs shipped
 Each replica has a BentoML home of its own holding only the imported bento (as if on its own
 host), so a model the routing document names reaches it only through the object store. The
 writer (what the deploy stage, canary and rollback do) runs in a child process with the
-session's store, which has both models.
+session's store, which has both models, and signs with the deploy key
+(``ROUTING_SIGNING_KEY_FILE``); the replicas hold only its public half (``ROUTING_VERIFY_KEY_FILE``).
+Untrusted documents (unsigned, another key's, a wrong ``model_sha256``, a tampered archive) are
+refused by every replica, which keeps serving under load.
 
 Figures (promotion and rollback time to reach every replica, failed requests meanwhile) are
 logged as warnings: run with ``-s -o log_cli=true`` to read them.
@@ -25,12 +28,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from mlops_template.core import objectstore
+from mlops_template.core import objectstore, signing
 from mlops_template.ops.process import shared_services_down
 from mlops_template.serving import routing
 from mlops_template.serving.inference_log import read_log
 from tests.support import team
-from tests.support.front import haproxy_binary, haproxy_front
+from tests.support.front import Front, haproxy_binary, haproxy_front
 from tests.support.servers import REPO, start_bento_server, stop_server, wait_ready
 
 logger = logging.getLogger(__name__)
@@ -56,9 +59,9 @@ print(time.time())
 class Load(threading.Thread):
     """Keeps single-record requests going through the front; records every answer."""
 
-    def __init__(self, url: str, record: dict) -> None:
+    def __init__(self, url: str, record: dict, headers: dict[str, str]) -> None:
         super().__init__(daemon=True)
-        self.url, self.record = url, record
+        self.url, self.record, self.headers = url, record, headers
         self.stop = threading.Event()
         self.answers: list[tuple[float, int, str | None, str | None]] = []  # (time, status, version, id)
         self.lock = threading.Lock()
@@ -67,7 +70,8 @@ class Load(threading.Thread):
         with requests.Session() as session:
             while not self.stop.is_set():
                 try:
-                    answer = session.post(f"{self.url}/predict", json={"records": [self.record]}, timeout=30)
+                    answer = session.post(f"{self.url}/predict", json={"records": [self.record]},
+                                          headers=self.headers, timeout=30)
                     status = answer.status_code
                     version = answer.json()[0]["model_version"] if status == 200 else None
                     request_id = answer.headers.get("x-request-id")
@@ -82,8 +86,9 @@ class Load(threading.Thread):
 
 
 @contextlib.contextmanager
-def loading(url: str, record: dict) -> Iterator[list[Load]]:
-    threads = [Load(url, record) for _ in range(LOAD_THREADS)]
+def loading(front: Front, record: dict) -> Iterator[list[Load]]:
+    """Requests through ``front`` with its API key, from LOAD_THREADS threads, while the block runs."""
+    threads = [Load(front.url, record, front.auth) for _ in range(LOAD_THREADS)]
     for thread in threads:
         thread.start()
     try:
@@ -127,10 +132,14 @@ def _until_all_serve(replicas: list[str], record: dict, version: str, since: flo
 def team_serving(bento: dict, tags: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """moto's S3 server, the routing document naming v7, three replicas on their own stores, the front."""
     root = tmp_path_factory.mktemp("replicas")
+    keys = root / "keys"
+    for name in ("deploy", "other"):
+        signing.generate_key_pair(keys / f"{name}.key", keys / f"{name}.pub")
     with team.s3(root / "s3", BUCKET) as store:
         endpoint = store.url
         store_env = team.s3_env(endpoint)
-        writer_env = {**os.environ, **store_env, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true"}
+        writer_env = {**os.environ, **store_env, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true",
+                      routing.SIGNING_KEY_ENV_VAR: str(keys / "deploy.key")}
         _write_routing(writer_env, routing.champion_only("adult-income", tags["7"], "7", 0.0))
         processes, urls = [], []
         try:
@@ -142,6 +151,7 @@ def team_serving(bento: dict, tags: dict[str, str], tmp_path_factory: pytest.Tem
                 process, url = start_bento_server(
                     bento["tag"], home, root / f"replica-{index}.log", **store_env,
                     ROUTING_URL=ROUTING_URL, ROUTING_POLL_SECONDS=str(POLL_SECONDS),
+                    ROUTING_VERIFY_KEY_FILE=str(keys / "deploy.pub"),
                     INFERENCE_LOG_URL=LOG_URL, REPLICA_ID=f"r{index}", LOG_SHIP_SECONDS="1",
                     INFERENCE_LOG_DIR=str(root / f"replica-{index}" / "inference-log"))
                 processes.append(process)
@@ -150,7 +160,7 @@ def team_serving(bento: dict, tags: dict[str, str], tmp_path_factory: pytest.Tem
                 wait_ready(url, process)
             with haproxy_front(urls, root / "front", FRONT_CHECK_INTER="500ms") as front:
                 yield {"front": front, "replicas": urls, "root": root, "endpoint": endpoint, "store": store,
-                       "store_env": store_env,
+                       "store_env": store_env, "keys": keys,
                        "writer_env": writer_env, "processes": processes, "record": bento["records"][0]}
         finally:
             for process in processes:
@@ -172,7 +182,7 @@ def test_promotion_and_rollback_reach_every_replica_under_load(team_serving: dic
     the shared document within the bound, fetching v8 from the store, and no request fails."""
     serving, record = team_serving, team_serving["record"]
     _until_all_serve(serving["replicas"], record, "7", time.time(), 5.0)
-    with loading(serving["front"].url, record) as load:
+    with loading(serving["front"], record) as load:
         time.sleep(2.0)
         written = _write_routing(serving["writer_env"], routing.champion_only("adult-income", tags["8"], "8", 0.0))
         promotion_s = _until_all_serve(serving["replicas"], record, "8", written, SWITCH_BOUND_S)
@@ -198,7 +208,7 @@ def test_every_replicas_inference_log_reaches_the_store(team_serving: dict, stor
     """Requests spread over the replicas; each replica's entries arrive under its own prefix,
     the monitoring jobs' reader sees every answered record exactly once, and the drift job reads them all."""
     serving, record = team_serving, team_serving["record"]
-    with loading(serving["front"].url, record) as load:
+    with loading(serving["front"], record) as load:
         time.sleep(3.0)
     ids = {a[3] for thread in load for a in thread.answers if a[1] == 200}
     assert len(ids) > 50
@@ -238,7 +248,7 @@ def test_a_store_outage_costs_no_request_and_the_log_catches_up(team_serving: di
     ready, says so once, and what it answered meanwhile reaches the store once it is back."""
     serving, record, store = team_serving, team_serving["record"], team_serving["store"]
     logged_before = {i: len(_replica_log(serving, i)) for i in range(1, REPLICAS + 1)}
-    with loading(serving["front"].url, record) as load:
+    with loading(serving["front"], record) as load:
         time.sleep(1.0)
         store.stop()
         outage = time.monotonic()
@@ -271,3 +281,120 @@ def test_a_store_outage_costs_no_request_and_the_log_catches_up(team_serving: di
     logger.warning("replicas: %d requests answered while the store was down (%.1f s), 0 failed; their log "
                    "entries were all in the store %.1f s after it came back; preflight said 'down' in %.1f s",
                    len(during), back - outage, caught_up, preflight_s)
+
+
+# Writes an untrusted routing document into the store, as an attacker with write access to it (or
+# a writer with another key) would; prints the tag the document names and when it was written.
+UNTRUSTED_CODE = """
+import io, json, shutil, sys, tarfile, tempfile, time
+from pathlib import Path
+import bentoml
+from mlops_template.core import objectstore, signing
+from mlops_template.serving import archives, routing
+mode, url, v7, v8, other_key = sys.argv[1:6]
+
+def recorded(tag):
+    return bentoml.models.get(tag).info.metadata["sha256"]
+
+def document(tag, version, model_sha256, archive_sha256):
+    doc = routing.champion_only("adult-income", tag, version, 0.0, model_sha256)
+    doc["champion"]["archive_sha256"] = archive_sha256
+    return doc
+
+def tamper(key):
+    # the published archive re-uploaded with another model: threshold 0 and version 666
+    with tempfile.TemporaryDirectory() as folder:
+        genuine, tampered = Path(folder) / "genuine.bentomodel", Path(folder) / "tampered.bentomodel"
+        objectstore.download_file(key, genuine)
+        with tarfile.open(genuine) as source, tarfile.open(tampered, "w:xz") as target:
+            for member in source.getmembers():
+                data = source.extractfile(member).read() if member.isfile() else None
+                if member.name.endswith("serving.json"):
+                    data = json.dumps({**json.loads(data), "threshold": 0.0, "model_version": "666"}).encode()
+                    member.size = len(data)
+                target.addfile(member, io.BytesIO(data) if data is not None else None)
+        objectstore.upload_file(tampered, key)
+
+tag = v8
+if mode == "archive_sha256":  # a model no replica holds yet, published genuinely, then its archive replaced
+    source = bentoml.models.get(v8)
+    with bentoml.models.create("adult-income", labels=dict(source.info.labels),
+                               metadata=dict(source.info.metadata)) as copy:
+        for item in Path(source.path).iterdir():
+            if item.is_file() and item.name != "model.yaml":
+                shutil.copy2(item, Path(copy.path) / item.name)
+    tag = str(copy.tag)
+    digest = archives.publish(url, tag, recorded(tag))
+    tamper(archives.archive_url(url, tag))
+    doc = signing.sign(document(tag, "10", recorded(tag), digest), routing.signing_key_from_env())
+else:
+    digest = archives.publish(url, v8, recorded(v8))
+    doc = document(v8, "8", recorded(v7 if mode == "model_sha256" else v8), digest)
+    if mode == "bad_signature":
+        doc = signing.sign(doc, signing.load_private_key(other_key))
+    elif mode == "model_sha256":
+        doc = signing.sign(doc, routing.signing_key_from_env())
+objectstore.put_bytes(objectstore.ObjectUrl.parse(url), json.dumps(doc).encode())
+print(tag, time.time())
+"""
+
+
+def _refusals(url: str, reason: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    prefix = f'model_routing_refused_total{{reason="{reason}"}} '
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _routing_refused(url: str) -> dict | None:
+    answer = requests.get(f"{url}/readyz", timeout=10)
+    if answer.status_code != 200 or not answer.headers.get("content-type", "").startswith("application/json"):
+        return None
+    return answer.json().get("routing_refused")
+
+
+def test_untrusted_routing_is_refused_by_every_replica_under_load(team_serving: dict, tags: dict[str, str]) -> None:
+    """Through the front under load: an unsigned document, one signed with another key, one whose
+    model_sha256 is another model's, and a genuine signed document whose archive was replaced in
+    the store are each refused by every replica (reason on /readyz and in the metric, logged once);
+    v7 answers every request and the tampered archive never reaches a replica's store."""
+    serving, record = team_serving, team_serving["record"]
+    _write_routing(serving["writer_env"], routing.champion_only("adult-income", tags["7"], "7", 0.0))
+    _until_all_serve(serving["replicas"], record, "7", time.time(), SWITCH_BOUND_S)
+    seen: dict[str, float] = {}
+    tampered_tag = ""
+    with loading(serving["front"], record) as load:
+        for reason in ("unsigned", "bad_signature", "model_sha256", "archive_sha256"):
+            before = {url: _refusals(url, reason) for url in serving["replicas"]}
+            done = subprocess.run([sys.executable, "-c", UNTRUSTED_CODE, reason, ROUTING_URL, tags["7"], tags["8"],
+                                   str(serving["keys"] / "other.key")], env=serving["writer_env"], cwd=REPO,
+                                  check=True, timeout=300, capture_output=True, text=True)
+            tag, written = done.stdout.split()[-2], float(done.stdout.split()[-1])
+            if reason == "archive_sha256":
+                tampered_tag = tag
+            deadline = time.time() + SWITCH_BOUND_S
+            pending = set(serving["replicas"])
+            while pending and time.time() < deadline:
+                pending = {url for url in pending if _refusals(url, reason) < before[url] + 1
+                           or (_routing_refused(url) or {}).get("reason") != reason}
+                time.sleep(0.1)
+            assert not pending, f"{reason}: replicas {sorted(pending)} did not refuse within {SWITCH_BOUND_S} s"
+            seen[reason] = time.time() - written
+            time.sleep(2 * POLL_SECONDS)  # more polls: still refused once, still v7
+            assert all(_refusals(url, reason) == before[url] + 1 for url in serving["replicas"]), reason
+    answers = [a for thread in load for a in thread.answers]
+    assert [a for a in answers if a[1] != 200] == []
+    assert {a[2] for a in answers} == {"7"}
+    name, _, version = tampered_tag.partition(":")
+    for index in range(1, REPLICAS + 1):
+        assert not (serving["root"] / f"replica-{index}" / "bentoml" / "models" / name / version).exists()
+        log = _replica_log(serving, index)
+        for reason in seen:
+            assert log.count(f"refused ({reason}:") == 1, (reason, log[-3000:])
+    _write_routing(serving["writer_env"], routing.champion_only("adult-income", tags["7"], "7", 0.0))
+    deadline = time.time() + SWITCH_BOUND_S
+    while any(_routing_refused(url) for url in serving["replicas"]) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_routing_refused(url) for url in serving["replicas"])
+    logger.warning("replicas: %d requests through the front while 4 untrusted routing documents were written, "
+                   "0 failed, all v7; every replica refused each within %s s", len(answers),
+                   ", ".join(f"{reason} {s:.2f}" for reason, s in seen.items()))
