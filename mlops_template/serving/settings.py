@@ -24,6 +24,8 @@
 ``ROUTING_URL``           (unset)        team mode: the routing document in the object store
                                          (``s3://bucket/prefix/routing.json``; wins over ``ROUTING_FILE``)
 ``ROUTING_POLL_SECONDS``  1              how often the routing document is checked for changes
+``ROUTING_VERIFY_KEY_FILE`` (unset)      Ed25519 public key (PEM) of the deploy key: required with ``ROUTING_URL``,
+                                         optional with ``ROUTING_FILE`` (read by :mod:`~mlops_template.serving.routing`)
 ``INFERENCE_LOG_URL``     (unset)        team mode: ship the inference log to ``s3://bucket/prefix/``
 ``REPLICA_ID``            (hostname)     this replica's folder under ``INFERENCE_LOG_URL``
 ``LOG_SHIP_SECONDS``      10             how often new inference-log lines are shipped
