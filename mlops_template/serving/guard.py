@@ -138,9 +138,10 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
         elif scope["path"] == READYZ_PATH and scope["method"] in ("GET", "HEAD"):
-            await self._readyz(scope, receive, send)
+            await self._readyz(scope, receive, _with_headers(send, [(b"x-request-id", uuid.uuid4().hex.encode())]))
         elif scope["path"] != self.settings.path or scope["method"] != "POST":
-            await self.app(scope, receive, send)
+            # every answer carries an id of the service's, probes and /metrics included
+            await self.app(scope, receive, _with_headers(send, [(b"x-request-id", uuid.uuid4().hex.encode())]))
         else:
             request_id = uuid.uuid4().hex
             try:

@@ -139,6 +139,18 @@ def test_a_ready_readyz_passes_through_untouched() -> None:
     assert _status(sent) == 200 and sent[-1]["body"] == b"\n"
 
 
+@pytest.mark.parametrize(("path", "method"), [("/readyz", "GET"), ("/livez", "GET"), ("/metrics", "GET"),
+                                              ("/predict", "GET")])
+def test_every_answer_carries_a_request_id(path: str, method: str) -> None:
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    guard = RequestGuard(app, _settings(), GuardRuntime(is_ready=lambda: True))
+    ids = {_headers(_call(guard, path=path, method=method, body=b"")[0])["x-request-id"] for _ in range(2)}
+    assert len(ids) == 2 and all(len(i) == 32 for i in ids)
+
+
 def test_an_answer_the_client_never_reads_frees_the_slot(caplog) -> None:
     """uvicorn's send waits for the client to read; the guard gives up after send_timeout_s."""
     metrics = StubMetrics()
