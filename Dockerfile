@@ -1,6 +1,6 @@
 # Serving image for the deployed model: the champion's exported bento (models/serving/champion.bento,
 # written by the deploy stage and kept current by canary promotion and rollback) on top of the
-# serving requirements only.
+# serving lock only (constraints-serve.txt: every package pinned, each file checked by sha256).
 #
 #   make pipeline
 #   docker build -t adult-income-service .
@@ -20,7 +20,8 @@
 #                     podman build -v /etc/ssl/certs:/etc/ssl/certs:ro \
 #                       --build-arg PIP_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt .
 #                   The bundle is only read during the build; it is not copied into the image.
-#   PIP_EXTRA_ARGS  extra pip arguments (e.g. "--index-url https://mirror.example/simple").
+#   PIP_EXTRA_ARGS  extra pip arguments (e.g. "--index-url https://mirror.example/simple"). A mirror
+#                   must serve PyPI's own files: pip refuses any file whose sha256 is not in the lock.
 #
 # The image keeps the HEALTHCHECK only in Docker image format: with podman/buildah build with
 # `--format docker` (OCI images have no HEALTHCHECK field).
@@ -50,11 +51,13 @@ RUN groupadd --system --gid ${APP_UID} app \
  && useradd --system --uid ${APP_UID} --gid ${APP_UID} --home-dir /home/app --create-home \
       --shell /usr/sbin/nologin app
 
-# Serving requirements only, in a venv: works on python:3.11-slim and on Debian's python3 alike
-# (Debian's system pip refuses to install outside a venv, PEP 668). constraints.txt installs
-# nothing by itself: it pins the transitive dependencies to the versions the pipeline was tested
-# with. Bytecode compiled by pip is kept: without it the service needs far longer to start.
-COPY requirements-serve.txt constraints.txt /opt/
+# The serving lock only, in a venv: works on python:3.11-slim and on Debian's python3 alike
+# (Debian's system pip refuses to install outside a venv, PEP 668). constraints-serve.txt is
+# requirements-serve.txt with every transitive package, at the versions the pipeline was tested
+# with, each with the sha256 of PyPI's files (`make lock` writes it): --require-hashes refuses any
+# other file, --no-deps installs nothing the lock does not name, and `pip check` proves it complete.
+# Bytecode compiled by pip is kept: without it the service needs far longer to start.
+COPY constraints-serve.txt /opt/
 RUN set -eu; \
     cert=""; \
     if [ -n "${PIP_CA_BUNDLE}" ]; then \
@@ -65,8 +68,9 @@ RUN set -eu; \
       cert="--cert ${PIP_CA_BUNDLE}"; \
     fi; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip install --no-cache-dir --progress-bar off $cert ${PIP_EXTRA_ARGS} \
-      -r /opt/requirements-serve.txt -c /opt/constraints.txt
+    /opt/venv/bin/pip install --no-cache-dir --progress-bar off --require-hashes --no-deps \
+      $cert ${PIP_EXTRA_ARGS} -r /opt/constraints-serve.txt; \
+    /opt/venv/bin/pip check
 
 # Import the bento (service code and model) into the app user's own store.
 COPY ${BENTO_ARCHIVE} /opt/bento/service.bento

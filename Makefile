@@ -9,15 +9,23 @@ export MLFLOW_ENABLE_TELEMETRY := false
 
 PORT ?= 3000
 
-.PHONY: setup pipeline test test-fast lint serve mlflow-ui plots benchmark clean
+.PHONY: setup lock pipeline test test-fast lint serve mlflow-ui plots benchmark clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-serve.txt constraints.txt
+# Installs exactly the lock: every file checked against its sha256 (pip itself too), nothing resolved
+# or fetched beyond it; `pip check` then proves the lock complete. The first line refuses a lock
+# that no longer matches requirements*.txt (run `make lock`).
+$(VENV)/.installed: requirements.txt requirements-serve.txt constraints.txt constraints-serve.txt
+	$(PYTHON) scripts/lock.py --check
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt -c constraints.txt
+	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r constraints.txt
+	$(VENV)/bin/pip check
 	touch $@
+
+lock:  ## after editing requirements*.txt: rewrite constraints*.txt, pinned and hashed (needs the index)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python scripts/lock.py $(LOCK_ARGS)
 
 pipeline: setup
 	dvc repro
@@ -31,7 +39,8 @@ test-fast: setup  ## the unit tier only: no servers, no clones
 lint: setup
 	ruff check .
 
-serve: setup  ## serve the deployed champion on $(PORT), logging to monitoring/inference-log
+serve: setup  ## serve the deployed champion on $(PORT), logging to monitoring/inference-log; open unless API_KEYS_FILE=...
+	$(if $(API_KEYS_FILE),API_KEYS_FILE=$(abspath $(API_KEYS_FILE))) \
 	INFERENCE_LOG_DIR=$(CURDIR)/monitoring/inference-log ROUTING_FILE=$(CURDIR)/deployments/routing.json \
 	bentoml serve $$(python -c "import json;print(json.load(open('deployments/champion.json'))['champion']['bento_tag'])") \
 	  --port $(PORT)
@@ -39,8 +48,8 @@ serve: setup  ## serve the deployed champion on $(PORT), logging to monitoring/i
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
-plots: setup
-	dvc plots show --open
+plots: setup  ## write dvc_plots/index.html (open it in a browser; no browser is needed here)
+	dvc plots show
 
 benchmark: setup  ## figures in benchmarks/results/ (run `make pipeline` first for serving)
 	python -m benchmarks.pipeline

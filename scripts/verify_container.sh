@@ -11,7 +11,7 @@
 #
 # Environment (all optional):
 #   CONTEXT           build context laid out like the repository (Dockerfile, .dockerignore,
-#                     requirements, deployments/champion.json, the archive it names); default:
+#                     constraints-serve.txt, deployments/champion.json, the archive it names); default:
 #                     the repository itself. tests/container uses a scratch one in a fresh clone.
 #   BASE_IMAGE        base to build FROM; default: the local debootstrap image (made if missing)
 #   CACHE_DIR         cache for the debootstrap base (default /var/tmp/mlops-template-container)

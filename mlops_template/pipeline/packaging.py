@@ -3,7 +3,9 @@
 The BentoML store is wherever ``BENTOML_HOME`` points (the caller sets it). The bento pins the
 exact model version through the ``model_tag`` bento argument read by
 :mod:`mlops_template.serving.service`, and references it as a ``BentoModel`` so the model ships inside the
-exported archive.
+exported archive. Beside it, the ``model_sha256`` argument records the skops file's digest: the
+service checks the model against that, not against the ``.sha256`` file in the model's own
+directory, which whoever alters the stored model can rewrite too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ SERVICE_MODULE = "mlops_template.serving.service"
 SERVICE_IMPORT = f"{SERVICE_MODULE}:PredictionService"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SHIPPED = ("__init__.py", "core/*.py", "serving/*.py")  # what the bento runs; nothing offline
-REQUIREMENTS_FILE = PACKAGE_DIR.parent / "requirements-serve.txt"
+# The hashed serving lock (scripts/lock.py): the bento's env/python/requirements.txt keeps its
+# hashes, so an image BentoML builds from the bento installs exactly these files.
+REQUIREMENTS_FILE = PACKAGE_DIR.parent / "constraints-serve.txt"
 MODEL_FILES = ("model.skops", "model.skops.sha256", "feature_spec.json", "model_card.json")
 
 
@@ -83,8 +87,8 @@ def _build_context(directory: Path) -> None:
         shutil.copy2(REQUIREMENTS_FILE, directory / REQUIREMENTS_FILE.name)
 
 
-def build_bento(model_tag: str, service_name: str, labels: dict[str, str]) -> str:
-    """Build the bento for the service, pinned to ``model_tag``; return the bento tag."""
+def build_bento(model_tag: str, service_name: str, labels: dict[str, str], model_sha256: str) -> str:
+    """Build the bento for the service, pinned to ``model_tag`` and its digest; return the bento tag."""
     import bentoml
 
     python: dict[str, Any] = {"lock_packages": False}
@@ -102,7 +106,7 @@ def build_bento(model_tag: str, service_name: str, labels: dict[str, str]) -> st
             include=[*(f"{PACKAGE_DIR.name}/{pattern}" for pattern in SHIPPED), REQUIREMENTS_FILE.name],
             python=python,
             build_ctx=ctx,
-            args={"model_tag": model_tag},
+            args={"model_tag": model_tag, "model_sha256": model_sha256},
         )
     logger.info("built bento %s", bento.tag)
     return str(bento.tag)
@@ -146,7 +150,7 @@ def package_model(
     model_tag = save_bento_model(
         model_dir, contract_path, serving, model_name, labels, model_sha256
     )
-    bento_tag = build_bento(model_tag, service_name, labels)
+    bento_tag = build_bento(model_tag, service_name, labels, model_sha256)
     archive = export_archive(bento_tag, archive)
     return {
         "bento_tag": bento_tag,

@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "verify_container.sh"
-CONTEXT_FILES = ("Dockerfile", ".dockerignore", "requirements-serve.txt", "constraints.txt")
+CONTEXT_FILES = ("Dockerfile", ".dockerignore", "constraints-serve.txt")
 TIMEOUT = 1200
 
 
