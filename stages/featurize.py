@@ -1,4 +1,4 @@
-"""featurize: row-wise features, a seeded stratified train/test split and a drift reference."""
+"""featurize: row-wise features, a keyed train/test split and a drift reference."""
 
 import logging
 
@@ -24,8 +24,10 @@ def main() -> None:
     features = build_features(data, spec)
     # Keep the contract columns too: scoring an older champion re-derives its own features.
     data = data.join(features[list(spec.derived)])
+    # The split hashes the contract's input columns with a secret salt (SPLIT_SALT or its file).
+    inputs = [c for c in contract.column_names if c != contract.target]
     train, test, reference = split_train_test(
-        data, contract.target, cfg["test_size"], cfg["seed"], cfg["reference_rows"]
+        data, contract.target, cfg["test_size"], cfg["seed"], cfg["reference_rows"], columns=inputs
     )
     for path, frame in ((paths.TRAIN, train), (paths.TEST, test), (paths.REFERENCE, reference)):
         write_frame(frame, path)

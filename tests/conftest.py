@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 TIERS = ("unit", "integration", "e2e")
 ROOT = Path(__file__).resolve().parent
+# The train/test split is keyed by a secret salt (mlops_template/pipeline/splits.py). Tests, and
+# the clones and servers they start, use this fixed one, so that every run splits alike and never
+# depends on (or reads) a developer's own secret.
+os.environ["SPLIT_SALT"] = "test-suite-split-salt-not-a-secret"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,32 +8,16 @@ the target included (labelled data). Drop it into ``data/incoming/``, or pass a 
 ``data/raw/``, which the validate stage reads in name order, so give batches unique, sortable
 names such as ``2026-11-26-crm-export.csv.gz``.
 
-The checks
-----------
+The checks (:mod:`mlops_template.ops.guard`)
+--------------------------------------------
 Each batch is compared with the data already accepted (the rows of ``data/raw`` that pass the
-contract, plus batches accepted earlier in the same run). Thresholds live in ``params.yaml``
-under ``ingest:``; a check fails when its value is above its threshold (``min_rows``: below).
-
-- ``rows``: the batch has at least ``min_rows`` rows (fewer cannot be judged).
-- ``invalid``: share of rows failing the contract (``validate_frame``; duplicates excluded).
-- ``duplicates``: share of rows repeated within the batch or already accepted.
-- ``label_shift``: absolute difference of the positive-class share.
-- ``drift``: number of drifted columns; a numeric column drifts when its PSI (:func:`psi`)
-  exceeds ``max_psi``, a categorical one when its total-variation distance exceeds ``max_tvd``.
-  More than ``max_drifted_columns`` drifted columns fails the batch.
-
-PSI bins come from the accepted data. A value holding at least a tenth (``1/PSI_BINS``) of a
-column's known values (the zeros of ``capital_gain``, a sentinel, the codes of a small integer
-scale) gets a bin of its own; the other values are cut at their quantiles into the remaining
-bins, and missing values have their own bin. Plain deciles would collapse under such a point
-mass (with 92% zeros every decile edge is 0) and read PSI 0 however far the non-zero share
-moved; a continuous column has no point mass and keeps its deciles.
-
-Near-limit warnings: a check that passes with its value at least 80% of its limit
-(``min_rows``: fewer than 1.25x the minimum), a column whose PSI or TVD is at least 80% of its
-limit, and every drifted column of a batch whose drift count is still allowed are listed under
-``warnings`` in the report (one line each, naming the check or column, its value and the limit)
-and logged with ``logger.warning``, so a batch creeping towards a limit is seen while accepted.
+contract, plus batches accepted earlier in the same run) and, pooled with everything accepted
+since, with the fixed reference window (the raw data present when the guard first ran). Marginal
+checks: ``rows``, ``invalid``, ``duplicates``, ``label_shift``, ``drift``; joint checks:
+``label_by_group``, ``trigger``, ``label_flips``, ``near_duplicates``; cumulative checks against
+the window: ``cumulative_label_by_group``, ``cumulative_trigger``, ``cumulative_drift``.
+Thresholds live in ``params.yaml`` under ``ingest:``. A passing check close to its limit is a
+warning in the report and in the log.
 
 What happens to a batch
 -----------------------
@@ -44,301 +28,68 @@ git and committed by ``retrain --commit`` with the rest of ``metrics/``), an aud
 joined the training data and how close it came to a limit.
 Rejected: moved to ``data/quarantine/batches/<name>`` with ``<name>.report.json`` beside it;
 training goes on without it.
-Both reports hold every check, one line per failed check under ``reasons`` and the near-limit
-warnings under ``warnings``.
+Both reports hold every check, one line per failed check under ``reasons``, the near-limit
+warnings under ``warnings`` (and the names of those checks under ``near_limit``), the cumulative
+drift against the window under ``cumulative``, and the batch's ``provenance``: file name, size,
+sha256, where it came from, when, by which command and by whom (git ``user.name``, else
+``$USER``).
 """
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
+import shlex
 import shutil
-from dataclasses import asdict, dataclass, field
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlops_template.core import paths
 from mlops_template.core.contract import Contract, read_raw_csv
-from mlops_template.core.io import sha256_of, write_json
-from mlops_template.pipeline.validation import (
-    FAILED_CHECKS_COLUMN,
-    RAW_SUFFIXES,
-    DataValidationError,
-    validate_file,
-    validate_frame,
-)
+from mlops_template.core.io import sha256_of, utc_now, write_json
+from mlops_template.ops.guard import Accepted, check_batch, load_accepted, reference_window
+from mlops_template.ops.guard.accepted import describe_file
+from mlops_template.pipeline.validation import RAW_SUFFIXES, DataValidationError
 
 logger = logging.getLogger(__name__)
 
-DUPLICATE_CHECK = "row:duplicate"
-MISSING = "<missing>"
-PSI_BINS = 10
-PSI_FLOOR = 1e-4  # empty bins would make PSI infinite
-NEAR_LIMIT = 0.8  # a passing value at or above this share of its limit is a warning
 REPORTS = paths.INGEST_REPORTS  # default of ingest.reports: reports of accepted batches
 
 
-# --- pure checks ----------------------------------------------------------------------------
+# --- provenance -----------------------------------------------------------------------------
 
-def positive_share(labels: pd.Series, positive: str) -> float:
-    """Share of non-missing labels equal to the positive class (NaN when there are none)."""
-    labels = labels.dropna().astype(str)
-    return float((labels == positive).mean()) if len(labels) else float("nan")
-
-
-def row_keys(frame: pd.DataFrame, contract: Contract) -> pd.Series:
-    """One hash per row, equal for equal rows whether ``frame`` holds raw strings or typed values.
-
-    Numeric columns are compared as numbers ("39" equals 39), everything else as text.
-    """
-    canonical = {}
-    for column in contract.columns:
-        values = frame[column.name].astype("string")
-        if column.type in ("int", "float"):
-            numbers = pd.to_numeric(frame[column.name], errors="coerce").astype("float64")
-            values = numbers.astype("string").where(numbers.notna(), values)
-        canonical[column.name] = values.fillna(MISSING)
-    return pd.util.hash_pandas_object(pd.DataFrame(canonical), index=False)
-
-
-def duplicate_mask(batch_keys: pd.Series, accepted_keys: np.ndarray) -> pd.Series:
-    """True for each row repeated earlier in the batch or already among the accepted rows."""
-    return batch_keys.duplicated(keep="first") | batch_keys.isin(accepted_keys)
-
-
-def invalid_share(rejected: pd.DataFrame, rows: int) -> float:
-    """Share of rows that fail a contract check other than being a duplicate."""
-    if not rows or rejected.empty:
-        return 0.0
-    checks = rejected[FAILED_CHECKS_COLUMN].astype(str).str.split("; ")
-    return float(checks.map(lambda names: any(n != DUPLICATE_CHECK for n in names)).sum() / rows)
-
-
-def psi_bins(known: np.ndarray, bins: int = PSI_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """The bins ``psi`` measures with, from the reference's non-missing values ``known``.
-
-    Returns ``(points, edges)``: ``points`` are the values holding at least ``1/bins`` of
-    ``known`` each (sorted), one bin apiece; ``edges`` are the quantile edges of the remaining
-    values, which share the remaining ``bins - len(points)`` bins (at least one).
-    """
-    values, counts = np.unique(known, return_counts=True)
-    points = values[counts * bins >= known.size]
-    rest = known[~np.isin(known, points)]
-    if rest.size == 0:
-        return points, np.empty(0)
-    quantiles = np.linspace(0, 1, max(bins - points.size, 1) + 1)[1:-1]
-    return points, np.unique(np.quantile(rest, quantiles))
-
-
-def psi(reference: pd.Series, current: pd.Series, bins: int = PSI_BINS) -> float:
-    """Population stability index of ``current`` against bins drawn from ``reference``.
-
-    The bins follow :func:`psi_bins`: a value carrying a point mass in the reference (at least
-    ``1/bins`` of its known values: the zeros of a zero-inflated column, a sentinel, the codes
-    of a small integer scale, the one value of a constant column) gets a bin of its own, and
-    the other values are cut at their own quantiles into the remaining bins. Plain deciles of
-    the whole column collapse under such a mass (with 92% zeros every decile edge is 0, zero
-    and non-zero values share one bin, and PSI stays 0 however far the non-zero share moves).
-    A continuous column has no point mass and keeps its deciles. A current value the reference
-    never had falls into the quantile bin around it (or, with no other values, one extra bin).
-    Missing values get a bin of their own, so a surge of nulls counts as drift. Shares are
-    floored at ``PSI_FLOOR`` so an empty bin gives a large but finite term. Deterministic.
-    """
-    ref = pd.to_numeric(reference, errors="coerce").to_numpy(dtype=float)
-    cur = pd.to_numeric(current, errors="coerce").to_numpy(dtype=float)
-    known = ref[~np.isnan(ref)]
-    if known.size == 0:
-        return 0.0
-    points, edges = psi_bins(known, bins)
-
-    def shares(values: np.ndarray) -> np.ndarray:
-        nan = np.isnan(values)
-        values = values[~nan]
-        at_point = np.isin(values, points)
-        counts = np.concatenate([
-            np.bincount(np.searchsorted(points, values[at_point]), minlength=points.size),
-            np.bincount(np.searchsorted(edges, values[~at_point], side="right"), minlength=edges.size + 1),
-            [nan.sum()],
-        ])
-        return np.clip(counts / max(nan.size, 1), PSI_FLOOR, None)
-
-    p, q = shares(ref), shares(cur)
-    return float(np.sum((q - p) * np.log(q / p)))
-
-
-def total_variation(reference: pd.Series, current: pd.Series) -> float:
-    """Total-variation distance between the category shares (missing is a category)."""
-    p = reference.astype("string").fillna(MISSING).value_counts(normalize=True)
-    q = current.astype("string").fillna(MISSING).value_counts(normalize=True)
-    p, q = p.align(q, fill_value=0.0)
-    return float(0.5 * (p - q).abs().sum())
-
-
-def drift_scores(
-    reference: pd.DataFrame, current: pd.DataFrame, contract: Contract, max_psi: float, max_tvd: float
-) -> dict[str, dict[str, Any]]:
-    """PSI per numeric and TVD per categorical column, each with whether it drifted."""
-    scores: dict[str, dict[str, Any]] = {}
-    for name in contract.columns_with_role("numeric"):
-        value = psi(reference[name], current[name])
-        scores[name] = {"metric": "psi", "value": round(value, 6), "drifted": value > max_psi}
-    for name in contract.columns_with_role("categorical"):
-        value = total_variation(reference[name], current[name])
-        scores[name] = {"metric": "tvd", "value": round(value, 6), "drifted": value > max_tvd}
-    return scores
-
-
-# --- the report -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Check:
-    """One guard check: its value, the threshold it is held to, and a one-line reason."""
-
-    name: str
-    value: float | None
-    threshold: float
-    passed: bool
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class BatchReport:
-    """Every check run on a batch; the batch is accepted when all of them passed."""
-
-    batch: str
-    rows: int
-    checks: list[Check]
-    warnings: list[str] = field(default_factory=list)  # passed, but close to a limit
-
-    @property
-    def accepted(self) -> bool:
-        """True when no check failed."""
-        return all(c.passed for c in self.checks)
-
-    @property
-    def reasons(self) -> list[str]:
-        """One line per failed check."""
-        return [f"{c.name}: {c.reason}" for c in self.checks if not c.passed]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: beside a quarantined batch, or in ``ingest.reports`` when accepted."""
-        return {"batch": self.batch, "rows": self.rows, "accepted": self.accepted,
-                "reasons": self.reasons, "warnings": self.warnings,
-                "checks": [asdict(c) for c in self.checks]}
-
-
-@dataclass
-class Accepted:
-    """The accepted data a batch is compared with: typed valid rows and their row hashes."""
-
-    frame: pd.DataFrame
-    keys: np.ndarray
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, contract: Contract) -> Accepted:
-        """Wrap the validated rows of ``data/raw``."""
-        return cls(frame.reset_index(drop=True), row_keys(frame, contract).to_numpy())
-
-    def extend(self, frame: pd.DataFrame, contract: Contract) -> Accepted:
-        """The accepted data plus a newly accepted batch's valid rows."""
-        return Accepted.from_frame(pd.concat([self.frame, frame], ignore_index=True), contract)
-
-
-def _bound(name: str, value: float, limit: float, what: str, details: dict | None = None) -> Check:
-    passed = bool(value <= limit)
-    verdict = "within" if passed else "above"
-    return Check(name, round(value, 6), limit, passed,
-                 f"{what} {value:.2%} is {verdict} the limit {limit:.2%}", details or {})
-
-
-def _near(value: float, limit: float) -> bool:
-    """True for a positive value at or above ``NEAR_LIMIT`` of its (upper) limit."""
-    return bool(value > 0 and value >= NEAR_LIMIT * limit)
-
-
-def near_limit_warnings(checks: list[Check], thresholds: dict[str, Any]) -> list[str]:
-    """One line per passed check close to its limit, and per drifted or nearly drifted column.
-
-    Close means at least ``NEAR_LIMIT`` (80%) of an upper limit, or fewer than
-    ``min_rows / NEAR_LIMIT`` (1.25x) rows. Failed checks are reasons, not warnings.
-    """
-    lines = []
-    for c in checks:
-        if not c.passed or c.value is None:
-            continue
-        if c.name == "rows":
-            if c.value < c.threshold / NEAR_LIMIT:
-                lines.append(f"rows: {c.value:.0f} rows, near the minimum {c.threshold} "
-                             f"(fewer than {c.threshold / NEAR_LIMIT:.0f})")
-        elif c.name == "drift":
-            scores = c.details.get("columns", {})
-            limits = {"psi": thresholds["max_psi"], "tvd": thresholds["max_tvd"]}
-            drifted = sorted(n for n, s in scores.items() if s["drifted"])
-            if drifted:
-                listed = ", ".join(f"{n} {scores[n]['metric']} {scores[n]['value']:.3f} > "
-                                   f"{limits[scores[n]['metric']]}" for n in drifted)
-                lines.append(f"drift: {len(drifted)} drifted column(s) ({listed}), "
-                             f"within the limit of {c.threshold:.0f} drifted column(s)")
-            for n, s in sorted(scores.items()):
-                if not s["drifted"] and _near(s["value"], limits[s["metric"]]):
-                    lines.append(f"drift: {n} {s['metric']} {s['value']:.3f} is near the limit "
-                                 f"{limits[s['metric']]}")
-        elif _near(c.value, c.threshold):
-            lines.append(f"{c.name}: {c.value:.4g} is near the limit {c.threshold} "
-                         f"({c.value / c.threshold:.0%} of it)")
-    return lines
-
-
-def check_batch(
-    name: str, raw: pd.DataFrame, accepted: Accepted, contract: Contract, thresholds: dict[str, Any]
-) -> tuple[BatchReport, pd.DataFrame]:
-    """Run every guard check on a batch read as raw strings; return the report and valid rows.
-
-    The report lists failed checks under ``reasons`` and passed ones close to their limit
-    under ``warnings`` (:func:`near_limit_warnings`).
-    """
-    rows = len(raw)
-    min_rows = int(thresholds["min_rows"])
-    checks = [Check("rows", float(rows), min_rows, rows >= min_rows,
-                    f"{rows} rows, at least {min_rows} needed to judge a batch")]
+def who() -> str:
+    """The person ingesting: git's ``user.name`` here, else ``$USER``, else the login name."""
     try:
-        result = validate_frame(raw, contract)
-    except DataValidationError as exc:
-        checks.append(Check("invalid", 1.0, thresholds["max_invalid_share"], False, str(exc)))
-        return BatchReport(name, rows, checks), raw.iloc[0:0]
-    valid = result.valid
+        proc = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=10)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (some containers)
+        return "unknown"
 
-    checks.append(_bound("invalid", invalid_share(result.rejected, rows), thresholds["max_invalid_share"],
-                         "share of rows failing the contract",
-                         {"failures_by_check": result.failures_by_check}))
 
-    duplicates = duplicate_mask(row_keys(raw, contract), accepted.keys)
-    checks.append(_bound("duplicates", float(duplicates.mean()), thresholds["max_duplicate_share"],
-                         "share of duplicate rows (within the batch or already accepted)",
-                         {"rows": int(duplicates.sum())}))
+def this_command() -> str:
+    """The command line of this process, as a person would type it."""
+    return shlex.join(["python", *sys.argv]) if sys.argv and sys.argv[0] else "python"
 
-    batch_share = positive_share(raw[contract.target], contract.positive_class)
-    accepted_share = positive_share(accepted.frame[contract.target], contract.positive_class)
-    shift = abs(batch_share - accepted_share)
-    limit = thresholds["max_label_shift"]
-    checks.append(Check("label_shift", round(shift, 6), limit, bool(shift <= limit),
-                        f"positive share {batch_share:.3f} vs {accepted_share:.3f} accepted: "
-                        f"shift {shift:.3f} {'within' if shift <= limit else 'above'} the limit {limit}",
-                        {"batch": round(batch_share, 6), "accepted": round(accepted_share, 6)}))
 
-    if not valid.empty:
-        scores = drift_scores(accepted.frame, valid, contract, thresholds["max_psi"], thresholds["max_tvd"])
-        drifted = sorted(n for n, s in scores.items() if s["drifted"])
-        limit = int(thresholds["max_drifted_columns"])
-        checks.append(Check("drift", float(len(drifted)), limit, len(drifted) <= limit,
-                            f"{len(drifted)} drifted column(s) {drifted}, at most {limit} allowed",
-                            {"columns": scores}))
-    return BatchReport(name, rows, checks, near_limit_warnings(checks, thresholds)), valid
+def provenance(batch: Path, command: str) -> dict[str, Any]:
+    """What a report records about where a batch came from: file, size, sha256, when, how, who."""
+    file = describe_file(batch)
+    return {"file": file["name"], "source": str(batch), "bytes": file["bytes"], "sha256": file["sha256"],
+            "ingested_at": utc_now(), "command": command, "user": who()}
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -362,11 +113,6 @@ def incoming_batches(path: str | Path) -> list[Path]:
     if not path.is_dir():
         return []
     return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(RAW_SUFFIXES))
-
-
-def load_accepted(raw_dir: str | Path, contract: Contract) -> Accepted:
-    """The valid rows of everything already in ``raw_dir``."""
-    return Accepted.from_frame(validate_file(raw_dir, contract).valid, contract)
 
 
 def _free_path(directory: Path, name: str) -> Path:
@@ -411,36 +157,43 @@ def reports_folder(thresholds: dict[str, Any]) -> Path:
     return Path(thresholds.get("reports") or REPORTS)
 
 
+def _quarantine_unread(batch: Path, quarantine_dir: Path, reason: str, origin: dict[str, Any]) -> Outcome:
+    report = {"batch": batch.name, "accepted": False, "reasons": [reason], "warnings": [], "near_limit": [],
+              "provenance": origin, "checks": []}
+    target = quarantine(batch, quarantine_dir, report)
+    logger.warning("quarantined %s -> %s: %s", batch.name, target, reason)
+    return Outcome(batch.name, "quarantined", str(target), 0, report["reasons"])
+
+
 def ingest_batch(
     batch: Path, raw_dir: Path, quarantine_dir: Path, accepted: Accepted,
     contract: Contract, thresholds: dict[str, Any], reports_dir: str | Path | None = None,
+    model_columns: Sequence[str] | None = None, command: str | None = None,
 ) -> tuple[Outcome, Accepted]:
     """Guard one batch: into ``raw_dir`` if it passes, to quarantine with a report if not.
 
     An accepted batch's report goes to ``reports_dir`` (default :func:`reports_folder`) as
     ``<name>.report.json``, written after the batch is in ``raw_dir`` so that no report claims
-    a batch that is not there. Near-limit warnings are logged either way.
+    a batch that is not there. Near-limit warnings are logged either way. ``model_columns``:
+    the contract columns the model reads (see :func:`mlops_template.ops.guard.check_batch`);
+    ``command``: the command line recorded in the report's provenance (default: this process's).
     """
     reports_dir = Path(reports_dir) if reports_dir is not None else reports_folder(thresholds)
+    origin = provenance(batch, command or this_command())
     existing = raw_dir / batch.name
     if existing.exists():
-        if sha256_of(existing) == sha256_of(batch):  # accepted before a crash; only the cleanup is left
+        if sha256_of(existing) == origin["sha256"]:  # accepted before a crash; only the cleanup is left
             batch.unlink()
             logger.info("%s is already in %s; removed the incoming copy", batch.name, raw_dir)
             return Outcome(batch.name, "skipped", str(existing), 0, ["already ingested"]), accepted
-        report = {"batch": batch.name, "accepted": False,
-                  "reasons": [f"name: a different batch named {batch.name} is already in {raw_dir}"],
-                  "warnings": [], "checks": []}
-        target = quarantine(batch, quarantine_dir, report)
-        return Outcome(batch.name, "quarantined", str(target), 0, report["reasons"]), accepted
+        reason = f"name: a different batch named {batch.name} is already in {raw_dir}"
+        return _quarantine_unread(batch, quarantine_dir, reason, origin), accepted
     try:
         raw = read_raw_csv(batch, contract)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        report = {"batch": batch.name, "accepted": False, "reasons": [f"read: not a readable CSV: {exc}"],
-                  "warnings": [], "checks": []}
-        target = quarantine(batch, quarantine_dir, report)
-        return Outcome(batch.name, "quarantined", str(target), 0, report["reasons"]), accepted
-    report, valid = check_batch(batch.name, raw, accepted, contract, thresholds)
+        return _quarantine_unread(batch, quarantine_dir, f"read: not a readable CSV: {exc}", origin), accepted
+    report, valid = check_batch(batch.name, raw, accepted, contract, thresholds, model_columns)
+    report.provenance = origin
     for line in report.warnings:
         logger.warning("%s: near a limit: %s", batch.name, line)
     if not report.accepted:
@@ -458,11 +211,13 @@ def ingest_batch(
 def ingest(
     incoming: str | Path, raw_dir: str | Path, quarantine_dir: str | Path,
     contract: Contract, thresholds: dict[str, Any], reports_dir: str | Path | None = None,
+    model_columns: Sequence[str] | None = None, command: str | None = None,
 ) -> list[Outcome]:
     """Guard every incoming batch in name order; each accepted batch joins the reference.
 
     Reports of accepted batches go to ``reports_dir``, by default ``thresholds["reports"]``
-    (``ingest.reports``) or ``metrics/ingest`` when that key is absent.
+    (``ingest.reports``) or ``metrics/ingest`` when that key is absent; the reference window's
+    record (``reference-window.json``) lives there too and is written on first use.
     """
     reports_dir = Path(reports_dir) if reports_dir is not None else reports_folder(thresholds)
     batches = incoming_batches(incoming)
@@ -471,10 +226,12 @@ def ingest(
     raw_dir, quarantine_dir = Path(raw_dir), Path(quarantine_dir)
     if not raw_dir.is_dir():
         raise DataValidationError(f"data.raw must be a folder of batches to ingest into, got {raw_dir}")
-    accepted = load_accepted(raw_dir, contract)
+    command = command or this_command()
+    window = reference_window(raw_dir, reports_dir, contract, {"command": command, "user": who()})
+    accepted = load_accepted(raw_dir, contract, window)
     outcomes = []
     for batch in batches:
         outcome, accepted = ingest_batch(batch, raw_dir, quarantine_dir, accepted, contract, thresholds,
-                                         reports_dir)
+                                         reports_dir, model_columns, command)
         outcomes.append(outcome)
     return outcomes

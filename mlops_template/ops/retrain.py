@@ -35,14 +35,18 @@ import argparse
 import json
 import logging
 import shlex
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_template.core import paths
 from mlops_template.core.config import load_params, setup_logging
 from mlops_template.core.io import read_json
 from mlops_template.ops import records
 from mlops_template.ops.process import EXIT_LOCKED, EXIT_UNAVAILABLE, dvc, git_commit, shared_services_down, try_lock
+
+if TYPE_CHECKING:
+    from mlops_template.core.contract import Contract
 
 COMMIT_PATHS = ("dvc.lock", str(paths.METRICS), str(paths.DEPLOYMENTS))
 
@@ -97,9 +101,24 @@ def report(summary: dict[str, Any], line: str) -> None:
     print(json.dumps(summary, allow_nan=False), flush=True)
 
 
-def run(incoming: str | None, commit: bool) -> int:
-    """The retrain steps after the lock is held; returns the exit code."""
+def model_columns(params: dict[str, Any], contract: Contract) -> list[str]:
+    """The contract columns the model reads (``featurize.drop`` and ``ignore`` columns left out).
+
+    The guard treats rows equal in these as near-duplicates: to the model they are the same row.
+    """
+    from mlops_template.core.features import feature_spec_from
+
+    cfg = params.get("featurize") or {}
+    return feature_spec_from(contract, cfg.get("drop"), cfg.get("derived")).source_columns
+
+
+def run(incoming: str | None, commit: bool, command: str = "python -m mlops_template.retrain") -> int:
+    """The retrain steps after the lock is held; returns the exit code.
+
+    ``command`` is the command line recorded in each batch's report (its provenance).
+    """
     from mlops_template.core.contract import load_contract
+    from mlops_template.core.features import FeatureError
     from mlops_template.ops.ingest import ingest
     from mlops_template.pipeline.validation import DataValidationError
 
@@ -120,8 +139,10 @@ def run(incoming: str | None, commit: bool) -> int:
         return finish("unavailable", EXIT_UNAVAILABLE, f"retrain not started: {down}; nothing was changed",
                       error=down)
     try:
-        outcomes = ingest(source, raw, cfg["quarantine"], load_contract(params["data"]["contract"]), cfg)
-    except DataValidationError as exc:
+        contract = load_contract(params["data"]["contract"])
+        outcomes = ingest(source, raw, cfg["quarantine"], contract, cfg,
+                          model_columns=model_columns(params, contract), command=command)
+    except (DataValidationError, FeatureError) as exc:
         logger.error("cannot ingest: %s", exc)
         return finish("failed", EXIT_FAILED, f"retrain failed: {exc}", error=str(exc))
     accepted = [o for o in outcomes if o.status == "accepted"]
@@ -167,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         report({"status": "locked", "exit_code": EXIT_LOCKED},
                "retrain: another retrain is running; try again later")
         return EXIT_LOCKED
+    command = shlex.join(["python", "-m", "mlops_template.retrain",
+                          *(sys.argv[1:] if argv is None else argv)])
     with lock:
-        return run(args.incoming, args.commit)
+        return run(args.incoming, args.commit, command)
 

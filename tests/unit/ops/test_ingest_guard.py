@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from mlops_template.core.contract import contract_from_dict
-from mlops_template.ops.ingest import (
-    Accepted,
-    check_batch,
+from mlops_template.ops.guard import Accepted, check_batch
+from mlops_template.ops.guard.marginal import (
     duplicate_mask,
-    ingest,
     invalid_share,
     positive_share,
     psi,
@@ -22,7 +22,8 @@ from mlops_template.ops.ingest import (
     row_keys,
     total_variation,
 )
-from mlops_template.pipeline.validation import validate_frame
+from mlops_template.ops.ingest import ingest
+from mlops_template.pipeline.validation import DataValidationError, validate_frame
 
 CONTRACT = contract_from_dict({
     "name": "toy",
@@ -61,8 +62,21 @@ def accepted() -> Accepted:
     return Accepted.from_frame(validate_frame(raw_frame(2000, 0), CONTRACT).valid, CONTRACT)
 
 
+JOINT = ["label_by_group", "trigger", "label_flips", "near_duplicates",
+         "cumulative_label_by_group", "cumulative_trigger", "cumulative_drift"]
+
+
 def failed(report) -> list[str]:
     return [c.name for c in report.checks if not c.passed]
+
+
+def check(report, name: str):
+    return next(c for c in report.checks if c.name == name)
+
+
+def batch_reports(folder) -> list[str]:
+    """Reports of batches in ``folder`` (the reference window's record lives there too)."""
+    return sorted(p.name for p in folder.glob("*.report.json"))
 
 
 def test_positive_share_ignores_missing_labels():
@@ -183,10 +197,12 @@ def test_each_bad_batch_fails_exactly_its_check(accepted):
     duplicated = pd.concat([good.head(400), good.head(100)], ignore_index=True)
     out_of_range = good.assign(age=np.where(np.arange(500) < 100, "500", good["age"]))
     drifted = raw_frame(500, 3, age_shift=40)
-    cases = {"label_shift": flipped, "duplicates": duplicated, "drift": drifted}
-    for check, frame in cases.items():
+    # Flipping every label also moves the label share within every group.
+    cases = {"label_shift": (flipped, ["label_shift", "label_by_group"]),
+             "duplicates": (duplicated, ["duplicates"]), "drift": (drifted, ["drift"])}
+    for check, (frame, expected) in cases.items():
         report, _ = check_batch(check, frame, accepted, CONTRACT, THRESHOLDS)
-        assert failed(report) == [check], (check, report.reasons)
+        assert failed(report) == expected, (check, report.reasons)
     lenient = {**THRESHOLDS, "max_label_shift": 1.0, "max_drifted_columns": 4}  # 50 rows are noisy
     report, _ = check_batch("rows", good.head(50), accepted, CONTRACT, lenient)
     assert failed(report) == ["rows"], report.reasons
@@ -247,7 +263,7 @@ def test_drifted_columns_of_an_accepted_batch_are_warnings(accepted):
 def test_a_column_near_its_drift_limit_is_a_warning(accepted):
     tight = {**THRESHOLDS, "max_psi": 10.0, "max_tvd": 1.0}
     report, _ = check_batch("psi", raw_frame(500, 15, age_shift=40), accepted, CONTRACT, tight)
-    age_psi = report.checks[-1].details["columns"]["age"]["value"]
+    age_psi = check(report, "drift").details["columns"]["age"]["value"]
     near = {**tight, "max_psi": age_psi / 0.9}
     report, _ = check_batch("psi", raw_frame(500, 15, age_shift=40), accepted, CONTRACT, near)
     assert report.accepted
@@ -279,7 +295,7 @@ def test_ingest_moves_good_batches_to_raw_and_bad_ones_to_quarantine(folders):
     assert report["reasons"][0].startswith("label_shift: positive share")
     assert (quarantine / "a-labels.csv").exists()
     reports = raw.parent / "metrics/ingest"  # the default (cwd is tmp_path): accepted batches only
-    assert [p.name for p in reports.iterdir()] == ["b-good.csv.gz.report.json"]
+    assert batch_reports(reports) == ["b-good.csv.gz.report.json"]
 
 
 def test_every_accepted_batch_gets_a_report_in_ingest_reports(folders, caplog):
@@ -294,11 +310,11 @@ def test_every_accepted_batch_gets_a_report_in_ingest_reports(folders, caplog):
         outcomes = ingest(incoming, raw, quarantine, CONTRACT, {**THRESHOLDS, "reports": str(reports)})
 
     assert [o.status for o in outcomes] == ["accepted", "accepted", "quarantined"]
-    assert sorted(p.name for p in reports.iterdir()) == ["1-near.csv.report.json", "2-good.csv.report.json"]
+    assert batch_reports(reports) == ["1-near.csv.report.json", "2-good.csv.report.json"]
     near = json.loads((reports / "1-near.csv.report.json").read_text())
     assert near["accepted"] and near["reasons"] == [] and near["rows"] == 300
     assert [w.split(":")[0] for w in near["warnings"]] == ["label_shift"]
-    assert [c["name"] for c in near["checks"]] == ["rows", "invalid", "duplicates", "label_shift", "drift"]
+    assert [c["name"] for c in near["checks"]] == ["rows", "invalid", "duplicates", "label_shift", "drift", *JOINT]
     assert json.loads((reports / "2-good.csv.report.json").read_text())["warnings"] == []
     assert (quarantine / "3-bad.csv.report.json").exists()  # the quarantine report stays beside its batch
     assert not (raw.parent / "metrics").exists()
@@ -315,7 +331,7 @@ def test_reports_go_to_metrics_ingest_without_the_key_or_to_reports_dir(folders)
     raw_frame(300, 20).to_csv(incoming / "b.csv", index=False)
     ingest(incoming, raw, quarantine, CONTRACT, {**THRESHOLDS, "reports": "ignored"},
            reports_dir=raw.parent / "x")
-    assert [p.name for p in (raw.parent / "x").iterdir()] == ["b.csv.report.json"]
+    assert batch_reports(raw.parent / "x") == ["b.csv.report.json"]
 
 
 def test_a_batch_accepted_earlier_in_the_run_is_part_of_the_reference(folders):
@@ -353,3 +369,65 @@ def test_an_unreadable_file_is_quarantined(folders):
     (incoming / "broken.csv.gz").write_bytes(b"not gzip at all")
     [outcome] = ingest(incoming, raw, quarantine, CONTRACT, THRESHOLDS)
     assert outcome.status == "quarantined" and outcome.reasons[0].startswith("read:")
+
+
+def without_git_identity(monkeypatch, user: str) -> None:
+    """No git user.name anywhere (global and system config hidden): ``$USER`` names the person."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("USER", user)
+
+
+def test_reports_record_provenance_and_the_checks_near_their_limit(folders, monkeypatch):
+    raw, incoming, quarantine = folders
+    without_git_identity(monkeypatch, "batch-author")
+    base = positive_share(pd.read_csv(raw / "base.csv")["label"], "yes")
+    with_positive_share(raw_frame(300, 21), base + 0.09).to_csv(incoming / "1-near.csv", index=False)
+    poisoned = raw_frame(300, 22).assign(label=lambda f: np.where(f["colour"] == "red", "no", f["label"]))
+    poisoned.to_csv(incoming / "2-poisoned.csv", index=False)
+    digests = {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size) for p in incoming.iterdir()}
+
+    outcomes = ingest(incoming, raw, quarantine, CONTRACT, THRESHOLDS, command="python -m mlops_template.retrain")
+
+    assert [o.status for o in outcomes] == ["accepted", "quarantined"]
+    accepted = json.loads((raw.parent / "metrics/ingest/1-near.csv.report.json").read_text())
+    rejected = json.loads((quarantine / "2-poisoned.csv.report.json").read_text())
+    for report, name in ((accepted, "1-near.csv"), (rejected, "2-poisoned.csv")):
+        origin = report["provenance"]
+        assert (origin["file"], origin["sha256"], origin["bytes"]) == (name, *digests[name])
+        assert origin["command"] == "python -m mlops_template.retrain" and origin["user"] == "batch-author"
+        assert origin["ingested_at"].endswith("+00:00") and origin["source"] == str(incoming / name)
+    assert accepted["near_limit"] == ["label_shift"]
+    assert [r.split(":")[0] for r in rejected["reasons"]] == ["label_by_group"]
+    assert "colour=red" in rejected["reasons"][0]
+
+
+def test_the_person_is_git_user_name_when_there_is_one(folders, monkeypatch):
+    raw, incoming, quarantine = folders
+    without_git_identity(monkeypatch, "fallback")
+    subprocess.run(["git", "init", "-q"], check=True)  # cwd is tmp_path
+    subprocess.run(["git", "config", "user.name", "Ada Lovelace"], check=True)
+    raw_frame(300, 23).to_csv(incoming / "a.csv", index=False)
+    ingest(incoming, raw, quarantine, CONTRACT, THRESHOLDS)
+    origin = json.loads((raw.parent / "metrics/ingest/a.csv.report.json").read_text())["provenance"]
+    assert origin["user"] == "Ada Lovelace" and origin["command"].startswith("python ")
+
+
+def test_the_reference_window_is_fixed_on_first_use_and_its_files_may_not_change(folders):
+    raw, incoming, quarantine = folders
+    raw_frame(300, 24).to_csv(incoming / "a.csv", index=False)
+    ingest(incoming, raw, quarantine, CONTRACT, THRESHOLDS)
+    record = json.loads((raw.parent / "metrics/ingest/reference-window.json").read_text())
+    assert [f["name"] for f in record["files"]] == ["base.csv"] and record["contract"] == "toy"
+    assert record["files"][0]["sha256"] == hashlib.sha256((raw / "base.csv").read_bytes()).hexdigest()
+
+    raw_frame(300, 25).to_csv(incoming / "b.csv", index=False)
+    ingest(incoming, raw, quarantine, CONTRACT, THRESHOLDS)  # a.csv is accepted data, not window
+    report = json.loads((raw.parent / "metrics/ingest/b.csv.report.json").read_text())
+    cumulative = report["cumulative"]["cumulative_drift"]
+    assert (cumulative["window"], cumulative["since_window"]) == (2000, 600)
+
+    raw_frame(2000, 26).to_csv(raw / "base.csv", index=False)  # someone rewrote the window's data
+    raw_frame(300, 27).to_csv(incoming / "c.csv", index=False)
+    with pytest.raises(DataValidationError, match="base.csv of the reference window changed"):
+        ingest(incoming, raw, quarantine, CONTRACT, THRESHOLDS)
