@@ -2,7 +2,9 @@
 
 Retrain and rollback share one lock, so a rollback never lands in the middle of a retrain. In
 team mode both first check that the shared services answer (:func:`shared_services_down`) and
-stop with :data:`EXIT_UNAVAILABLE` before changing anything when one does not.
+stop with :data:`EXIT_UNAVAILABLE` before changing anything when one does not. The check
+authenticates as MLflow's own client does (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``,
+or ``MLFLOW_TRACKING_TOKEN``); its messages name the user, never a password, token or URL userinfo.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlops_template.core import paths
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another retrain or rollback holds the lock; try again later
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a shared service (tracking server, object store) is down
-PREFLIGHT_TIMEOUT_S = 5.0
+# An authenticating tracking server checks a password hash on every request: about 0.3 s idle, and
+# several seconds for the first requests after a restart on a busy machine.
+PREFLIGHT_TIMEOUT_S = 15.0
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,38 @@ def try_lock(path: Path = paths.RETRAIN_LOCK) -> IO[str] | None:
     return handle
 
 
+def redacted(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part, fit for a message or a log line."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
+def _tracking_auth() -> tuple[dict[str, Any], str | None]:
+    """``requests`` arguments that authenticate as MLflow's client would, and the user's name."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or None
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user is not None and password is not None:
+        return {"auth": (user, password)}, user
+    if token:
+        return {"headers": {"Authorization": f"Bearer {token}"}}, "(token)"
+    return {}, None
+
+
+def _refusal(uri: str, status: int, user: str | None) -> str:
+    """Why the tracking server answered 401 or 403, naming the user but no secret."""
+    if status == 401 and user is None:
+        return (f"the MLflow tracking server {uri} requires credentials (HTTP 401) and none are set: "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if status == 401:
+        return (f"the MLflow tracking server {uri} refused the credentials of user {user!r} (HTTP 401): "
+                "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    return f"user {user!r} may not list experiments on the MLflow tracking server {uri} (HTTP 403)"
+
+
 def shared_services_down(mlflow_config: dict[str, Any]) -> str | None:
     """What is wrong with the shared services a retrain or rollback needs, or None when all answer.
 
@@ -62,12 +99,17 @@ def shared_services_down(mlflow_config: dict[str, Any]) -> str | None:
     uri = resolve_tracking_uri(mlflow_config["tracking_uri"])
     if uri.startswith(("http://", "https://")):
         probe = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search"
+        auth, user = _tracking_auth()
+        user = user or urlsplit(uri).username  # credentials inside the URL, which requests sends too
+        shown = redacted(uri)
         try:
-            answer = requests.get(probe, params={"max_results": 1}, timeout=PREFLIGHT_TIMEOUT_S)
+            answer = requests.get(probe, params={"max_results": 1}, timeout=PREFLIGHT_TIMEOUT_S, **auth)
         except requests.RequestException as exc:
-            return f"the MLflow tracking server {uri} does not answer ({type(exc).__name__})"
+            return f"the MLflow tracking server {shown} does not answer ({type(exc).__name__})"
+        if answer.status_code in (401, 403):
+            return _refusal(shown, answer.status_code, user)
         if answer.status_code != 200:
-            return (f"the MLflow tracking server {uri} cannot list experiments (HTTP {answer.status_code}: "
+            return (f"the MLflow tracking server {shown} cannot list experiments (HTTP {answer.status_code}: "
                     f"{answer.text[:200].strip()}); is its database up?")
     location = routing.routing_location()
     if objectstore.is_url(location):

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.servers import clean_env
+
 BIN = Path(sys.executable).parent
 STAGES = ("validate", "featurize", "train", "evaluate", "deploy")
 REPRO_TIMEOUT = 1200
@@ -49,8 +51,7 @@ class Clone:
 
     def __init__(self, path: Path, user: str = "pipeline-tests"):
         self.path = path
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("MLFLOW_", "DVC_", "BENTOML_", "GIT_", "ROUTING_")) and k != "CI"}
+        env = {k: v for k, v in clean_env().items() if not k.startswith(("DVC_", "BENTOML_", "GIT_")) and k != "CI"}
         env.update(
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             BENTOML_HOME=str(path / ".bentoml"),

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +30,26 @@ TEST_ROWS = 200
 STARTUP_TIMEOUT = 90.0
 MAX_RECORDS = 200  # the limits the service tests' servers run with
 MAX_BODY_BYTES = 1 << 20
+
+
+# What a developer's shell may hold that no server a test starts may see: credentials of real
+# object stores and registries, and team settings that would point a test server at them.
+SCRUBBED_PREFIXES = ("AWS_", "ROUTING_", "MLFLOW_")
+SCRUBBED_NAMES = frozenset({"INFERENCE_LOG_URL", "API_KEYS_FILE"})
+
+
+def clean_env(explicit: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """This process's environment without the developer's credentials and team settings, plus ``explicit``.
+
+    Every server a test starts gets its environment here, so a shell that holds real
+    ``AWS_*``/``MLFLOW_*``/``ROUTING_*`` settings, ``INFERENCE_LOG_URL`` or ``API_KEYS_FILE``
+    never leaks them into a test server (which would then read or write the real store or
+    registry). Variables with a prefix in ``drop`` are removed too; ``explicit`` ones always stay.
+    """
+    prefixes = SCRUBBED_PREFIXES + tuple(drop)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in SCRUBBED_NAMES}
+    env.update(explicit or {})
+    return env
 
 
 def free_port() -> int:
@@ -70,7 +90,7 @@ def start_bento_server(tag: str, home: Path, log_path: Path,
     ``log_path``.
     """
     port = free_port()
-    full_env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env}
+    full_env = clean_env({"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env})
     command = [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port),
                "--host", "127.0.0.1"]
     with open(log_path, "wb") as log:
@@ -95,11 +115,16 @@ def as_user(user: str | None, command: list[str]) -> list[str]:
     return command if user is None else ["runuser", "-u", user, "--", *command]
 
 
-def start_process(command: list[str], log: Path, env: dict[str, str] | None = None,
-           user: str | None = None) -> subprocess.Popen:
+def start_process(command: list[str], log: Path, env: Mapping[str, str] | None = None,
+                  user: str | None = None, drop: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start ``command`` (as ``user``) in its own process group with output to ``log``.
+
+    Its environment is :func:`clean_env` with ``env`` added (and ``drop`` prefixes removed).
+    """
     command = as_user(user, command)
     with open(log, "wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=clean_env(env, drop),
+                                start_new_session=True)
 
 
 def wait_for(check: Callable[[], bool], process: subprocess.Popen | None, log: Path, what: str,

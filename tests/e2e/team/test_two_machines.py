@@ -5,7 +5,10 @@ S3-protocol store) with a DVC remote in the same store, commits, ``dvc push``es 
 push``es. Machine B is a fresh clone elsewhere: it ``dvc pull``s, retrains on a batch that
 arrived later, and its gate compares the candidate with A's champion, loaded from the registry
 (A's folder is deleted first, so nothing can come from its disk). The settings are the README's
-"Team mode" ones, as environment variables, and nothing else.
+"Team mode" ones, as environment variables, and nothing else. The tracking server authenticates:
+A runs as the ``pipeline`` user, B as the ``ci`` user (both writers made by
+``scripts/mlflow_auth_setup.py``); B with a wrong password stops at once (exit code 69) with a
+message and logs that name the user but never the password.
 
 Then the shared parts are stopped for real, one at a time: with PostgreSQL down, B's next
 retrain stops at once with exit code 69 and changes nothing (the new batch stays in
@@ -38,11 +41,11 @@ def shared(tmp_path_factory) -> dict:
         yield urls
 
 
-def team_machine(path: Path, source: Path, shared: dict, user: str) -> Clone:
+def team_machine(path: Path, source: Path, shared: dict, user: str, mlflow_user: str) -> Clone:
     """A fresh clone with the team settings in its environment (the README's Team mode)."""
     clone = Clone.create(path, user, source)
-    clone.env.update(MLFLOW_TRACKING_URI=shared["url"], AWS_ENDPOINT_URL=shared["endpoint"],
-                     **{k: v for k, v in team.S3_CREDENTIALS.items()})
+    clone.env.update(AWS_ENDPOINT_URL=shared["endpoint"], **team.S3_CREDENTIALS,
+                     **team.mlflow_env(shared["url"], mlflow_user, shared["users"][mlflow_user]))
     return clone
 
 
@@ -56,7 +59,7 @@ def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_p
     origin = base / "origin.git"
     subprocess.run(["git", "clone", "--quiet", "--bare", str(setup.path), str(origin)], check=True, timeout=120)
 
-    a = team_machine(base / "machine-a", origin, shared, "machine-a")
+    a = team_machine(base / "machine-a", origin, shared, "machine-a", "pipeline")
     started = time.monotonic()
     a.dvc("repro")
     champion = a.json("deployments/champion.json")["champion"]
@@ -69,7 +72,7 @@ def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_p
     stored = team.objects(shared["endpoint"], BUCKET)
     assert any(k.startswith("dvc/") for k in stored) and any(k.startswith("mlflow/") for k in stored)
 
-    b = team_machine(base / "machine-b", origin, shared, "machine-b")
+    b = team_machine(base / "machine-b", origin, shared, "machine-b", "ci")
     b.dvc("pull")
     assert b.dvc_status() == {}  # A's outputs, from the remote
     shutil.copy(later, b.path / "data/incoming" / later.name)
@@ -88,6 +91,13 @@ def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_p
     parts = shared["parts"]
     deployed = b.json("deployments/champion.json")
     shutil.copy(last, b.path / "data/incoming" / last.name)
+    wrong = "Not-The-Password-Of-Ci-42"
+    b.env["MLFLOW_TRACKING_PASSWORD"] = wrong
+    proc = b.python("-m", "mlops_template.retrain", check=False)
+    b.env["MLFLOW_TRACKING_PASSWORD"] = shared["users"]["ci"]
+    assert proc.returncode == EXIT_UNAVAILABLE, proc.stdout + proc.stderr
+    assert "'ci'" in last_json_line(proc.stdout)["error"] and wrong not in proc.stdout + proc.stderr
+    assert (b.path / "data/incoming" / last.name).exists() and b.json("deployments/champion.json") == deployed
     parts["postgres"].stop()
     stopped = time.monotonic()
     proc = b.python("-m", "mlops_template.retrain", check=False)

@@ -4,7 +4,8 @@ One process ("machine A", its own working folder) trains, logs and registers a m
 the train stage does, with ``MLFLOW_TRACKING_URI`` pointing at the server; the model files must
 land in the object store, not on A's disk. Another process ("machine B", another folder, no
 access to A's) finds the champion through the registry alias and loads the package back, as the
-evaluate stage does when it scores the champion.
+evaluate stage does when it scores the champion. The server authenticates (its basic-auth app):
+A logs in as the pipeline user, B as a read-only user, which is all loading the champion needs.
 """
 
 from __future__ import annotations
@@ -59,17 +60,18 @@ print(json.dumps({"version": str(champion.version), "run_id": champion.run_id,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> dict:
-    with team.shared_stack(tmp_path_factory.mktemp("team"), BUCKET) as urls:
+    with team.shared_stack(tmp_path_factory.mktemp("team"), BUCKET, experiment="team", model="team-model") as urls:
         yield urls
 
 
-def machine(name: str, server: dict, code: str, tmp_path: Path) -> dict:
+def machine(name: str, server: dict, code: str, tmp_path: Path, user: str) -> dict:
     """Run ``code`` in its own folder with only the team settings, as another machine would."""
     home = tmp_path / name
     home.mkdir()
-    # Only the server's URL: a client reaches artifacts through the server, never the store.
+    # Only the server's URL and a user's credentials: a client reaches artifacts through the
+    # server, never the store.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    env.update(MLFLOW_TRACKING_URI=server["url"], MLFLOW_ENABLE_TELEMETRY="false")
+    env.update(team.mlflow_env(server["url"], user, server["users"][user]))
     done = subprocess.run([sys.executable, "-c", code, str(REPO)], cwd=home, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -77,12 +79,12 @@ def machine(name: str, server: dict, code: str, tmp_path: Path) -> dict:
 
 
 def test_artifacts_reach_the_object_store_and_a_second_machine_loads_the_champion(server, tmp_path):
-    registered = machine("machine-a", server, MACHINE_A, tmp_path)
+    registered = machine("machine-a", server, MACHINE_A, tmp_path, user="pipeline")
     stored = team.objects(server["endpoint"], BUCKET, "mlflow/")
     assert any(key.endswith("package/model.skops") for key in stored), stored
     assert any(key.endswith("MLmodel") for key in stored), stored
     assert not (tmp_path / "machine-a" / "mlruns").exists()  # nothing kept on the training machine
 
-    loaded = machine("machine-b", server, MACHINE_B, tmp_path)
+    loaded = machine("machine-b", server, MACHINE_B, tmp_path, user="reader")
     assert loaded == {"version": registered["model_version"], "run_id": registered["run_id"],
                       "classes": ["<=50K", ">50K"]}
