@@ -18,9 +18,9 @@ SECRET = re.compile(r"\$\{\{\s*secrets\.(\w+)\s*}}")
 MLFLOW = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
 STORE = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
 EXPECTED = {
-    "Team settings": MLFLOW,
+    "Team settings": MLFLOW | {"SPLIT_SALT"},
     "Fetch the pipeline outputs of the last run": STORE,
-    "Retrain": MLFLOW | STORE | {"ROUTING_SIGNING_KEY"},
+    "Retrain": MLFLOW | STORE | {"ROUTING_SIGNING_KEY", "SPLIT_SALT"},
     "Push": STORE,
 }
 
