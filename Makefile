@@ -55,6 +55,7 @@ benchmark: setup  ## figures in benchmarks/results/ (run `make pipeline` first f
 	python -m benchmarks.pipeline
 	python -m benchmarks.serving
 	python -m benchmarks.drift
+	python -m benchmarks.guard
 
 clean:
 	rm -rf .bentoml mlruns mlflow.db dvc_plots
