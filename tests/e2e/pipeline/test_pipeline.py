@@ -354,7 +354,7 @@ def test_a_refused_promotion_puts_the_workspace_back(repo):
     """The gate refuses the experiment: exit 3, and params, dvc.lock, metrics and the deployment
     record are as they were; the deploy record never offered a promote command."""
     repo.assert_up_to_date()
-    proc = repo.dvc("exp", "run", "--temp", "-S", "gate.value_thresholds.roc_auc.lower=0.9999")
+    proc = repo.dvc("exp", "run", "--temp", "-S", "gate.change_thresholds.roc_auc.absolute=0.5")
     name = experiment_name(proc.stdout + proc.stderr)
     before = {path: (repo.path / path).read_bytes()
               for path in ("params.yaml", "dvc.lock", "metrics/gate.json", "deployments/champion.json")}
