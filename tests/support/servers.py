@@ -157,3 +157,19 @@ def records_of(frame: pd.DataFrame) -> list[dict]:
     """JSON-ready records of the contract's input columns (NaN becomes null)."""
     inputs = [c.name for c in load_contract(CONTRACT).input_columns]
     return json.loads(frame[inputs].to_json(orient="records"))
+
+
+def package_in_child(model_dir: Path, home: Path, export_dir: Path) -> dict:
+    """Package the test model into the BentoML store ``home`` in a child process; return
+    ``package_model``'s result. BentoML fixes its store path once per process, so packaging in the
+    test process would land in whichever store a test used first."""
+    code = ("import json, sys; from pathlib import Path; "
+            "from mlops_template.pipeline.packaging import package_model; "
+            "print(json.dumps(package_model(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), "
+            "'adult-income', 'adult_income_service', {'model_version': '7', 'stage': 'test'}, "
+            "Path(sys.argv[4]) / 'champion.bento')))")
+    env = clean_env({"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
+    done = subprocess.run([sys.executable, "-c", code, str(model_dir), str(CONTRACT),
+                           str(THRESHOLD), str(export_dir)], env=env, cwd=REPO,
+                          capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -30,8 +30,8 @@ from tests.support.servers import (
     MAX_RECORDS,
     RAW,
     REPO,
-    THRESHOLD,
     TRAIN_ROWS,
+    package_in_child,
     records_of,
     start_bento_server,
     stop_server,
@@ -43,21 +43,6 @@ logger = logging.getLogger(__name__)
 
 
 
-def _package(model_dir: Path, home: Path, export_dir: Path) -> dict:
-    """Package in a child process: BentoML fixes its store path once per process, and
-    ``test_service_http.py`` packages into a store of its own in this one."""
-    code = ("import json, sys; from pathlib import Path; "
-            "from mlops_template.pipeline.packaging import package_model; "
-            "print(json.dumps(package_model(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), "
-            "'adult-income', 'adult_income_service', {'model_version': '7', 'stage': 'test'}, "
-            "Path(sys.argv[4]) / 'champion.bento')))")
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    done = subprocess.run([sys.executable, "-c", code, str(model_dir), str(CONTRACT),
-                           str(THRESHOLD), str(export_dir)], env=env, cwd=REPO,
-                          capture_output=True, text=True, check=True, timeout=300)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="session")
 def bento(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Train and package a small model once; yield the bento tag, store and a good record."""
@@ -66,7 +51,7 @@ def bento(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     model_dir = root / "model"
     model_dir.mkdir()
     test, pipeline, spec = train_small_model(model_dir)
-    result = _package(model_dir, home, root / "export")
+    result = package_in_child(model_dir, home, root / "export")
     yield {"tag": result["bento_tag"], "home": home, "root": root, "test": test,
            "archive": root / "export" / "champion.bento",
            "records": records_of(test), "pipeline": pipeline, "spec": spec}

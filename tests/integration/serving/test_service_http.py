@@ -7,7 +7,6 @@ exactly as a deployment would serve it, and the answers are compared with the of
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,8 @@ import requests
 
 from mlops_template.core.features import build_features
 from tests.support.servers import (
-    CONTRACT,
     THRESHOLD,
+    package_in_child,
     records_of,
     start_bento_server,
     stop_server,
@@ -40,20 +39,13 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     model_dir = root / "model"
     model_dir.mkdir()
     test, pipeline, spec = train_small_model(model_dir)
-    previous = os.environ.get("BENTOML_HOME")
-    os.environ["BENTOML_HOME"] = str(home)
-    from mlops_template.pipeline.packaging import package_model
-
     started = time.monotonic()
-    result = package_model(model_dir, CONTRACT, THRESHOLD, "adult-income", "adult_income_service",
-                           {"model_version": "7", "stage": "test"}, root / "export" / "champion.bento")
+    # In a child process: BentoML fixes its store path once per process, and another test of
+    # this session may have used the store in this one.
+    result = package_in_child(model_dir, home, root / "export")
     logger.warning("package_model took %.1f s", time.monotonic() - started)
     yield {"result": result, "home": home, "root": root, "test": test,
            "pipeline": pipeline, "spec": spec}
-    if previous is None:
-        os.environ.pop("BENTOML_HOME", None)
-    else:
-        os.environ["BENTOML_HOME"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +162,8 @@ def test_tampered_model_is_not_ready(packaged: dict, server: str) -> None:
     Runs last in this module (it uses its own server) and tampers with the shared store, so the
     healthy server above has already loaded its model.
     """
-    import bentoml
-
-    stored = bentoml.models.get(packaged["result"]["model_tag"])
-    model_file = Path(stored.path) / "model.skops"
+    name, version = packaged["result"]["model_tag"].split(":")
+    model_file = packaged["home"] / "models" / name / version / "model.skops"  # the store's layout
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
