@@ -265,9 +265,12 @@ def test_every_answer_the_front_makes_carries_its_request_id(tmp_path: Path) -> 
         ids.append(not_ready.headers["X-Request-ID"])
         ids.append(front_error(requests.post(f"{running.url}/predict", json={}, headers=running.auth, timeout=10),
                                429, "rate_limited"))
+        # HAProxy writes an access-log line when it is done with the request: wait for the last ones
+        deadline = time.monotonic() + 10
+        while (missing := [i for i in ids if i not in running.log.read_text()]) and time.monotonic() < deadline:
+            time.sleep(0.2)
     assert all(UUID.match(found) for found in ids) and len(set(ids)) == len(ids), ids
-    log = running.log.read_text()
-    assert all(found in log for found in ids)
+    assert not missing, f"request ids not in the access log: {missing}\n{running.log.read_text()[-3000:]}"
 
 
 def test_a_declared_body_over_the_limit_is_413_at_once(front: Front, server: str) -> None:
