@@ -137,19 +137,24 @@ def _call_refusals(node: ast.Call, source: str) -> list[str]:
     return found
 
 
+def _syntax_tree(expression: str) -> ast.Expression:
+    """``expression`` parsed as Python syntax only; ExpressionError when it is too long or not valid."""
+    if len(expression) > MAX_LENGTH:
+        raise ExpressionError(f"expression is longer than {MAX_LENGTH} characters")
+    try:
+        return ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"{expression!r} is not a valid expression: {exc.msg}") from exc
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        raise ExpressionError(f"{expression!r} is not a valid expression: {exc}") from exc
+
+
 @lru_cache(maxsize=256)
 def parse_expression(expression: str) -> ast.Expression:
     """The checked tree of ``expression``; ExpressionError naming every part that is not allowed."""
     if not isinstance(expression, str):
         raise ExpressionError(f"{expression!r} is not a string expression")
-    if len(expression) > MAX_LENGTH:
-        raise ExpressionError(f"expression is longer than {MAX_LENGTH} characters")
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExpressionError(f"{expression!r} is not a valid expression: {exc.msg}") from exc
-    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
-        raise ExpressionError(f"{expression!r} is not a valid expression: {exc}") from exc
+    tree = _syntax_tree(expression)
     refused = _refusals(tree, expression.strip())
     if refused:
         raise ExpressionError(f"{expression!r} uses {'; '.join(refused)}")
@@ -168,14 +173,7 @@ def names_in(expression: str) -> list[str]:
 @lru_cache(maxsize=256)
 def _names(expression: str) -> tuple[str, ...]:
     """:func:`names_in`, parsed once per expression (the service calls it for every batch)."""
-    if len(expression) > MAX_LENGTH:
-        raise ExpressionError(f"expression is longer than {MAX_LENGTH} characters")
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExpressionError(f"{expression!r} is not a valid expression: {exc.msg}") from exc
-    except (ValueError, RecursionError, MemoryError) as exc:
-        raise ExpressionError(f"{expression!r} is not a valid expression: {exc}") from exc
+    tree = _syntax_tree(expression)
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     names = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called]
     return tuple(dict.fromkeys(names))

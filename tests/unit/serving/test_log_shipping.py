@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 
 from mlops_template.core import objectstore
 from mlops_template.serving import routing
@@ -20,20 +19,6 @@ from mlops_template.serving.log_shipping import LogShipper
 from mlops_template.serving.settings import ServingSettings
 
 BUCKET = "team"
-
-
-@pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch):
-    """An empty bucket in moto's in-process S3."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    objectstore._client.cache_clear()
-    with mock_aws():
-        objectstore._client().create_bucket(Bucket=BUCKET)
-        yield
-    objectstore._client.cache_clear()
 
 
 def test_urls_split_and_compose() -> None:

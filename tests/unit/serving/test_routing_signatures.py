@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 
 from mlops_template.core import objectstore, signing
 from mlops_template.serving import routing
@@ -175,20 +174,6 @@ def test_a_local_file_is_signed_when_a_key_is_configured(keys: dict[str, Path], 
     monkeypatch.setenv(routing.SIGNING_KEY_ENV_VAR, str(keys["deploy_pub"]))
     with pytest.raises(routing.RoutingError, match=routing.SIGNING_KEY_ENV_VAR):
         routing.write_routing(path, routing.champion_only("m", "m:abc", "3", 0.0, SHA_A))
-
-
-@pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch):
-    """An empty bucket in moto's in-process S3."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    objectstore._client.cache_clear()
-    with mock_aws():
-        objectstore._client().create_bucket(Bucket=BUCKET)
-        yield
-    objectstore._client.cache_clear()
 
 
 def test_team_mode_writes_nothing_without_a_signing_key(store: None, monkeypatch: pytest.MonkeyPatch) -> None:
