@@ -6,6 +6,8 @@ import gzip
 import json
 from pathlib import Path
 
+from tests.support.clones import Clone
+
 
 def last_json_line(stdout: str) -> dict:
     """The machine-readable summary a command prints last."""
@@ -32,3 +34,16 @@ def split_raw(raw_gz: Path, out_dir: Path, share: float = 0.25, parts: int = 2) 
 
     write(raw_gz, rows[:keep])
     return [write(out_dir / f"batch-{i + 1:02d}.csv.gz", rest[i * size:(i + 1) * size]) for i in range(parts)]
+
+
+def baseline_clone(base: Path, user: str) -> Clone:
+    """A clone in ``base`` with two batches held back (``clone.batches``) and champion v1 trained on
+    the rest, both committed."""
+    clone = Clone.create(base / "repo", user=user)
+    clone.batches = split_raw(clone.path / "data/raw/adult.csv.gz", base / "batches")
+    clone.git("add", "-A")
+    clone.git("commit", "--quiet", "-m", "test setup: hold back two batches")
+    clone.dvc("repro")
+    clone.git("add", "-A")
+    clone.git("commit", "--quiet", "-m", "baseline")
+    return clone

@@ -23,7 +23,7 @@ from mlops_template.pipeline.validation import validate_frame
 from tests.support.clones import Clone
 from tests.support.guard_attacks import backdoor, targeted_flip
 from tests.support.guard_data import adult
-from tests.support.retrain_helpers import last_json_line, split_raw
+from tests.support.retrain_helpers import baseline_clone, last_json_line
 
 RETRAIN = ("-m", "mlops_template.retrain")
 NAME = "adult-income"
@@ -33,13 +33,7 @@ NAME = "adult-income"
 def repo(request, tmp_path_factory) -> Clone:
     """A clone with two batches held back and champion v1 trained on the rest, committed."""
     base = tmp_path_factory.mktemp("poison")
-    clone = Clone.create(base / "repo", user="poison-tests")
-    clone.batches = split_raw(clone.path / "data/raw/adult.csv.gz", base / "batches")
-    clone.git("add", "-A")
-    clone.git("commit", "--quiet", "-m", "test setup: hold back two batches")
-    clone.dvc("repro")
-    clone.git("add", "-A")
-    clone.git("commit", "--quiet", "-m", "baseline")
+    clone = baseline_clone(base, "poison-tests")
     yield clone
     if request.session.testsfailed == 0:
         shutil.rmtree(base, ignore_errors=True)

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from tests.support.clones import Clone
-from tests.support.retrain_helpers import last_json_line, split_raw
+from tests.support.retrain_helpers import baseline_clone, last_json_line
 
 RETRAIN = ("-m", "mlops_template.retrain")
 NAME = "adult-income"
@@ -37,13 +37,7 @@ def sha256(path: Path) -> str:
 def repo(request, tmp_path_factory) -> Clone:
     """A clone with the raw data split, the pipeline reproduced once (champion v1) and committed."""
     base = tmp_path_factory.mktemp("retrain")
-    clone = Clone.create(base / "repo", user="retrain-tests")
-    clone.batches = split_raw(clone.path / "data/raw/adult.csv.gz", base / "batches")
-    clone.git("add", "-A")
-    clone.git("commit", "--quiet", "-m", "test setup: hold back two batches")
-    clone.dvc("repro")
-    clone.git("add", "-A")
-    clone.git("commit", "--quiet", "-m", "baseline")
+    clone = baseline_clone(base, "retrain-tests")
     assert clone.json("deployments/champion.json")["champion"]["model_version"] == "1"
     yield clone
     if request.session.testsfailed == 0:  # keep the clone of a failed run for inspection
