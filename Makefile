@@ -15,11 +15,13 @@ setup: $(VENV)/.installed
 
 # Installs exactly the lock: every file checked against its sha256 (pip itself too), nothing resolved
 # or fetched beyond it; `pip check` then proves the lock complete. The first line refuses a lock
-# that no longer matches requirements*.txt (run `make lock`).
-$(VENV)/.installed: requirements.txt requirements-serve.txt constraints.txt constraints-serve.txt
+# that no longer matches requirements*.txt (run `make lock`). The project itself goes in editable,
+# built with the locked setuptools and nothing else, for the `mlops-template` command.
+$(VENV)/.installed: requirements.txt requirements-serve.txt constraints.txt constraints-serve.txt pyproject.toml
 	$(PYTHON) scripts/lock.py --check
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r constraints.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation --no-index -e .
 	$(VENV)/bin/pip check
 	touch $@
 
@@ -36,8 +38,9 @@ test: setup  ## every tier: unit, integration (real servers), e2e (real dvc in f
 test-fast: setup  ## the unit tier only: no servers, no clones
 	python -m pytest tests/unit
 
-lint: setup
+lint: setup  ## ruff on the repository; mypy on the packages [tool.mypy] names (core/, serving/)
 	ruff check .
+	mypy
 
 serve: setup  ## serve the deployed champion on $(PORT), logging to monitoring/inference-log; open unless API_KEYS_FILE=...
 	$(if $(API_KEYS_FILE),API_KEYS_FILE=$(abspath $(API_KEYS_FILE))) \

@@ -36,6 +36,9 @@ this machine's speed drifts by 20% or more between minutes:
                 alternating rounds (the order swapped every round): req/s of each, the ratio, and
                 HAProxy's CPU per 1,000 requests.
 
+Servers, fronts and the object store are started by the tests' own helpers (tests/support:
+servers, front, team), so the benchmark measures what the tests start and check.
+
 Prints a table and writes benchmarks/results/serving.json. Needs `make pipeline` first (or
 `--repo` naming a clone that ran it), wrk and haproxy (Debian packages `wrk`, `haproxy`).
 Usage: `python -m benchmarks.serving [--repo PATH] [--duration 10] [--rounds 3] [--concurrency 32]
@@ -45,21 +48,19 @@ Usage: `python -m benchmarks.serving [--repo PATH] [--duration 10] [--rounds 3] 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import itertools
 import json
 import os
 import re
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -69,16 +70,12 @@ import requests
 from benchmarks import load
 from mlops_template.core import paths
 from mlops_template.ops import records
+from tests.support.front import Front, haproxy_front, write_key
+from tests.support.servers import start_bento_server, stop_server, wait_ready
+from tests.support.team import s3, s3_env
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_FIELDS_DROP = ("income",)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sample_records(count: int = 500, repo: Path = REPO) -> list[dict]:
@@ -92,49 +89,21 @@ def sample_records(count: int = 500, repo: Path = REPO) -> list[dict]:
 
 
 class Server:
-    """A `bentoml serve` subprocess on a free port, stopped on exit."""
+    """A `bentoml serve` of ``target`` on a free port (the tests' starter), its log in ``directory``."""
 
-    def __init__(self, target: str, env: dict[str, str], cwd: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+    _numbers = itertools.count(1)
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        """Block until ``/readyz`` answers 200."""
-        wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=2).status_code == 200, self.proc,
-                   "server", timeout)
+    def __init__(self, target: str, env: dict[str, str], directory: Path, cwd: Path | None = None) -> None:
+        log = directory / f"serve-{next(self._numbers)}.log"
+        self.proc, self.url = start_bento_server(target, Path(env["BENTOML_HOME"]), log, cwd, **env)
+        self.port = urlsplit(self.url).port
+
+    def wait_ready(self) -> None:
+        """Block until ``/readyz`` answers 200 (fails if the server exits)."""
+        wait_ready(self.url, self.proc)
 
     def stop(self) -> None:
-        stop_process(self.proc)
-
-
-def wait_until(check: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float,
-               describe_exit: Callable[[], str] | None = None) -> None:
-    """Poll ``check()`` (a failed HTTP call counts as false) until true; fail if ``process`` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}{describe_exit() if describe_exit else ''}")
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} not ready after {timeout:g} s")
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
-    """Terminate ``process``; kill it if it has not exited within ``timeout``."""
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        stop_server(self.proc)
 
 
 WRK_SCRIPT = """
@@ -330,22 +299,6 @@ def alternate(servers: dict[str, Server], script: Path, concurrency: int, durati
     return runs
 
 
-def object_store(bucket: str) -> tuple[subprocess.Popen, dict[str, str]]:
-    """moto's S3-protocol server on a free port with ``bucket``; the process and a client's settings."""
-    import boto3
-
-    port = free_port()
-    settings = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **settings})
-    wait_until(lambda: requests.get(settings["AWS_ENDPOINT_URL"], timeout=1).status_code < 500, process,
-               "moto_server", 30)
-    boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket=bucket)
-    return process, settings
-
-
 def champion_deployment(repo: Path) -> dict:
     """The deployment serving now in ``repo``, with an archive on disk to import (SystemExit if none)."""
     champion = records.champion(repo / paths.CHAMPION_RECORD)
@@ -369,44 +322,10 @@ def front_defaults(config: Path = HAPROXY_CONFIG) -> dict[str, str]:
     return {name: value.strip('"') for name, value in PRESETENV.findall(config.read_text())}
 
 
-class Front:
-    """``haproxy -db -f deploy/haproxy/haproxy.cfg`` before one replica on free ports, as the tests start it."""
-
-    def __init__(self, replica_port: int, directory: Path, overrides: dict[str, str],
-                 config: Path = HAPROXY_CONFIG) -> None:
-        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        self.port, stats_port = free_port(), free_port()
-        self.settings = {"FRONT_BIND": f"127.0.0.1:{self.port}", "FRONT_STATS_BIND": f"127.0.0.1:{stats_port}",
-                         "FRONT_REPLICA_1": f"127.0.0.1:{replica_port}", **overrides}
-        self.metrics_url = f"http://127.0.0.1:{stats_port}/metrics"
-        self.log = directory / "haproxy.log"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("FRONT_")}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([binary, "-db", "-f", str(config)], env={**clean, **self.settings},
-                                         stdout=out, stderr=subprocess.STDOUT)
-
-    def replica_up(self) -> bool:
-        text = requests.get(self.metrics_url, timeout=2).text
-        return any('proxy="replicas"' in line and 'server="replica1"' in line and 'state="UP"' in line
-                   and line.endswith(" 1") for line in text.splitlines() if line.startswith("haproxy_server_status{"))
-
-    def replica_connections(self) -> dict[str, float]:
-        """Connections the front opened to its replica so far, and requests that reused one."""
-        found = {"opened": 0.0, "reused": 0.0}
-        for line in requests.get(self.metrics_url, timeout=5).text.splitlines():
-            for key, name in (("opened", "haproxy_server_connection_attempts_total{"),
-                              ("reused", "haproxy_server_connection_reuses_total{")):
-                if line.startswith(name) and 'server="replica1"' in line:
-                    found[key] += float(line.rsplit(" ", 1)[1])
-        return found
-
-    def wait_up(self, timeout: float = 30) -> None:
-        """Block until the front counts its replica UP."""
-        wait_until(self.replica_up, self.proc, "haproxy (its replica UP)", timeout,
-                   lambda: f": {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=10)
+def replica_connections(front: Front) -> dict[str, float]:
+    """Connections the front opened to its replica so far, and requests that reused one."""
+    return {"opened": front.metric("haproxy_server_connection_attempts_total", server="replica1"),
+            "reused": front.metric("haproxy_server_connection_reuses_total", server="replica1")}
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -473,13 +392,13 @@ def overload_phase(port: int, rate: float, seconds: float, requests_: list[bytes
         # busy time of processes outside this run (another user's tests), plus kernel time no process owns
         cpu["others_cores"] = round((busy - (cpu_seconds(ours) - ours_before)) / wall, 2)
 
-    before = front.replica_connections() if front is not None else None
+    before = replica_connections(front) if front is not None else None
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     figures = load.run_phase(parts, timeout=seconds + 40)
     sampler.join()
     if front is not None:
-        after = front.replica_connections()
+        after = replica_connections(front)
         figures["front_to_replica"] = {key: after[key] - before[key] for key in after}
     figures["cpu"] = cpu
     figures["worker_rss_mb"] = rss_mb(watch["worker"])
@@ -605,15 +524,14 @@ def overload_front(args: argparse.Namespace, env: dict[str, str], bento: str, sc
     replica_env = {k: v for k, v in env.items() if k not in ("INFERENCE_LOG", "MODEL_TAG")}  # production defaults
     keys_file, keys = front_keys(Path(tmp), ("bench-load", "bench-probe"))
     overrides = dict(args.front_env)
-    replica, front = Server(bento, replica_env, Path(tmp)), None
+    replica, front_running = Server(bento, replica_env, Path(tmp)), contextlib.ExitStack()
     phases: list[dict] = []
     factors = args.overload_factors
     capacity_after_front = None
     try:
         replica.wait_ready()
-        front = Front(replica.port, Path(tmp), {"FRONT_API_KEYS_FILE": str(keys_file), **overrides},
-                      args.front_config)
-        front.wait_up()
+        front = front_running.enter_context(haproxy_front(
+            [replica.url], Path(tmp), config=args.front_config, FRONT_API_KEYS_FILE=str(keys_file), **overrides))
         drive(replica.url, script, args.concurrency, args.warmup)
         capacity_runs = [drive(replica.url, script, args.concurrency, args.capacity_seconds / CAPACITY_ROUNDS)
                          for _ in range(CAPACITY_ROUNDS)]
@@ -621,7 +539,7 @@ def overload_front(args: argparse.Namespace, env: dict[str, str], bento: str, sc
             report("capacity", run)
         capacity = float(np.median([run["ok_rps"] for run in capacity_runs]))
         bodies = [json.dumps({"records": [record]}).encode() for record in sample]
-        watch = {"haproxy": [psutil.Process(front.proc.pid)], "worker": process_tree(replica.proc.pid)}
+        watch = {"haproxy": [psutil.Process(front.process.pid)], "worker": process_tree(replica.proc.pid)}
         for target, port in (("front", front.port), ("direct", replica.port)):
             if target not in args.overload_targets:
                 continue
@@ -655,8 +573,7 @@ def overload_front(args: argparse.Namespace, env: dict[str, str], bento: str, sc
         except requests.RequestException:
             replica_ready_after = False
     finally:
-        if front is not None:
-            front.stop()
+        front_running.close()
         replica.stop()
 
     top = next((row for row in phases if row["target"] == "front" and row["factor"] == max(factors)
@@ -726,10 +643,8 @@ KEY_CHECK = re.compile(r"^[^\n]*\(BEGIN key check\).*?\(END key check\)[^\n]*\n"
 
 def front_keys(directory: Path, names: tuple[str, ...]) -> tuple[Path, dict[str, str]]:
     """A front key file (``<sha256 hex> <name>`` lines) with a new key per name: the file and the keys."""
-    keys = {name: f"bench_{secrets.token_urlsafe(32)}" for name in names}
     path = directory / "api-keys"
-    path.write_text("".join(f"{hashlib.sha256(key.encode()).hexdigest()} {name}\n" for name, key in keys.items()))
-    return path, keys
+    return path, {name: write_key(path, name, f"bench_{secrets.token_urlsafe(32)}") for name in names}
 
 
 def with_key(requests_: list[bytes], key: str) -> list[bytes]:
@@ -756,20 +671,20 @@ def front_keys_cost(args: argparse.Namespace, env: dict[str, str], bento: str, t
     (root / "keys").mkdir(parents=True)
     keys_file, keys = front_keys(root, ("bench-wrk",))
     script = wrk_script(sample, root / "keyed.lua", {"Authorization": f"Bearer {keys['bench-wrk']}"})
-    replica, fronts = Server(bento, env, Path(tmp)), {}
+    replica, fronts_running = Server(bento, env, Path(tmp)), contextlib.ExitStack()
     runs: dict[str, list[dict]] = {"keys": [], "no keys": []}
     try:
         replica.wait_ready()
         keyless = keyless_config(args.front_config, root / "no-keys")
-        fronts = {"keys": Front(replica.port, root / "keys", {"FRONT_API_KEYS_FILE": str(keys_file)},
-                                args.front_config),
-                  "no keys": Front(replica.port, root / "no-keys", {}, keyless)}
+        fronts = {"keys": fronts_running.enter_context(haproxy_front(
+                      [replica.url], root / "keys", config=args.front_config, FRONT_API_KEYS_FILE=str(keys_file))),
+                  "no keys": fronts_running.enter_context(haproxy_front(
+                      [replica.url], root / "no-keys", config=keyless, api_keys=False))}
         for front in fronts.values():
-            front.wait_up()
             drive(f"http://127.0.0.1:{front.port}", script, args.concurrency, args.warmup, metrics_url=replica.url)
         for round_number in range(args.rounds):
             for name in (list(fronts) if round_number % 2 == 0 else list(fronts)[::-1]):
-                haproxy = [psutil.Process(fronts[name].proc.pid)]
+                haproxy = [psutil.Process(fronts[name].process.pid)]
                 cpu_before = cpu_seconds(haproxy)
                 result = drive(f"http://127.0.0.1:{fronts[name].port}", script, args.concurrency, args.duration,
                                metrics_url=replica.url)
@@ -778,8 +693,7 @@ def front_keys_cost(args: argparse.Namespace, env: dict[str, str], bento: str, t
                 runs[name].append(result)
                 report(f"front {name} #{round_number + 1}", result)
     finally:
-        for front in fronts.values():
-            front.stop()
+        fronts_running.close()
         replica.stop()
     per_round = [k["ok_rps"] / n["ok_rps"] for k, n in zip(runs["keys"], runs["no keys"], strict=True)]
     ratio = round(float(np.median(per_round)), 3)
@@ -814,7 +728,7 @@ def print_front_keys(part: dict) -> None:
 def closed_loop(args: argparse.Namespace, env: dict[str, str], bento: str, script: Path, tmp: str,
                 sample: list[dict]) -> tuple[dict, dict]:
     """Constant vs batched, the log and its shipping, naive, unbatched, wrk overload: results and ratios."""
-    paired = {"constant": Server("benchmarks.constant_service:ConstantService", env, REPO),
+    paired = {"constant": Server("benchmarks.constant_service:ConstantService", env, Path(tmp), cwd=REPO),
               "batched": Server(bento, env, Path(tmp))}
     try:
         runs = alternate(paired, script, args.concurrency, args.duration, args.warmup, args.rounds)
@@ -823,18 +737,17 @@ def closed_loop(args: argparse.Namespace, env: dict[str, str], bento: str, scrip
             server.stop()
     results = {name: median_result(measured) for name, measured in runs.items()}
     per_round = [b["ok_rps"] / c["ok_rps"] for c, b in zip(runs["constant"], runs["batched"], strict=True)]
-    store, store_env = object_store("bench")
-    logged = {"batched+log": Server(bento, {**env, "INFERENCE_LOG": "on", "INFERENCE_LOG_DIR": f"{tmp}/log"},
-                                    Path(tmp)),
-              "batched+ship": Server(bento, {**env, **store_env, "INFERENCE_LOG": "on",
-                                             "INFERENCE_LOG_DIR": f"{tmp}/ship", "LOG_SHIP_SECONDS": "1",
-                                             "INFERENCE_LOG_URL": "s3://bench/inference-log"}, Path(tmp))}
-    try:
-        log_runs = alternate(logged, script, args.concurrency, args.duration, args.warmup, args.rounds)
-    finally:
-        for server in logged.values():
-            server.stop()
-        store.terminate()
+    with s3(Path(tmp) / "store", "bench") as store:  # moto's S3-protocol server, as the tests start it
+        logged = {"batched+log": Server(bento, {**env, "INFERENCE_LOG": "on", "INFERENCE_LOG_DIR": f"{tmp}/log"},
+                                        Path(tmp)),
+                  "batched+ship": Server(bento, {**env, **s3_env(store.url), "INFERENCE_LOG": "on",
+                                                 "INFERENCE_LOG_DIR": f"{tmp}/ship", "LOG_SHIP_SECONDS": "1",
+                                                 "INFERENCE_LOG_URL": "s3://bench/inference-log"}, Path(tmp))}
+        try:
+            log_runs = alternate(logged, script, args.concurrency, args.duration, args.warmup, args.rounds)
+        finally:
+            for server in logged.values():
+                server.stop()
     results.update({name: median_result(measured) for name, measured in log_runs.items()})
     ship_per_round = [s["ok_rps"] / g["ok_rps"]
                       for g, s in zip(log_runs["batched+log"], log_runs["batched+ship"], strict=True)]

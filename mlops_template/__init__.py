@@ -9,5 +9,7 @@
   ingest, retrain, canary, rollback, experiments).
 - :mod:`~mlops_template.monitoring`: drift and live-quality jobs.
 
-The modules at this level are thin command-line entry points (``python -m mlops_template.X``).
+One command line, ``mlops-template <command>`` (or ``python -m mlops_template <command>``), lives
+in :mod:`~mlops_template.cli`; its exit codes in :mod:`~mlops_template.core.exitcodes`. The other
+modules at this level are the old spellings (``python -m mlops_template.X``), deprecated.
 """

@@ -1,11 +1,11 @@
-"""``python -m mlops_template.canary``: start, judge and settle a canary.
+"""Deprecated spelling ``python -m mlops_template.canary``: use ``mlops-template canary``.
 
-A thin entry point; the logic lives in :mod:`mlops_template.ops.canary`.
+Kept for one release: prints a notice on standard error, then runs the new command line.
 """
 
 import sys
 
-from mlops_template.ops.canary import main
+from mlops_template.cli import run_deprecated
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_deprecated("canary", ["canary", *sys.argv[1:]]))

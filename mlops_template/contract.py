@@ -1,12 +1,11 @@
-"""``python -m mlops_template.contract``: draft a data contract from a CSV (infer) or check one (check).
+"""Deprecated spelling ``python -m mlops_template.contract``: use ``mlops-template contract``.
 
-A thin entry point; the logic lives in :mod:`mlops_template.pipeline.inference`.
+Kept for one release: prints a notice on standard error, then runs the new command line.
 """
 
 import sys
 
-from mlops_template.core.config import run_command
-from mlops_template.pipeline.inference import main
+from mlops_template.cli import run_deprecated
 
 if __name__ == "__main__":
-    sys.exit(run_command("python -m mlops_template.contract", main))
+    sys.exit(run_deprecated("contract", ["contract", *sys.argv[1:]]))

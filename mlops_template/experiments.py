@@ -1,11 +1,11 @@
-"""``python -m mlops_template.experiments``: a readable table of experiments; promote a blessed one.
+"""Deprecated spelling ``python -m mlops_template.experiments``: use ``mlops-template experiments``.
 
-A thin entry point; the logic lives in :mod:`mlops_template.ops.experiments`.
+Kept for one release: prints a notice on standard error, then runs the new command line.
 """
 
 import sys
 
-from mlops_template.ops.experiments import main
+from mlops_template.cli import run_deprecated
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_deprecated("experiments", ["experiments", *sys.argv[1:]]))

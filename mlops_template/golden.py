@@ -1,11 +1,11 @@
-"""``python -m mlops_template.golden freeze|show``: fix the golden evaluation set, or show it.
+"""Deprecated spelling ``python -m mlops_template.golden``: use ``mlops-template golden``.
 
-A thin entry point; the logic lives in :mod:`mlops_template.pipeline.golden`.
+Kept for one release: prints a notice on standard error, then runs the new command line.
 """
 
 import sys
 
-from mlops_template.pipeline.golden import main
+from mlops_template.cli import run_deprecated
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_deprecated("golden", ["golden", *sys.argv[1:]]))

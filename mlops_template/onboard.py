@@ -1,12 +1,11 @@
-"""``python -m mlops_template.onboard``: adopt a CSV: draft its contract, point params.yaml at it.
+"""Deprecated spelling ``python -m mlops_template.onboard``: use ``mlops-template onboard``.
 
-A thin entry point; the logic lives in :mod:`mlops_template.pipeline.onboarding`.
+Kept for one release: prints a notice on standard error, then runs the new command line.
 """
 
 import sys
 
-from mlops_template.core.config import run_command
-from mlops_template.pipeline.onboarding import main
+from mlops_template.cli import run_deprecated
 
 if __name__ == "__main__":
-    sys.exit(run_command("python -m mlops_template.onboard", main))
+    sys.exit(run_deprecated("onboard", ["onboard", *sys.argv[1:]]))

@@ -1,11 +1,11 @@
-"""``python -m mlops_template.retrain``: guard incoming batches, reproduce the pipeline, promote or keep, commit.
+"""Deprecated spelling ``python -m mlops_template.retrain``: use ``mlops-template retrain``.
 
-A thin entry point; the logic lives in :mod:`mlops_template.ops.retrain`.
+Kept for one release: prints a notice on standard error, then runs the new command line.
 """
 
 import sys
 
-from mlops_template.ops.retrain import main
+from mlops_template.cli import run_deprecated
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_deprecated("retrain", ["retrain", *sys.argv[1:]]))

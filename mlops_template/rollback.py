@@ -1,11 +1,11 @@
-"""``python -m mlops_template.rollback``: put the previous champion back.
+"""Deprecated spelling ``python -m mlops_template.rollback``: use ``mlops-template rollback``.
 
-A thin entry point; the logic lives in :mod:`mlops_template.ops.rollback`.
+Kept for one release: prints a notice on standard error, then runs the new command line.
 """
 
 import sys
 
-from mlops_template.ops.rollback import main
+from mlops_template.cli import run_deprecated
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_deprecated("rollback", ["rollback", *sys.argv[1:]]))

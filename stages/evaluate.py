@@ -11,12 +11,14 @@ import sys
 import pandas as pd
 
 from mlops_template.core import paths
-from mlops_template.core.config import load_params, project_root, setup_logging
+from mlops_template.core.config import project_root, setup_logging
 from mlops_template.core.io import read_json, write_json
+from mlops_template.core.package_files import MODEL_CARD_FILE
+from mlops_template.core.params import EvaluateSection, GateSection, MlflowSection
 from mlops_template.ops import records
 from mlops_template.pipeline import golden, tracking
 from mlops_template.pipeline.assessment import ChampionRefused, ChampionUnscorable, evaluate_candidate
-from mlops_template.pipeline.params_check import contract_or_exit
+from mlops_template.pipeline.params_check import contract_or_exit, params_or_exit
 
 logger = logging.getLogger("stages.evaluate")
 GOLDEN_REPORT = paths.METRICS / "golden.json"
@@ -30,20 +32,21 @@ def refuse(card: dict, why: str) -> int:
     return 1
 
 
-def main() -> int:
-    setup_logging()
-    params = load_params()
-    contract = contract_or_exit(params)
-    card = read_json(paths.CANDIDATE / "model_card.json")
+def run(contract_path: str, cfg: EvaluateSection, gate_cfg: GateSection, model_name: str,
+        mlflow_config: MlflowSection, inference_log_dir: str) -> int:
+    """Score the candidate (and the verified champion), write metrics, plots and the gate; 1 when refused."""
+    contract = contract_or_exit(contract_path, slices=cfg.slices)
+    card = read_json(paths.CANDIDATE / MODEL_CARD_FILE)
     # The record lives beside the registry it vouches for (the parent repository in `dvc exp run --temp`).
     record = records.champion(project_root() / paths.CHAMPION_RECORD)
     try:
         rows = golden.load()
         if rows is None and record is not None:
             logger.warning("no golden set: the gate compares on the rolling test set only; fix one with "
-                           "`python -m mlops_template.golden freeze`")
-        result = evaluate_candidate(params, contract, card, pd.read_parquet(paths.TEST), paths.CANDIDATE,
-                                    champion_record=record, golden=rows)
+                           "`python -m mlops_template golden freeze`")
+        result = evaluate_candidate(cfg, gate_cfg, model_name, mlflow_config, inference_log_dir, contract, card,
+                                    pd.read_parquet(paths.TEST), paths.CANDIDATE, champion_record=record,
+                                    golden=rows)
     except golden.GoldenSetError as exc:
         logger.error("golden set unusable: %s", exc)
         return refuse(card, f"golden set unusable: {exc}")
@@ -61,12 +64,20 @@ def main() -> int:
     for name, points in result.plots.items():
         write_json(paths.PLOTS / f"{name}.json", points)
     floats = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
-    tracking.log_evaluation(params["mlflow"], card["mlflow"]["run_id"], floats,
+    tracking.log_evaluation(mlflow_config, card["mlflow"]["run_id"], floats,
                             [paths.EVALUATION, paths.SLICES, paths.GATE, GOLDEN_REPORT])
     logger.info("ROC AUC %.4f, value/row %.2f at threshold %.3f; gate: %s (%s)",
                 result.metrics["roc_auc"], result.metrics["value_per_row"], result.metrics["threshold"],
                 "BLESSED" if result.blessed else "not blessed", "; ".join(result.reasons))
     return 0
+
+
+def main() -> int:
+    """Read params.yaml once; hand on evaluate, gate, deploy.model_name, mlflow, monitoring.inference_log_dir."""
+    setup_logging()
+    params = params_or_exit()
+    return run(params.data.contract, params.evaluate, params.gate, params.deploy.model_name, params.mlflow,
+               params.monitoring.inference_log_dir)
 
 
 if __name__ == "__main__":

@@ -2,23 +2,30 @@
 
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 
 from mlops_template.core import paths
-from mlops_template.core.config import load_params, setup_logging
+from mlops_template.core.config import setup_logging
 from mlops_template.core.io import write_frame, write_json
-from mlops_template.pipeline.params_check import contract_or_exit
+from mlops_template.core.params import DataSection, ValidateSection
+from mlops_template.pipeline.params_check import contract_or_exit, params_or_exit
 from mlops_template.pipeline.validation import DataValidationError, describe_rejections, validate_file
 
 logger = logging.getLogger("stages.validate")
 
 
-def main() -> int:
-    setup_logging()
-    params = load_params()
-    contract = contract_or_exit(params)
-    max_share = params["validate"]["max_rejected_share"]
+def run(data: DataSection, cfg: ValidateSection, drop: Sequence[str], derived: Mapping[str, str],
+        slices: Sequence[str]) -> int:
+    """Validate ``data.raw`` against ``data.contract``; 1 when too many rows are rejected.
+
+    First, as the pipeline's first stage, it checks every key that names contract columns
+    (``featurize.drop``, ``featurize.derived``, ``evaluate.slices``), so a stale one stops
+    ``dvc repro`` here rather than after training.
+    """
+    contract = contract_or_exit(data.contract, raw=data.raw, drop=drop, derived=derived, slices=slices)
+    max_share = cfg.max_rejected_share
     try:
-        result = validate_file(params["data"]["raw"], contract)
+        result = validate_file(data.raw, contract)
     except DataValidationError as exc:
         logger.error("validation failed: %s", exc)
         return 1
@@ -34,6 +41,13 @@ def main() -> int:
     write_frame(result.valid, paths.VALIDATED)
     write_json(paths.VALIDATION_METRICS, {**result.summary(), "max_rejected_share": max_share})
     return 0
+
+
+def main() -> int:
+    """Read params.yaml once; hand on what dvc.yaml declares for this stage (data, validate, the column keys)."""
+    setup_logging()
+    params = params_or_exit()
+    return run(params.data, params.validate, params.featurize.drop, params.featurize.derived, params.evaluate.slices)
 
 
 if __name__ == "__main__":

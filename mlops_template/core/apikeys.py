@@ -12,6 +12,7 @@ mistyped edit never quietly admits or drops someone. Readers fail closed on such
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -19,6 +20,7 @@ import hmac
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -188,3 +190,37 @@ def revoke_key(path: str | Path, name: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands of ``mlops-template apikeys``: ``create NAME``, ``list``, ``revoke NAME``.
+
+    ``create`` prints the new key once on stdout (nothing else goes there, so
+    ``KEY=$(mlops-template apikeys create ci --file keys.txt)`` works); messages go to stderr.
+    ``--file`` defaults to ``$API_KEYS_FILE`` and is required without it.
+    """
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command, helptext in (("create", "make a key, print it once, store its digest"),
+                              ("list", "print the names of the keys"),
+                              ("revoke", "remove a key by name")):
+        sub = commands.add_parser(command, help=helptext)
+        if command != "list":
+            sub.add_argument("name", help="the key's name: 1-64 of A-Z a-z 0-9 . _ -")
+        sub.add_argument("--file", default=os.environ.get("API_KEYS_FILE") or None,
+                         required=not os.environ.get("API_KEYS_FILE"),
+                         help="the key file (default: $API_KEYS_FILE)")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Create, list or revoke a key; a refused change raises :class:`KeyFileError` (exit 65, one line)."""
+    if args.command == "create":
+        key = create_key(args.file, args.name)
+        print(key, flush=True)
+        print(f"key {args.name!r} added to {args.file}; it is shown only this once", file=sys.stderr)
+    elif args.command == "list":
+        for name in list_names(args.file):
+            print(name)
+    else:
+        revoke_key(args.file, args.name)
+        print(f"key {args.name!r} revoked in {args.file}", file=sys.stderr)
+    return 0

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops_template.core.io import sha256_of
+from mlops_template.core.package_files import CHECKSUM_SUFFIX, MODEL_CARD_FILE
 
 logger = logging.getLogger(__name__)
 
-MODEL_CARD = "model_card.json"
 CARD_TYPES_KEY = "model_types"
 
 # Type name -> the skops loaders that may build it. Derived by tests/unit/core/test_model_types.py
@@ -84,7 +84,7 @@ class UntrustedTypesError(ModelIntegrityError):
 
 def checksum_path(model_path: str | Path) -> Path:
     """Where the checksum of ``model_path`` is kept."""
-    return Path(f"{model_path}.sha256")
+    return Path(f"{model_path}{CHECKSUM_SUFFIX}")
 
 
 def save_model(pipeline: Any, path: str | Path) -> str:
@@ -127,7 +127,7 @@ def load_model(path: str | Path, expected_sha256: str | None = None,
             f"model {path} has sha256 {actual}, expected {expected_sha256}: refusing to load"
         )
     if expected_types is None:
-        expected_types = recorded_types(path.parent / MODEL_CARD)
+        expected_types = recorded_types(path.parent / MODEL_CARD_FILE)
     trusted = _checked_types(data, path, expected_types)
     return skops.io.loads(data, trusted=trusted)
 
@@ -216,8 +216,8 @@ def schema_types(data: bytes, path: str | Path) -> dict[str, set[str]]:
         todo.extend(item.values())
         if "__loader__" not in item:
             continue
-        loader, module, name = (item.get(k) for k in ("__loader__", "__module__", "__class__"))
-        if not all(isinstance(v, str) for v in (loader, module, name)):
+        loader, module, name = item.get("__loader__"), item.get("__module__"), item.get("__class__")
+        if not (isinstance(loader, str) and isinstance(module, str) and isinstance(name, str)):
             raise UntrustedTypesError(f"model {path} holds a malformed schema node: "
                                       f"{loader!r} {module!r}.{name!r}")
         found.setdefault(f"{module}.{name}", set()).add(loader)
@@ -229,7 +229,7 @@ def schema_types(data: bytes, path: str | Path) -> dict[str, set[str]]:
 
 def _hidden_type(node: dict[str, Any], loader: str) -> str | None:
     """A name a node calls that is not its own type: a method's function, a bit generator."""
-    content = node.get("content")
+    content: Any = node.get("content")  # any JSON: read defensively below
     if loader == "MethodNode" and isinstance(content, dict):
         return f"{node['__module__']}.{node['__class__']}.{content.get('func')}"
     if loader == "RandomGeneratorNode":

@@ -3,7 +3,7 @@
 The contract is a YAML file (see ``contracts/adult.yaml``). The validate stage turns it into a
 pandera schema, the service turns it into a pydantic request model, and monitoring reads the
 column roles from it. :mod:`mlops_template.pipeline.inference` drafts one for a new dataset
-(``python -m mlops_template.contract infer data.csv --target COL``).
+(``python -m mlops_template contract infer data.csv --target COL``).
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ import numpy as np
 MAX_LENGTH = 1000  # characters; a feature formula is a line, not a program
 MAX_DEPTH = 50  # nesting of the parsed tree, so evaluation never recurses deeply
 
+# What a (sub)expression evaluates to: a column, or a constant (a numpy scalar).
+Value = np.ndarray | np.float64
 # name -> (numpy function, number of positional arguments it takes)
-FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], int]] = {
+FUNCTIONS: dict[str, tuple[Callable[..., Value], int]] = {
     "log": (np.log, 1),
     "log1p": (np.log1p, 1),
     "exp": (np.exp, 1),
@@ -35,7 +37,7 @@ FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], int]] = {
     "clip": (np.clip, 3),
     "where": (np.where, 3),
 }
-BINARY: dict[type[ast.operator], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+BINARY: dict[type[ast.operator], Callable[[Value, Value], Value]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -44,7 +46,7 @@ BINARY: dict[type[ast.operator], Callable[[np.ndarray, np.ndarray], np.ndarray]]
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-COMPARE: dict[type[ast.cmpop], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+COMPARE: dict[type[ast.cmpop], Callable[[Value, Value], Value]] = {
     ast.Lt: operator.lt,
     ast.LtE: operator.le,
     ast.Gt: operator.gt,
@@ -52,9 +54,9 @@ COMPARE: dict[type[ast.cmpop], Callable[[np.ndarray, np.ndarray], np.ndarray]] =
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
 }
-UNARY: dict[type[ast.unaryop], Callable[[np.ndarray], np.ndarray]] = {
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
+UNARY: dict[type[ast.unaryop], Callable[[Value], Value]] = {
+    ast.USub: np.negative,
+    ast.UAdd: np.positive,
 }
 
 
@@ -196,9 +198,11 @@ def evaluate(expression: str, columns: Mapping[str, np.ndarray], rows: int) -> n
     return np.array(result, dtype=np.float64)
 
 
-def _value(node: ast.AST, columns: Mapping[str, np.ndarray]) -> np.ndarray | np.float64:
+def _value(node: ast.AST, columns: Mapping[str, np.ndarray]) -> Value:
     """Evaluate one checked node (only the node types :func:`_refusals` admits reach here)."""
     if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+            raise ExpressionError(f"unexpected constant {node.value!r} in a checked expression")
         return np.float64(node.value)  # numpy scalars overflow to inf where Python floats raise
     if isinstance(node, ast.Name):
         return np.asarray(columns[node.id], dtype=np.float64)

@@ -30,8 +30,15 @@ MAX_ATTEMPTS = 2
 MISSING = ("404", "NoSuchKey", "NotFound")  # error codes of an object that is not there
 
 
+PRECONDITION = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict")  # a condition did not hold
+
+
 class StoreUnavailable(RuntimeError):
     """The object store could not be reached or refused the call (not: an object is missing)."""
+
+
+class PreconditionFailed(RuntimeError):
+    """A conditional write found the object changed (``If-Match``) or present (``If-None-Match``)."""
 
 
 def is_url(location: str | Path | None) -> bool:
@@ -90,6 +97,8 @@ def _translated(operation: str, url: ObjectUrl) -> Iterator[None]:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in MISSING:
             raise FileNotFoundError(str(url)) from None
+        if code in PRECONDITION:
+            raise PreconditionFailed(f"{operation} {url}: {code}") from None
         raise StoreUnavailable(f"{operation} {url}: {code or exc}") from None
     except BotoCoreError as exc:
         raise StoreUnavailable(f"{operation} {url}: {exc}") from None
@@ -120,9 +129,33 @@ def get_bytes(url: ObjectUrl) -> bytes:
     return _call("get_object", url, Key=url.key)["Body"].read()
 
 
-def put_bytes(url: ObjectUrl, data: bytes) -> None:
-    """Write the object in one PUT: readers see the old content or the new, never a part."""
-    _call("put_object", url, Key=url.key, Body=data)
+def get_versioned(url: ObjectUrl) -> tuple[bytes, str, datetime, datetime | None]:
+    """The object's content, ETag and last-modified time, and the store's clock when it answered.
+
+    The store's clock (the response's ``Date`` header; None when absent) lets every machine judge
+    an object's age on one clock, whatever their own clocks say. FileNotFoundError if absent.
+    """
+    from email.utils import parsedate_to_datetime
+
+    answer = _call("get_object", url, Key=url.key)
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    store_now = parsedate_to_datetime(date) if date else None
+    return answer["Body"].read(), str(answer["ETag"]), answer["LastModified"], store_now
+
+
+def put_bytes(url: ObjectUrl, data: bytes, if_match: str | None = None, if_none_match: bool = False) -> str:
+    """Write the object in one PUT: readers see the old content or the new, never a part; its ETag.
+
+    ``if_match``: only if the object still has that ETag; ``if_none_match``: only if there is no
+    object yet. A condition that does not hold raises :class:`PreconditionFailed` (a missing object
+    under ``if_match`` raises FileNotFoundError) and nothing is written.
+    """
+    conditions: dict[str, str] = {}
+    if if_match is not None:
+        conditions["IfMatch"] = if_match
+    if if_none_match:
+        conditions["IfNoneMatch"] = "*"
+    return str(_call("put_object", url, Key=url.key, Body=data, **conditions).get("ETag", ""))
 
 
 def upload_file(path: Path, url: ObjectUrl) -> None:

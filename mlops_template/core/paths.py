@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlops_template.core.package_files import FEATURE_SPEC_FILE
+
 PARAMS = Path("params.yaml")
 CONTRACTS = Path("contracts")
 RAW = Path("data/raw")
@@ -19,7 +21,7 @@ FEATURES = Path("data/features")
 TRAIN = FEATURES / "train.parquet"
 TEST = FEATURES / "test.parquet"
 REFERENCE = FEATURES / "reference.parquet"
-FEATURE_SPEC = FEATURES / "feature_spec.json"
+FEATURE_SPEC = FEATURES / FEATURE_SPEC_FILE
 CANDIDATE = Path("models/candidate")
 SERVING = Path("models/serving")
 CHAMPION_ARCHIVE = SERVING / "champion.bento"

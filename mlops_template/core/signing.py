@@ -17,7 +17,7 @@ error messages; the verifier trusts its own key, never the document's claim.
 
 Keys are PEM files (PKCS#8 private key, SubjectPublicKeyInfo public key), made by::
 
-    python -m mlops_template.core.signing keygen PRIVATE_KEY_FILE PUBLIC_KEY_FILE
+    mlops-template keygen PRIVATE_KEY_FILE PUBLIC_KEY_FILE
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlops_template.core.exitcodes import CommandParser, ExitCode
+
 ALGORITHM = "ed25519"
 SIGNATURE_FIELD = "signature"
 SIGNATURE_KEYS = {"algorithm", "key_id", "value"}
-KEYGEN_COMMAND = "python -m mlops_template.core.signing keygen PRIVATE_KEY_FILE PUBLIC_KEY_FILE"
+KEYGEN_COMMAND = "mlops-template keygen PRIVATE_KEY_FILE PUBLIC_KEY_FILE"
 
 
 class KeyFileError(ValueError):
@@ -181,25 +183,29 @@ def generate_key_pair(private_path: str | Path, public_path: str | Path) -> str:
     return key_id(key.public_key())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``keygen PRIVATE PUBLIC``: make a key pair for signing routing documents."""
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.core.signing",
-                                     description="Ed25519 keys for signed routing documents")
-    commands = parser.add_subparsers(dest="command", required=True)
-    keygen = commands.add_parser("keygen", help="write a new key pair (PEM); never overwrites")
-    keygen.add_argument("private_key", type=Path, help="private key file, for deploy/canary/rollback "
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``mlops-template keygen PRIVATE PUBLIC``."""
+    parser.add_argument("private_key", type=Path, help="private key file, for deploy/canary/rollback "
                         "(ROUTING_SIGNING_KEY_FILE)")
-    keygen.add_argument("public_key", type=Path, help="public key file, for the replicas (ROUTING_VERIFY_KEY_FILE)")
-    args = parser.parse_args(argv)
-    try:
-        identity = generate_key_pair(args.private_key, args.public_key)
-    except (FileExistsError, OSError) as exc:
-        print(f"keygen failed: {exc}", file=sys.stderr)
-        return 1
+    parser.add_argument("public_key", type=Path, help="public key file, for the replicas (ROUTING_VERIFY_KEY_FILE)")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Make a key pair for signing routing documents; an existing file raises FileExistsError (never overwritten)."""
+    identity = generate_key_pair(args.private_key, args.public_key)
     print(f"key {identity}: private key {args.private_key} (mode 0600; ROUTING_SIGNING_KEY_FILE for deploy, "
           f"canary, rollback), public key {args.public_key} (ROUTING_VERIFY_KEY_FILE for every replica)")
-    return 0
+    return ExitCode.OK
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old spelling, `python -m mlops_template.core.signing keygen PRIVATE PUBLIC`
+    print("mlops-template: `python -m mlops_template.core.signing keygen` is deprecated and goes in the next "
+          "release; use `mlops-template keygen` (or `python -m mlops_template keygen`)", file=sys.stderr)
+    _parser = CommandParser(prog="mlops-template")
+    add_arguments(_parser.add_subparsers(dest="command", required=True).add_parser("keygen"))
+    _args = _parser.parse_args()
+    try:
+        sys.exit(handle(_args))
+    except OSError as exc:
+        print(f"mlops-template keygen: error: {exc}", file=sys.stderr)
+        sys.exit(ExitCode.BAD_INPUT)

@@ -1,6 +1,6 @@
 """Monitoring of the served model: data drift and live quality, with alerts and metrics.
 
-Two jobs, meant for cron (``python -m mlops_template.monitoring drift|quality``):
+Two jobs, meant for cron (``mlops-template drift|quality``):
 
 - :mod:`.drift` compares a window of the inference log with the reference sample that featurize
   keeps, column by column, with Evidently;
@@ -25,55 +25,63 @@ from typing import Any
 import pandas as pd
 
 from mlops_template.core import objectstore, paths
+from mlops_template.core.params import MonitoringSection, Params
 from mlops_template.serving.inference_log import read_log
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_ALERT = 0, 1, 3
 REFERENCE_PATH = paths.REFERENCE  # written by the featurize stage
 EVALUATION_PATH = paths.EVALUATION  # written by the evaluate stage
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The ``monitoring`` section of params.yaml, with environment overrides applied."""
+    """The ``monitoring`` section of params.yaml, with environment overrides applied.
 
-    inference_log_dir: Path | str = Path("monitoring/inference-log")  # or the team's s3:// prefix
-    window_records: int = 5000
-    min_window_records: int = 500
-    drift_share_threshold: float = 0.2
-    quality_drop_fraction: float = 0.2
-    quality_min_labelled: int = 100
-    report_dir: Path = Path("monitoring/reports")
-    alert_dedup_hours: float = 6.0
-    pushgateway_url: str | None = None
-    webhook_url: str | None = None
+    Its defaults are the section's (:class:`mlops_template.core.params.MonitoringSection`).
+    """
+
+    inference_log_dir: Path | str  # or the team's s3:// prefix
+    window_records: int
+    min_window_records: int
+    drift_share_threshold: float
+    quality_drop_fraction: float
+    quality_min_labelled: int
+    report_dir: Path
+    alert_dedup_hours: float
+    pushgateway_url: str | None
+    webhook_url: str | None
     # Set when Alertmanager notifies: the pushed gauges reach it through Prometheus' rules and it
     # alone groups, deduplicates and sends, so the jobs' own webhook (for cron-only setups) is off.
-    alertmanager_url: str | None = None
+    alertmanager_url: str | None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Settings:
-        """Settings from params.yaml; ``INFERENCE_LOG_URL``, ``PUSHGATEWAY_URL``, ``ALERT_WEBHOOK_URL``,
+    def from_section(cls, section: MonitoringSection, env: Mapping[str, str] = os.environ) -> Settings:
+        """Settings from the typed section; ``INFERENCE_LOG_URL``, ``PUSHGATEWAY_URL``, ``ALERT_WEBHOOK_URL``,
         ``ALERTMANAGER_URL`` win (the first is where the replicas ship their logs, in team mode)."""
-        section = dict(params.get("monitoring") or {})
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown keys in params.yaml monitoring section: {sorted(unknown)}")
-        settings = cls(**section)
         return cls(
-            inference_log_dir=log_location(env.get("INFERENCE_LOG_URL") or settings.inference_log_dir),
-            window_records=int(settings.window_records),
-            min_window_records=int(settings.min_window_records),
-            drift_share_threshold=float(settings.drift_share_threshold),
-            quality_drop_fraction=float(settings.quality_drop_fraction),
-            quality_min_labelled=int(settings.quality_min_labelled),
-            report_dir=Path(settings.report_dir),
-            alert_dedup_hours=float(settings.alert_dedup_hours),
-            pushgateway_url=env.get("PUSHGATEWAY_URL") or settings.pushgateway_url or None,
-            webhook_url=env.get("ALERT_WEBHOOK_URL") or settings.webhook_url or None,
-            alertmanager_url=env.get("ALERTMANAGER_URL") or settings.alertmanager_url or None,
+            inference_log_dir=log_location(env.get("INFERENCE_LOG_URL") or section.inference_log_dir),
+            window_records=section.window_records,
+            min_window_records=section.min_window_records,
+            drift_share_threshold=section.drift_share_threshold,
+            quality_drop_fraction=section.quality_drop_fraction,
+            quality_min_labelled=section.quality_min_labelled,
+            report_dir=Path(section.report_dir),
+            alert_dedup_hours=section.alert_dedup_hours,
+            pushgateway_url=env.get("PUSHGATEWAY_URL") or section.pushgateway_url or None,
+            webhook_url=env.get("ALERT_WEBHOOK_URL") or section.webhook_url or None,
+            alertmanager_url=env.get("ALERTMANAGER_URL") or section.alertmanager_url or None,
         )
+
+    @classmethod
+    def from_params(cls, params: Params | Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Settings:
+        """Settings from the whole params (typed, or a mapping as read from YAML); see :meth:`from_section`.
+
+        An unknown or malformed key of the section raises ParamsError naming it.
+        """
+        if isinstance(params, Params):
+            return cls.from_section(params.monitoring, env)
+        return cls.from_section(MonitoringSection.parse(params.get("monitoring")), env)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ import pandas as pd
 
 from mlops_template.core.contract import Contract
 from mlops_template.core.io import write_json
-from mlops_template.monitoring import Settings, Window, publish
+from mlops_template.core.params import MonitoringSection
+from mlops_template.monitoring import Window, publish
 from mlops_template.monitoring.alerts import Alert, AlertSink
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def run_drift_job(
     report_dir: Path,
     alerts: AlertSink,
     pushgateway_url: str | None = None,
-    min_window_records: int = Settings.min_window_records,
+    min_window_records: int = MonitoringSection().min_window_records,
 ) -> dict[str, Any]:
     """Check a window of the log for drift: report, summary, gauges, and alert or resolve.
 

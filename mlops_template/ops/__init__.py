@@ -1,2 +1,3 @@
 """What operates the deployment: the deployment records (their only reader and writer), the
-promotion policy, the bad-batch guard, retrain, canary, rollback, experiments, process helpers."""
+promotion policy, the transitions (the only code that changes what serves) and their lease, the
+bad-batch guard, retrain, canary, rollback, experiments, process helpers."""

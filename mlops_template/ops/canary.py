@@ -2,10 +2,10 @@
 
 Usage (from the repository root)::
 
-    python -m mlops_template.canary start --version V [--share 0.1]
-    python -m mlops_template.canary decide (--prometheus-url URL | --metrics-url URL | --metrics-file FILE)
-                                           [--labels FILE] [--min-requests N] [--dry-run]
-    python -m mlops_template.canary status
+    mlops-template canary start --version V [--share 0.1]
+    mlops-template canary decide (--prometheus-url URL | --metrics-url URL | --metrics-file FILE)
+                                 [--labels FILE] [--min-requests N] [--dry-run]
+    mlops-template canary status
 
 ``start`` makes registered version ``V`` the routing file's challenger (its BentoML model tag
 comes from ``deployments/history.jsonl`` or its MLflow ``model_tag`` tag; ``deploy.strategy:
@@ -25,14 +25,17 @@ exceeds ``deploy.canary_max_error_rate``, its mean latency exceeds the champion'
 way the routing file, MLflow aliases, ``deployments/champion.json`` and the history record the
 decision and its reasons.
 
-Exit codes: 0 promoted (or ``start``/``status`` done), 3 rolled back, 4 not enough challenger
-traffic yet (``deploy.canary_min_requests``), 69 a shared service (tracking server, its
-database, the object store) does not answer, checked before anything changes, 1 error.
+Exit codes (:class:`~mlops_template.core.exitcodes.ExitCode`): 0 promoted (or ``start``/``status``
+done), 5 rolled back, 4 not enough challenger traffic yet (``deploy.canary_min_requests``), 65 a
+file or value given is wrong (``--labels``, ``--metrics-file``, ``--share``), 69 a shared service
+(tracking server, its database, the object store) or the metrics URL does not answer, checked
+before anything changes, 1 error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -40,25 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_template.core import paths
-from mlops_template.core.config import load_params, setup_logging
-from mlops_template.core.io import utc_now
-from mlops_template.core.objectstore import StoreUnavailable
+from mlops_template.core.exitcodes import ExitCode, ServiceUnavailable, UserError
+from mlops_template.core.params import DeploySection, Params
+from mlops_template.core.params import load as load_params
 from mlops_template.monitoring import Settings as MonitoringSettings
-from mlops_template.ops import records
-from mlops_template.ops.process import EXIT_UNAVAILABLE, shared_services_down
-from mlops_template.ops.promotion import publish_champion_archive
+from mlops_template.ops import lease, records, transitions
 from mlops_template.serving import routing
-
-EXIT_PROMOTED, EXIT_FAILED, EXIT_ROLLED_BACK, EXIT_WAIT = 0, 1, 3, 4
-DEFAULTS = {"canary_share": 0.1, "canary_min_requests": 100, "canary_max_error_rate": 0.01,
-            "canary_max_latency_ratio": 1.5}
 
 logger = logging.getLogger(__name__)
 
 
 class CanaryError(RuntimeError):
     """No canary is running, or the version asked for cannot be served."""
+
+
+class FiguresUnavailable(CanaryError, ServiceUnavailable):
+    """The ``--metrics-url`` or ``--prometheus-url`` given does not answer (exit 69, the URL named)."""
 
 
 @dataclass
@@ -132,8 +132,11 @@ def prometheus_figures(url: str) -> dict[str, VersionFigures]:
 
     def query(expr: str) -> list[dict]:
         address = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-        with urllib.request.urlopen(address, timeout=10) as response:  # the operator's own URL
-            body = json.loads(response.read().decode("utf-8"))
+        try:
+            with urllib.request.urlopen(address, timeout=10) as response:  # the operator's own URL
+                body = json.loads(response.read().decode("utf-8"))
+        except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors; ValueError: not JSON
+            raise FiguresUnavailable(f"Prometheus {url} cannot be queried: {getattr(exc, 'reason', exc)}") from None
         if body.get("status") != "success":
             raise CanaryError(f"Prometheus query {expr!r} failed: {body}")
         return body["data"]["result"]
@@ -169,44 +172,44 @@ def fetch_metrics(url: str) -> str:
         hint = " (set SERVICE_API_KEY to a key of the service)" if exc.code == 401 else ""
         raise CanaryError(f"{url} answered HTTP {exc.code}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise CanaryError(f"{url} cannot be read: {getattr(exc, 'reason', exc)}") from None
+        raise FiguresUnavailable(f"{url} cannot be read: {getattr(exc, 'reason', exc)}") from None
 
 
-def live_quality_by_version(labels: Path, log_dir: Path | str, params: dict[str, Any]) -> dict[str, dict]:
+def live_quality_by_version(labels: Path, log_dir: Path | str, params: Params) -> dict[str, dict]:
     """Live ROC AUC and value per row of each version, from ground truth joined with the log."""
     from mlops_template.core.contract import load_contract
     from mlops_template.monitoring.quality import live_quality, read_ground_truth
     from mlops_template.serving.inference_log import read_log
 
     log, truth = read_log(log_dir), read_ground_truth(labels)
-    contract = load_contract(params["data"]["contract"])
-    value_matrix = params["evaluate"]["value_matrix"]
+    contract = load_contract(params.data.contract)
+    value_matrix = params.evaluate.value_matrix
     return {str(version): live_quality(part, truth, contract, value_matrix)
             for version, part in log.groupby("model_version")}
 
 
-def judge(champion: str, challenger: str, figures: dict[str, VersionFigures], cfg: dict[str, Any],
+def judge(champion: str, challenger: str, figures: dict[str, VersionFigures], cfg: DeploySection,
           quality: dict[str, dict] | None = None, drop_fraction: float = 0.2,
           min_labelled: int = 100) -> Decision:
     """Promote, roll back or wait, from the two versions' live figures."""
     new, old = figures.get(challenger, VersionFigures()), figures.get(champion, VersionFigures())
     summary = {v: {"requests": f.requests, "error_rate": f.error_rate, "mean_latency_s": f.mean_latency}
                for v, f in ((champion, old), (challenger, new))}
-    if new.requests < max(1, cfg["canary_min_requests"]):
+    if new.requests < max(1, cfg.canary_min_requests):
         return Decision("wait", [f"challenger v{challenger} answered {new.requests:.0f} requests, "
-                                 f"fewer than {cfg['canary_min_requests']}"], summary)
+                                 f"fewer than {cfg.canary_min_requests}"], summary)
     reasons, failed = [], False
-    if new.error_rate > cfg["canary_max_error_rate"]:
+    if new.error_rate > cfg.canary_max_error_rate:
         failed = True
-        reasons.append(f"error rate {new.error_rate:.4f} > {cfg['canary_max_error_rate']}")
+        reasons.append(f"error rate {new.error_rate:.4f} > {cfg.canary_max_error_rate}")
     else:
-        reasons.append(f"error rate {new.error_rate:.4f} <= {cfg['canary_max_error_rate']}")
+        reasons.append(f"error rate {new.error_rate:.4f} <= {cfg.canary_max_error_rate}")
     if new.mean_latency is not None and old.mean_latency:
         ratio = new.mean_latency / old.mean_latency
-        failed |= ratio > cfg["canary_max_latency_ratio"]
+        failed |= ratio > cfg.canary_max_latency_ratio
         reasons.append(f"mean latency {ratio:.2f}x the champion's "
-                       f"({'>' if ratio > cfg['canary_max_latency_ratio'] else '<='} "
-                       f"{cfg['canary_max_latency_ratio']}x)")
+                       f"({'>' if ratio > cfg.canary_max_latency_ratio else '<='} "
+                       f"{cfg.canary_max_latency_ratio}x)")
     else:
         reasons.append("latency not compared: no champion latency observed")
     failed |= _judge_quality(champion, challenger, quality, drop_fraction, min_labelled, reasons,
@@ -236,32 +239,29 @@ def _judge_quality(champion: str, challenger: str, quality: dict[str, dict] | No
     return bool(verdict["quality_drop"])
 
 
-def start(params: dict[str, Any], version: str, share: float, why: str,
+def start(params: Params, version: str, share: float, why: str,
           model_tag: str | None = None, model_sha256: str | None = None) -> dict[str, Any]:
     """Make ``version`` the challenger in the routing file, MLflow and the history.
 
     The challenger's ``model_sha256`` is the deployment record's (the argument, else the history's
     promotion record); the current document must carry the deploy key's signature when one is set.
+    Runs under the transition lease (:class:`~mlops_template.ops.lease.Locked` if another holds it).
     """
-    from mlops_template.pipeline import tracking
-
-    name, mlflow_config = params["deploy"]["model_name"], params["mlflow"]
-    current = routing.read_for_update()
-    if current["champion"]["model_version"] == str(version):
-        raise CanaryError(f"v{version} already is the champion")
-    if model_tag is None:
-        try:
-            known = records.deployment_of(records.read(), mlflow_config, name, version)
-        except records.RecordError as exc:
-            raise CanaryError(str(exc)) from exc
-        model_tag, model_sha256 = known["model_tag"], model_sha256 or known.get("sha256")
-    document = {**current, "challenger": routing.slot(model_tag, str(version), model_sha256),
-                "canary_share": float(share), "updated_at": utc_now()}
-    routing.write_routing(None, document)
-    tracking.set_challenger(mlflow_config, name, str(version))
-    item = records.entry("canary_start", name, current["champion"]["model_version"], version,
-                         why, model_tag=model_tag, canary_share=float(share))
-    return records.record(item, mlflow_config)
+    name, mlflow_config = params.deploy.model_name, params.mlflow
+    with lease.held("canary start"):
+        serving = transitions.read_serving()
+        if serving.document is None:
+            raise CanaryError(f"no routing document at {serving.location}: deploy a champion first")
+        if serving.document["champion"]["model_version"] == str(version):
+            raise CanaryError(f"v{version} already is the champion")
+        if model_tag is None:
+            try:
+                known = records.deployment_of(records.read(), mlflow_config, name, version)
+            except records.RecordError as exc:
+                raise CanaryError(str(exc)) from exc
+            model_tag, model_sha256 = known["model_tag"], model_sha256 or known.get("sha256")
+        return transitions.start_challenger(serving, name, str(version), model_tag, model_sha256, share, why,
+                                            mlflow_config)
 
 
 def _challenger_deployment(name: str, mlflow_config: dict, challenger: dict[str, Any]) -> dict[str, Any]:
@@ -273,67 +273,53 @@ def _challenger_deployment(name: str, mlflow_config: dict, challenger: dict[str,
     return records.full_deployment({**known, "model_name": name, **challenger})
 
 
-def apply(params: dict[str, Any], decision: Decision, document: dict[str, Any]) -> dict[str, Any]:
-    """Carry out a promote or rollback decision; return the history entry."""
-    from mlops_template.pipeline import tracking
-
-    name, mlflow_config = params["deploy"]["model_name"], params["mlflow"]
-    champion, challenger = document["champion"], document["challenger"]
-    why = "; ".join(decision.reasons)
-    if decision.action == "promote":
-        promoted = publish_champion_archive(_challenger_deployment(name, mlflow_config, challenger))
-        promoted = {**promoted, "deployed_at": utc_now()}
-        routing.write_routing(None, {**document, "champion": challenger, "challenger": None,
-                                     "updated_at": utc_now()})
-        tracking.set_champion(mlflow_config, name, challenger["model_version"],
-                              {"promoted_at": promoted["deployed_at"], "promoted_by": "canary"})
-        tracking.set_challenger(mlflow_config, name, None)
-        item = records.entry("canary_promote", name, champion["model_version"],
-                             challenger["model_version"], why, model_tag=challenger["model_tag"],
-                             bento_tag=promoted["bento_tag"], champion=promoted, figures=decision.figures)
-        records.write_record(records.decision(item["action"], item["from_version"], item["to_version"],
-                                              decision.reasons), champion=promoted, challenger=None)
-    else:
-        routing.write_routing(None, {**document, "challenger": None, "updated_at": utc_now()})
-        tracking.set_challenger(mlflow_config, name, None)
-        paths.CHALLENGER_ARCHIVE.unlink(missing_ok=True)
-        item = records.entry("canary_rollback", name, champion["model_version"],
-                             challenger["model_version"], why, model_tag=challenger["model_tag"],
-                             figures=decision.figures)
-        records.write_record(records.decision(item["action"], item["from_version"], item["to_version"],
-                                              decision.reasons), challenger=None)
-    return records.record(item, mlflow_config)
+def apply(params: Params, decision: Decision, serving: transitions.Serving) -> dict[str, Any]:
+    """Carry out a promote or rollback decision on ``serving`` (read under the lease); the history entry."""
+    name, mlflow_config = params.deploy.model_name, params.mlflow
+    challenger = serving.document["challenger"] if serving.document else None
+    if challenger is None:
+        raise CanaryError("no canary is running: the routing file has no challenger")
+    deployment = (_challenger_deployment(name, mlflow_config, challenger) if decision.action == "promote"
+                  else None)
+    return transitions.end_challenger(serving, decision.action, deployment, decision.reasons, decision.figures,
+                                      mlflow_config)
 
 
-def decide(params: dict[str, Any], figures: dict[str, VersionFigures], labels: Path | None,
+def decide(params: Params, figures: dict[str, VersionFigures], labels: Path | None,
            min_requests: int | None, dry_run: bool) -> Decision:
     """Judge the running canary from the live ``figures`` and, unless ``dry_run``, act on it."""
-    cfg = {**DEFAULTS, **params["deploy"]}
+    cfg = params.deploy
     if min_requests is not None:
-        cfg["canary_min_requests"] = min_requests
-    document = routing.read_routing() if dry_run else routing.read_for_update()
+        cfg = cfg.model_copy(update={"canary_min_requests": min_requests})
+    with contextlib.nullcontext() if dry_run else lease.held("canary decide"):
+        return _decide(params, cfg, figures, labels, dry_run)
+
+
+def _decide(params: Params, cfg: DeploySection, figures: dict[str, VersionFigures], labels: Path | None,
+            dry_run: bool) -> Decision:
+    """:func:`decide` once the lease is held (none for a dry run, which changes nothing)."""
+    serving = transitions.read_serving(verify=not dry_run)
+    document = serving.document
+    if document is None:
+        raise CanaryError(f"no routing document at {serving.location}: no canary is running")
     if document["challenger"] is None:
         raise CanaryError("no canary is running: the routing file has no challenger")
     champion = document["champion"]["model_version"]
     challenger = document["challenger"]["model_version"]
-    monitoring = params.get("monitoring", {})
     quality = None
     if labels is not None:
         quality = live_quality_by_version(labels, MonitoringSettings.from_params(params).inference_log_dir, params)
-    decision = judge(champion, challenger, figures, cfg, quality,
-                     monitoring.get("quality_drop_fraction", 0.2),
-                     monitoring.get("quality_min_labelled", 100))
+    decision = judge(champion, challenger, figures, cfg, quality, params.monitoring.quality_drop_fraction,
+                     params.monitoring.quality_min_labelled)
     logger.info("canary v%s vs v%s: %s (%s)", challenger, champion, decision.action,
                 "; ".join(decision.reasons))
     if decision.action != "wait" and not dry_run:
-        apply(params, decision, document)
+        apply(params, decision, serving)
     return decision
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run ``start``, ``decide`` or ``status``."""
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.canary",
-                                     description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands and options of ``mlops-template canary``."""
     commands = parser.add_subparsers(dest="command", required=True)
     begin = commands.add_parser("start", help="make a registered version the challenger")
     begin.add_argument("--version", required=True)
@@ -348,48 +334,40 @@ def main(argv: list[str] | None = None) -> int:
     judge_cmd.add_argument("--min-requests", type=int)
     judge_cmd.add_argument("--dry-run", action="store_true", help="decide but change nothing")
     commands.add_parser("status", help="print the routing file")
-    args = parser.parse_args(argv)
-    setup_logging()
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``start``, ``decide`` or ``status`` (the shared-services preflight has passed, but for status)."""
+    if args.command == "status":
+        print(json.dumps(routing.read_routing(), indent=2), flush=True)
+        return ExitCode.OK
     params = load_params()
-    down = None if args.command == "status" else shared_services_down(params["mlflow"])
-    if down is not None:
-        logger.error("%s", down)
-        print(f"canary {args.command} not started: {down}; nothing was changed", flush=True)
-        return EXIT_UNAVAILABLE
-    try:
-        if args.command == "status":
-            print(json.dumps(routing.read_routing(), indent=2), flush=True)
-            return EXIT_PROMOTED
-        if args.command == "start":
-            share = args.share if args.share is not None else params["deploy"].get(
-                "canary_share", DEFAULTS["canary_share"])
-            item = start(params, args.version, share, args.reason)
-            print(json.dumps(item), flush=True)
-            return EXIT_PROMOTED
-        if args.prometheus_url:
-            figures = prometheus_figures(args.prometheus_url)
-        else:
-            figures = parse_metrics(fetch_metrics(args.metrics_url) if args.metrics_url
-                                    else args.metrics_file.read_text(encoding="utf-8"))
-        decision = decide(params, figures, args.labels, args.min_requests, args.dry_run)
-    except StoreUnavailable as exc:
-        logger.error("%s", exc)
-        print(f"canary failed: the object store does not answer ({exc})", flush=True)
-        return EXIT_UNAVAILABLE
-    except (CanaryError, routing.RoutingError, FileNotFoundError, OSError) as exc:
-        logger.error("%s", exc)
-        print(f"canary failed: {exc}", flush=True)
-        return EXIT_FAILED
+    if args.command == "start":
+        if args.share is not None and not 0.0 <= args.share <= 1.0:
+            raise UserError(f"--share {args.share}: the challenger's share must lie in [0, 1]")
+        share = args.share if args.share is not None else params.deploy.canary_share
+        item = start(params, args.version, share, args.reason)
+        print(json.dumps(item), flush=True)
+        return ExitCode.OK
+    for option, path in (("--metrics-file", args.metrics_file), ("--labels", args.labels)):
+        if path is not None and not path.is_file():
+            raise UserError(f"{option} {path}: no such file")
+    if args.prometheus_url:
+        figures = prometheus_figures(args.prometheus_url)
+    else:
+        figures = parse_metrics(fetch_metrics(args.metrics_url) if args.metrics_url
+                                else args.metrics_file.read_text(encoding="utf-8"))
+    decision = decide(params, figures, args.labels, args.min_requests, args.dry_run)
     print(outcome_line(decision.action, args.dry_run), flush=True)
     print(json.dumps({"action": decision.action, "reasons": decision.reasons,  # last line: for scripts
                       "figures": decision.figures}), flush=True)
-    return {"promote": EXIT_PROMOTED, "rollback": EXIT_ROLLED_BACK}.get(decision.action, EXIT_WAIT)
+    return {"promote": ExitCode.OK, "rollback": ExitCode.ROLLED_BACK}.get(decision.action, ExitCode.WAIT)
 
 
 def outcome_line(action: str, dry_run: bool) -> str:
     """One line saying what ``decide`` did (or, with ``--dry-run``, would do) and what to commit."""
     if action == "wait":
-        return "canary: not enough evidence yet; nothing changed (exit 4: run decide again later)"
+        return f"canary: not enough evidence yet; nothing changed (exit {ExitCode.WAIT:d}: run decide again later)"
     done = {"promote": "promote the challenger to champion", "rollback": "roll the challenger back"}[action]
     if dry_run:
         return f"canary (dry run): would {done}; nothing changed"

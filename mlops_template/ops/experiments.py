@@ -1,14 +1,15 @@
 """DVC experiments a person can read, and the promotion of one of them.
 
-``python -m mlops_template.experiments show`` prints one line per experiment that fits an
+``mlops-template experiments show`` prints one line per experiment that fits an
 80-column terminal: the gate's metrics, whether it was blessed, and only the params it changed
 against the commit it ran from (``dvc exp show`` prints every param and metric, 200+ columns).
 
-``python -m mlops_template.experiments promote NAME`` deploys a blessed experiment: experiment
+``mlops-template experiments promote NAME`` deploys a blessed experiment: experiment
 runs never deploy (the deploy stage records their gate decision and stops), so this applies
 the experiment to the workspace (``dvc exp apply``), evaluates it again against the champion
-serving now, and runs deploy. Exit codes: 0 promoted, 3 not blessed (the champion stays, and
-the workspace is put back as it was found), 1 failure. Commit the result as the command prints.
+serving now, and runs deploy. Exit codes (:class:`~mlops_template.core.exitcodes.ExitCode`): 0
+promoted, 3 not blessed (the champion stays, and the workspace is put back as it was found), 65
+no experiment of that name, 1 failure. Commit the result as the command prints.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from mlops_template.core.exitcodes import ExitCode, UserError
+from mlops_template.ops import lease
 from mlops_template.ops.process import dvc
-from mlops_template.ops.retrain import outcome_of_pipeline
+from mlops_template.ops.records import outcome_of_pipeline
 
-EXIT_OK, EXIT_FAILED, EXIT_NOT_BLESSED = 0, 1, 3
 METRICS = (("roc_auc", "metrics/evaluation.json", "roc_auc"),
            ("log_loss", "metrics/evaluation.json", "log_loss"),
            ("value/row", "metrics/evaluation.json", "value_per_row"))
@@ -114,34 +116,49 @@ def show() -> int:
     proc = dvc("exp", "show", "--json", capture=True)
     if proc.returncode != 0:
         print(proc.stderr.strip(), file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     print(table(experiment_rows(json.loads(proc.stdout or "[]"))))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def promote(name: str, model_name: str) -> int:
-    """Apply experiment ``name``, evaluate it against the current champion, deploy if blessed."""
+    """Apply experiment ``name``, evaluate it against the current champion, deploy if blessed.
+
+    All under the transition lease (the deploy stage it runs works under it), so no rollback or
+    canary decision lands between the evaluation against the champion and the deploy.
+    """
+    with lease.held("experiments promote"):
+        return _promote(name, model_name)
+
+
+def _promote(name: str, model_name: str) -> int:
     listed = dvc("exp", "list", "--name-only", capture=True).stdout.split()
     if name not in listed:
-        print(f"no experiment named {name!r}; `dvc exp list` shows: {listed}", file=sys.stderr)
-        return EXIT_FAILED
+        older = dvc("exp", "list", "--all-commits", "--name-only", capture=True).stdout.split()
+        if name in older:
+            raise UserError(f"experiment {name!r} ran from an earlier commit than HEAD, so its params and "
+                            f"dvc.lock predate what was committed since; run it again from HEAD "
+                            f"(`dvc exp run ...`), then promote it")
+        raise UserError(f"no experiment named {name!r}; `dvc exp list` shows: {listed}")
     with tempfile.TemporaryDirectory(prefix="promote-") as folder:
         saved = _save_workspace(Path(folder))
         for args in (("exp", "apply", name), ("repro", "--force", "--single-item", "evaluate"),
                      ("repro", "--force", "--single-item", "deploy")):
             if dvc(*args).returncode != 0:
                 print(f"`dvc {' '.join(args)}` failed; the workspace holds the experiment", file=sys.stderr)
-                return EXIT_FAILED
+                return ExitCode.FAILED
+            if args[:2] == ("exp", "apply"):
+                _keep_history(saved)  # the experiment's copy of the history predates this workspace's
         result = outcome_of_pipeline(model_name)
         if not result["promoted"]:
             _restore_workspace(saved)
             print(f"{name}: v{result['candidate_version']} not blessed against the champion "
                   f"v{result['champion_version']}: {'; '.join(result['reasons'])}. The workspace is back as "
                   f"it was ({', '.join(RESTORED)}; the refusal stays in {KEPT[0]}).")
-            return EXIT_NOT_BLESSED
+            return ExitCode.NOT_BLESSED
     print(f"{name}: v{result['candidate_version']} promoted. Commit it: git add params.yaml dvc.lock "
           f"metrics deployments && git commit -m 'promote experiment {name}'")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _save_workspace(folder: Path) -> Path:
@@ -153,6 +170,17 @@ def _save_workspace(folder: Path) -> Path:
         elif source.exists():
             shutil.copy2(source, folder / name)
     return folder
+
+
+def _keep_history(saved: Path) -> None:
+    """Put the workspace's :data:`KEPT` records back over the copies ``dvc exp apply`` wrote.
+
+    The history is append-only: an experiment ran from an earlier state of it, and applying the
+    experiment must not drop the lines written since (an earlier refusal, a rollback).
+    """
+    for name in KEPT:
+        if (saved / name).exists():
+            shutil.copy2(saved / name, name)
 
 
 def _restore_workspace(saved: Path) -> None:
@@ -174,19 +202,18 @@ def _restore_workspace(saved: Path) -> None:
         print("`dvc checkout` failed: run it to bring models/ and data/ back to dvc.lock", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.experiments",
-                                     description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands of ``mlops-template experiments``."""
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="a readable table of experiments")
     chosen = sub.add_parser("promote", help="deploy a blessed experiment")
     chosen.add_argument("name")
-    args = parser.parse_args(argv)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Show the experiments, or promote one."""
     if args.command == "show":
         return show()
-    from mlops_template.core.config import load_params, setup_logging
+    from mlops_template.core.params import load as load_params
 
-    setup_logging()
-    return promote(args.name, load_params()["deploy"]["model_name"])
-
+    return promote(args.name, load_params().deploy.model_name)

@@ -4,7 +4,7 @@ How new data arrives
 --------------------
 A batch is one CSV file (``.csv`` or ``.csv.gz``) with a header line and every contract column,
 the target included (labelled data). Drop it into ``data/incoming/``, or pass a file or folder to
-``python -m mlops_template.retrain --incoming PATH``. The file name becomes the batch's name in
+``python -m mlops_template retrain --incoming PATH``. The file name becomes the batch's name in
 ``data/raw/``, which the validate stage reads in name order, so give batches unique, sortable
 names such as ``2026-11-26-crm-export.csv.gz``.
 

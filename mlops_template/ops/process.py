@@ -1,8 +1,10 @@
 """Process helpers for the commands that change the repository: a lock, a preflight, dvc and git.
 
-Retrain and rollback share one lock, so a rollback never lands in the middle of a retrain. In
+Every command that changes the deployment holds one lock, so a rollback never lands in the
+middle of a retrain or a canary decision (:mod:`mlops_template.ops.lease` builds the transition
+lease on it and adds, in team mode, a lease in the object store). In
 team mode both first check that the shared services answer (:func:`shared_services_down`) and
-stop with :data:`EXIT_UNAVAILABLE` before changing anything when one does not. The check
+stop with ``ExitCode.UNAVAILABLE`` (69) before changing anything when one does not. The check
 authenticates as MLflow's own client does (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``,
 or ``MLFLOW_TRACKING_TOKEN``); its messages name the user, never a password, token or URL userinfo.
 """
@@ -19,9 +21,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mlops_template.core import paths
+from mlops_template.core.params import MlflowSection
 
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another retrain or rollback holds the lock; try again later
-EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a shared service (tracking server, object store) is down
+# Exit codes (ExitCode.LOCKED 75, ExitCode.UNAVAILABLE 69): mlops_template.core.exitcodes
 # An authenticating tracking server checks a password hash on every request: about 0.3 s idle, and
 # several seconds for the first requests after a restart on a busy machine.
 PREFLIGHT_TIMEOUT_S = 15.0
@@ -29,11 +31,12 @@ PREFLIGHT_TIMEOUT_S = 15.0
 logger = logging.getLogger(__name__)
 
 
-def try_lock(path: Path = paths.RETRAIN_LOCK) -> IO[str] | None:
+def try_lock(path: Path = paths.RETRAIN_LOCK, owner: str | None = None) -> IO[str] | None:
     """Hold an exclusive, non-blocking ``flock`` on ``path``; None when another process has it.
 
     Keep the returned file open for as long as the lock is needed; the kernel drops the lock
-    when the process exits, however it exits.
+    when the process exits, however it exits. The file names the holder: ``owner``, else the pid.
+    The transition lease (:mod:`mlops_template.ops.lease`) is built on this lock.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+", encoding="utf-8")
@@ -43,10 +46,10 @@ def try_lock(path: Path = paths.RETRAIN_LOCK) -> IO[str] | None:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        logger.error("another retrain or rollback holds %s (pid %s)", path, holder)
+        logger.debug("another process holds %s (%s)", path, holder)
         return None
     handle.truncate(0)
-    handle.write(str(os.getpid()))
+    handle.write(owner or str(os.getpid()))
     handle.flush()
     return handle
 
@@ -83,7 +86,7 @@ def _refusal(uri: str, status: int, user: str | None) -> str:
     return f"user {user!r} may not list experiments on the MLflow tracking server {uri} (HTTP 403)"
 
 
-def shared_services_down(mlflow_config: dict[str, Any]) -> str | None:
+def shared_services_down(mlflow_config: MlflowSection | dict[str, Any]) -> str | None:
     """What is wrong with the shared services a retrain or rollback needs, or None when all answer.
 
     A tracking server must list experiments (which needs its database, not just its process);
@@ -96,7 +99,7 @@ def shared_services_down(mlflow_config: dict[str, Any]) -> str | None:
     from mlops_template.pipeline.tracking import resolve_tracking_uri
     from mlops_template.serving import routing
 
-    uri = resolve_tracking_uri(mlflow_config["tracking_uri"])
+    uri = resolve_tracking_uri(MlflowSection.parse(mlflow_config).tracking_uri)
     if uri.startswith(("http://", "https://")):
         probe = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search"
         auth, user = _tracking_auth()

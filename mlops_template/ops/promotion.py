@@ -12,10 +12,13 @@
 
 A rejection when no champion exists yet is the repository's first model failing the gate:
 :func:`carry_out` then prints a ``NOTHING DEPLOYED`` block and returns 1, so ``dvc repro`` fails
-instead of exiting 0 with nothing served. :func:`carry_out` does what the plan says: package the
-bento, move MLflow aliases, and write the records, the history and the routing file (with the
+instead of exiting 0 with nothing served. :func:`carry_out` does what the plan says under the
+transition lease (:mod:`mlops_template.ops.lease`; a deploy run by ``retrain`` or ``experiments
+promote`` works under theirs): it packages the bento and has :mod:`mlops_template.ops.transitions`
+move the MLflow aliases and write the records, the history and, last, the routing file (with the
 model's sha256 from the deployment record, signed when ``ROUTING_SIGNING_KEY_FILE`` is set; team
-mode requires it).
+mode requires it). Another operator holding the lease, or a routing document changed since it
+was read, stops the stage with exit 75 (try again).
 """
 
 from __future__ import annotations
@@ -28,13 +31,13 @@ from typing import Any
 
 from mlops_template.core import paths
 from mlops_template.core.config import project_root
-from mlops_template.core.io import sha256_of, utc_now
-from mlops_template.ops import records
+from mlops_template.core.exitcodes import ExitCode
+from mlops_template.core.io import utc_now
+from mlops_template.core.params import DeploySection, MlflowSection, check_strategy
+from mlops_template.ops import lease, records, transitions
 from mlops_template.serving import routing
 
 logger = logging.getLogger(__name__)
-
-STRATEGIES = ("direct", "canary")
 
 
 @dataclass(frozen=True)
@@ -49,21 +52,20 @@ class Plan:
 def plan(gate: dict[str, Any], candidate: str, champion: str | None, history: list[dict[str, Any]],
          model_name: str, strategy: str, experiment: str | None, canary_possible: bool) -> Plan:
     """The policy above; ``canary_possible`` is true when a routing file names a champion."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"deploy.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_strategy(strategy)
     reasons, first = list(gate["reasons"]), champion is None
     if experiment and not gate["blessed"]:
         return Plan("record", [*reasons, f"experiment {experiment}: not blessed, not deployed"], first)
     if experiment:
         return Plan("record", [*reasons, f"experiment {experiment}: not deployed; to promote it run "
-                               f"`python -m mlops_template.experiments promote {experiment}`"], first)
+                               f"`python -m mlops_template experiments promote {experiment}`"], first)
     if not gate["blessed"]:
         return Plan("reject", reasons, first)
     rollback = records.rolled_back(history, model_name, candidate)
     if rollback:
         return Plan("reject", [f"v{candidate} was rolled back at {rollback['at']} by {rollback['who']} "
                                f"({rollback['why']}); restore it with "
-                               f"`python -m mlops_template.rollback --to {candidate}`"], first)
+                               f"`python -m mlops_template rollback --to {candidate}`"], first)
     if strategy == "canary" and not first and canary_possible:
         return Plan("canary", reasons, first)
     return Plan("promote", reasons, first)
@@ -81,21 +83,20 @@ def nothing_deployed(model_name: str, version: str, reasons: list[str]) -> str:
     return "\n".join(lines)
 
 
-def package(params: dict[str, Any], card: dict[str, Any], evaluation: dict[str, Any],
+def package(cfg: DeploySection, contract_path: str, card: dict[str, Any], evaluation: dict[str, Any],
             archive: Path) -> dict[str, Any]:
     """Package the candidate as a BentoML model and bento, exported to ``archive``; its record."""
     os.environ.setdefault("BENTOML_HOME", str(project_root() / ".bentoml"))
     from mlops_template.pipeline.packaging import package_model
 
-    cfg = params["deploy"]
     packaged = package_model(
-        model_dir=paths.CANDIDATE, contract_path=Path(params["data"]["contract"]),
-        threshold=evaluation["threshold"], model_name=cfg["model_name"], service_name=cfg["service_name"],
+        model_dir=paths.CANDIDATE, contract_path=Path(contract_path),
+        threshold=evaluation["threshold"], model_name=cfg.model_name, service_name=cfg.service_name,
         labels={"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]},
         archive=archive,
     )
     return records.deployment(
-        model_name=cfg["model_name"], model_version=card["mlflow"]["model_version"],
+        model_name=cfg.model_name, model_version=card["mlflow"]["model_version"],
         mlflow_run_id=card["mlflow"]["run_id"], bento_tag=packaged["bento_tag"],
         model_tag=packaged["model_tag"], archive=str(archive), archive_sha256=packaged["sha256"],
         sha256=card["sha256"], threshold=evaluation["threshold"], test_roc_auc=evaluation["roc_auc"],
@@ -103,42 +104,33 @@ def package(params: dict[str, Any], card: dict[str, Any], evaluation: dict[str, 
     )
 
 
-def publish_champion_archive(deployment: dict[str, Any]) -> dict[str, Any]:
-    """Make ``models/serving/champion.bento`` the archive of ``deployment``; its updated record.
+def carry_out(deploy: DeploySection, mlflow_config: MlflowSection, contract_path: str, gate: dict[str, Any],
+              evaluation: dict[str, Any], card: dict[str, Any]) -> int:
+    """Plan the deployment of the candidate and do it under the transition lease; the stage's exit code.
 
-    A challenger's archive is moved into place; any other deployment's bento is exported again
-    from the BentoML store (deploy never deletes bentos). ``docker build`` takes that file.
+    An experiment run (``DVC_EXP_NAME``) only records, so it takes no lease: queued experiments
+    run side by side without blocking each other or a deploy.
     """
-    target = paths.CHAMPION_ARCHIVE
-    source = Path(deployment["archive"]) if deployment.get("archive") else None
-    expected = deployment.get("archive_sha256")
-    if source is not None and source.exists() and expected and sha256_of(source) == expected:
-        if source.resolve() != target.resolve():
-            os.replace(source, target)
-    elif deployment.get("bento_tag"):
-        os.environ.setdefault("BENTOML_HOME", str(project_root() / ".bentoml"))
-        from mlops_template.pipeline.packaging import export_archive
-
-        export_archive(deployment["bento_tag"], target)
-    else:
-        logger.warning("no bento recorded for %s v%s: %s not updated", deployment.get("model_name"),
-                       deployment.get("model_version"), target)
-        return {**deployment, "archive": None, "archive_sha256": None}
-    return {**deployment, "archive": str(target), "archive_sha256": sha256_of(target)}
+    if os.environ.get("DVC_EXP_NAME"):
+        return _carry_out(deploy, mlflow_config, contract_path, gate, evaluation, card)
+    try:
+        with lease.held("deploy"):
+            return _carry_out(deploy, mlflow_config, contract_path, gate, evaluation, card)
+    except (lease.Locked, lease.LeaseLost, routing.RoutingConflict) as exc:
+        logger.error("deploy stopped, try again: %s", exc)
+        return int(ExitCode.LOCKED)
 
 
-def carry_out(params: dict[str, Any], gate: dict[str, Any], evaluation: dict[str, Any],
-              card: dict[str, Any]) -> int:
-    """Plan the deployment of the candidate and do it; the deploy stage's exit code."""
+def _carry_out(cfg: DeploySection, mlflow_config: MlflowSection, contract_path: str, gate: dict[str, Any],
+               evaluation: dict[str, Any], card: dict[str, Any]) -> int:
     from mlops_template.pipeline import tracking
 
-    cfg, mlflow_config = params["deploy"], params["mlflow"]
-    name, version = cfg["model_name"], str(card["mlflow"]["model_version"])
+    name, version = cfg.model_name, str(card["mlflow"]["model_version"])
     current = tracking.champion_version(mlflow_config, name)
     champion = str(current.version) if current is not None else None
-    chosen = plan(gate, version, champion, records.read(), name, cfg.get("strategy", "direct"),
-                  os.environ.get("DVC_EXP_NAME"),
-                  routing.document_signature(routing.routing_location()) is not None)
+    serving = transitions.read_serving(verify=False)
+    chosen = plan(gate, version, champion, records.read(), name, cfg.strategy,
+                  os.environ.get("DVC_EXP_NAME"), serving.document is not None)
     why = "; ".join(chosen.reasons)
     gate_fields = {"candidate_version": version, "blessed": gate["blessed"] and chosen.action != "reject"}
     if chosen.action == "record":
@@ -156,23 +148,16 @@ def carry_out(params: dict[str, Any], gate: dict[str, Any], evaluation: dict[str
         logger.warning("candidate v%s not promoted (%s); champion stays v%s", version, why, champion)
         return 0
     if chosen.action == "canary":
-        from mlops_template.ops import canary
-
-        challenger = package(params, card, evaluation, paths.CHALLENGER_ARCHIVE)
-        canary.start(params, version, cfg.get("canary_share", canary.DEFAULTS["canary_share"]), why,
-                     model_tag=challenger["model_tag"], model_sha256=challenger["sha256"])
-        records.write_record(records.decision("canary_start", champion, version, chosen.reasons,
-                                              **gate_fields, deployed=True), challenger=challenger)
+        challenger = package(cfg, contract_path, card, evaluation, paths.CHALLENGER_ARCHIVE)
+        transitions.start_challenger(
+            transitions.read_serving(), name, version, challenger["model_tag"], challenger["sha256"],
+            cfg.canary_share, why, mlflow_config, challenger=challenger,
+            decision=records.decision("canary_start", champion, version, chosen.reasons, **gate_fields,
+                                      deployed=True))
         logger.info("v%s packaged as %s and serving as challenger", version, challenger["model_tag"])
         return 0
-    deployed = package(params, card, evaluation, paths.CHAMPION_ARCHIVE)
-    tracking.set_champion(mlflow_config, name, version,
-                          {"bento_tag": deployed["bento_tag"], "promoted_at": deployed["deployed_at"]})
-    records.write_record(records.decision("promote", champion, version, chosen.reasons, **gate_fields,
-                                          deployed=True), champion=deployed, challenger=None)
-    records.record(records.entry("promote", name, champion, version, why, model_tag=deployed["model_tag"],
-                                 bento_tag=deployed["bento_tag"], champion=deployed), mlflow_config)
-    routing.write_routing(None, routing.champion_only(name, deployed["model_tag"], version,
-                                                      cfg.get("canary_share", 0.0), deployed["sha256"]))
+    deployed = package(cfg, contract_path, card, evaluation, paths.CHAMPION_ARCHIVE)
+    transitions.make_champion(serving, deployed, champion, mlflow_config, chosen.reasons,
+                              cfg.canary_share, {**gate_fields, "deployed": True})
     logger.info("deployed %s v%s as bento %s", name, version, deployed["bento_tag"])
     return 0

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -47,6 +48,8 @@ DEPLOYMENT_FIELDS = ("model_name", "model_version", "mlflow_run_id", "bento_tag"
                      "archive_sha256", "sha256", "threshold", "test_roc_auc", "git_revision", "deployed_at")
 ACTIONS = ("promote", "reject", "rollback", "canary_start", "canary_promote", "canary_rollback")
 CHAMPION_ACTIONS = ("promote", "rollback", "canary_promote")
+
+logger = logging.getLogger(__name__)
 
 
 def actor() -> str:
@@ -91,23 +94,71 @@ def entry(
 
 
 def append(item: dict[str, Any], path: str | Path = HISTORY) -> None:
-    """Append one entry as one line, under an exclusive lock, flushed to disk."""
+    """Append one entry as one line, under an exclusive lock, flushed to disk.
+
+    After a torn last line (a crash mid-append) the entry starts on a new line, so the torn one
+    stays the only damaged line and :func:`read` keeps every complete entry.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(item, allow_nan=False, sort_keys=False) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
+    with open(path, "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.write(line)
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                logger.warning("%s ended with an incomplete line: the new entry starts on a line of its own", path)
+                line = "\n" + line
+        fh.write(line.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def read(path: str | Path = HISTORY) -> list[dict[str, Any]]:
-    """Every entry, oldest first; an absent file is an empty history."""
+    """Every entry, oldest first; an absent file is an empty history.
+
+    A last line without its newline is what a crash in the middle of :func:`append` leaves: it is
+    left out with a warning (the complete lines before it are all returned), and the next append
+    starts on a line of its own. A line an older version appended right after torn text (torn
+    text, then a whole entry) gives back the whole entry; any other unreadable line is left out
+    with a warning naming it. Reading never fails on the history's content.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = lines.pop()  # after the last newline: "" when the file ends properly
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        found = _entry_in(line)
+        if found is None:
+            logger.warning("%s line %d is not a history entry: ignored (%d characters)", path, number, len(line))
+        else:
+            entries.append(found)
+    if torn.strip():
+        logger.warning("%s ends with an incomplete line (%d characters, a write cut short): ignored; "
+                       "the %d complete entries are kept", path, len(torn), len(entries))
+    return entries
+
+
+def _entry_in(line: str) -> dict[str, Any] | None:
+    """The entry a history line holds: the whole line, else the last entry after torn text."""
+    for start in (0, line.rfind('{"at": ')):
+        if start < 0:
+            continue
+        try:
+            found = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(found, dict) and "action" in found:
+            if start:
+                logger.warning("history line after torn text: the entry at %s is kept", found.get("at"))
+            return found
+    return None
 
 
 def record(
@@ -232,3 +283,30 @@ def deployment_of(entries: list[dict[str, Any]], mlflow_config: dict[str, Any] |
 def full_deployment(partial: dict[str, Any]) -> dict[str, Any]:
     """A deployment record from what is known, unknown fields None (older records lack some)."""
     return deployment(**{f: partial.get(f) for f in DEPLOYMENT_FIELDS})
+
+
+# --- what a pipeline run decided ----------------------------------------------------------------
+
+def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
+    """What the pipeline decided: candidate, blessing, reasons and the champion now serving.
+
+    From ``metrics/gate.json``, ``metrics/evaluation.json`` and ``deployments/champion.json``;
+    retrain and ``experiments promote`` report it after their ``dvc repro``.
+    """
+    gate = read_json(paths.GATE)
+    record = read_record()
+    champion = record.get("champion") or {}
+    decision = record.get("last_decision") or {}
+    candidate = str(gate["candidate"]["model_version"])
+    evaluation = read_json(paths.EVALUATION) if paths.EVALUATION.exists() else {}
+    promoted = (str(champion.get("model_version")) == candidate
+                and decision.get("candidate_version") == candidate and bool(decision.get("blessed")))
+    return {
+        "model_name": model_name,
+        "candidate_version": candidate,
+        "blessed": bool(gate["blessed"]),
+        "promoted": promoted,
+        "champion_version": champion.get("model_version"),
+        "roc_auc": evaluation.get("roc_auc"),
+        "reasons": decision.get("reasons", gate["reasons"]),
+    }

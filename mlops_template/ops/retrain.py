@@ -2,9 +2,11 @@
 
 Usage (from the repository root)::
 
-    python -m mlops_template.retrain [--incoming PATH] [--commit]
+    mlops-template retrain [--incoming PATH] [--commit]
 
-1. Take the retrain lock (``flock`` on ``.dvc/tmp/retrain.lock``, git-ignored, non-blocking).
+1. Take the transition lease (:mod:`mlops_template.ops.lease`: a ``flock`` on
+   ``.dvc/tmp/retrain.lock``, git-ignored, non-blocking; in team mode also the store lease); the
+   deploy stage ``dvc repro`` runs works under it.
 2. Pass every batch in ``--incoming`` (default ``ingest.incoming``, ``data/incoming/``) through
    the bad-batch guard (:mod:`mlops_template.ops.ingest`): accepted batches join ``data/raw/``,
    rejected ones go to ``data/quarantine/batches/`` with a report.
@@ -14,15 +16,17 @@ Usage (from the repository root)::
 5. Print one line for people and one JSON line for machines (the last line of stdout).
 6. ``--commit``: commit ``dvc.lock``, ``metrics/``, ``deployments/`` and the new batches.
 
-Exit codes, for cron or CI:
+Exit codes, for cron or CI (:class:`~mlops_template.core.exitcodes.ExitCode`, README "Exit codes"):
 
-- 0: done: a new model was promoted, or the champion was kept because the candidate was not
+- 0 OK: done: a new model was promoted, or the champion was kept because the candidate was not
   blessed, or there was no new data.
-- 1: failure: ``dvc repro`` or ``git commit`` failed, or the configuration is unusable.
-- 2: every incoming batch was quarantined: nothing to train on, someone should look (alert).
-- 69 (EX_UNAVAILABLE): a shared service (the tracking server or its database, the object store)
+- 1 FAILED: ``dvc repro`` or ``git commit`` failed, or the configuration is unusable.
+- 2 QUARANTINED: every incoming batch was quarantined: nothing to train on, someone should look.
+- 65 BAD_INPUT: ``--incoming`` names no file or folder.
+- 69 UNAVAILABLE: a shared service (the tracking server or its database, the object store)
   does not answer; checked before anything is touched, try again when it is back.
-- 75 (EX_TEMPFAIL): another retrain holds the lock; nothing was touched, try again later.
+- 75 LOCKED: another retrain, rollback, canary or deploy holds the transition lease; nothing was
+  touched, try again later.
 
 Safe after a crash: the lock dies with its process, a batch joins ``data/raw`` atomically (and
 a batch found both there and in incoming is recognised by content), and ``dvc repro`` is
@@ -35,22 +39,22 @@ import argparse
 import json
 import logging
 import shlex
-import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.core import paths
-from mlops_template.core.config import load_params, setup_logging
-from mlops_template.core.io import read_json
+from mlops_template.core.exitcodes import ExitCode, UserError
+from mlops_template.core.params import FeaturizeSection
+from mlops_template.core.params import load as load_params
 from mlops_template.ops import records
-from mlops_template.ops.process import EXIT_LOCKED, EXIT_UNAVAILABLE, dvc, git_commit, shared_services_down, try_lock
+from mlops_template.ops.lease import try_lease
+from mlops_template.ops.process import dvc, git_commit
 
 if TYPE_CHECKING:
     from mlops_template.core.contract import Contract
 
 COMMIT_PATHS = ("dvc.lock", str(paths.METRICS), str(paths.DEPLOYMENTS))
-
-EXIT_OK, EXIT_FAILED, EXIT_ALL_QUARANTINED = 0, 1, 2
 
 logger = logging.getLogger(__name__)
 
@@ -63,27 +67,6 @@ def raw_changed_since_repro(raw: str) -> bool:
     changes = json.loads(proc.stdout or "{}").get("validate", [])
     return any(raw.rstrip("/") in change.get("changed deps", {}) for change in changes
                if isinstance(change, dict))
-
-
-def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
-    """What the pipeline decided: candidate, blessing, reasons and the champion now serving."""
-    gate = read_json(paths.GATE)
-    record = records.read_record()
-    champion = record.get("champion") or {}
-    decision = record.get("last_decision") or {}
-    candidate = str(gate["candidate"]["model_version"])
-    evaluation = read_json(paths.EVALUATION) if paths.EVALUATION.exists() else {}
-    promoted = (str(champion.get("model_version")) == candidate
-                and decision.get("candidate_version") == candidate and bool(decision.get("blessed")))
-    return {
-        "model_name": model_name,
-        "candidate_version": candidate,
-        "blessed": bool(gate["blessed"]),
-        "promoted": promoted,
-        "champion_version": champion.get("model_version"),
-        "roc_auc": evaluation.get("roc_auc"),
-        "reasons": decision.get("reasons", gate["reasons"]),
-    }
 
 
 def commit_message(result: dict[str, Any]) -> str:
@@ -101,19 +84,18 @@ def report(summary: dict[str, Any], line: str) -> None:
     print(json.dumps(summary, allow_nan=False), flush=True)
 
 
-def model_columns(params: dict[str, Any], contract: Contract) -> list[str]:
+def model_columns(cfg: FeaturizeSection, contract: Contract) -> list[str]:
     """The contract columns the model reads (``featurize.drop`` and ``ignore`` columns left out).
 
     The guard treats rows equal in these as near-duplicates: to the model they are the same row.
     """
     from mlops_template.core.features import feature_spec_from
 
-    cfg = params.get("featurize") or {}
-    return feature_spec_from(contract, cfg.get("drop"), cfg.get("derived")).source_columns
+    return feature_spec_from(contract, list(cfg.drop), cfg.derived).source_columns
 
 
-def run(incoming: str | None, commit: bool, command: str = "python -m mlops_template.retrain") -> int:
-    """The retrain steps after the lock is held; returns the exit code.
+def run(incoming: str | None, commit: bool, command: str = "mlops-template retrain") -> int:
+    """The retrain steps after the lock is held (and the shared services answered); returns the exit code.
 
     ``command`` is the command line recorded in each batch's report (its provenance).
     """
@@ -131,20 +113,15 @@ def run(incoming: str | None, commit: bool, command: str = "python -m mlops_temp
         return code
 
     params = load_params()
-    cfg, raw = params["ingest"], params["data"]["raw"]
-    source = incoming or cfg["incoming"]
-    down = shared_services_down(params["mlflow"])
-    if down is not None:  # before the intake moves any file
-        logger.error("%s", down)
-        return finish("unavailable", EXIT_UNAVAILABLE, f"retrain not started: {down}; nothing was changed",
-                      error=down)
+    cfg, raw = params.ingest, params.data.raw
+    source = incoming or cfg.incoming
     try:
-        contract = load_contract(params["data"]["contract"])
-        outcomes = ingest(source, raw, cfg["quarantine"], contract, cfg,
-                          model_columns=model_columns(params, contract), command=command)
+        contract = load_contract(params.data.contract)
+        outcomes = ingest(source, raw, cfg.quarantine, contract, cfg.thresholds(),
+                          model_columns=model_columns(params.featurize, contract), command=command)
     except (DataValidationError, FeatureError) as exc:
         logger.error("cannot ingest: %s", exc)
-        return finish("failed", EXIT_FAILED, f"retrain failed: {exc}", error=str(exc))
+        return finish("failed", ExitCode.FAILED, f"retrain failed: {exc}", error=str(exc))
     accepted = [o for o in outcomes if o.status == "accepted"]
     quarantined = [o for o in outcomes if o.status == "quarantined"]
     summary["accepted"] = [{"batch": o.batch, "rows": o.rows} for o in accepted]
@@ -153,43 +130,50 @@ def run(incoming: str | None, commit: bool, command: str = "python -m mlops_temp
 
     if not accepted:
         if quarantined and len(quarantined) == len(outcomes):
-            return finish("quarantined", EXIT_ALL_QUARANTINED,
+            return finish("quarantined", ExitCode.QUARANTINED,
                           f"retrain: every incoming batch was quarantined ({len(quarantined)}), "
-                          f"see {cfg['quarantine']}; nothing retrained")
+                          f"see {cfg.quarantine}; nothing retrained")
         if not raw_changed_since_repro(raw):
-            return finish("no_new_data", EXIT_OK,
+            return finish("no_new_data", ExitCode.OK,
                           f"retrain: no new data in {source} ({intake}); nothing to do")
         logger.warning("%s changed since the last successful dvc repro: reproducing", raw)
 
     logger.info("%s; running dvc repro", intake)
     if dvc("repro").returncode != 0:
-        return finish("failed", EXIT_FAILED,
+        return finish("failed", ExitCode.FAILED,
                       f"retrain failed: dvc repro failed ({intake}); rerun after fixing, it resumes")
-    result = outcome_of_pipeline(params["deploy"]["model_name"])
+    result = records.outcome_of_pipeline(params.deploy.model_name)
     line = f"retrain: {intake}; {commit_message(result).removeprefix('retrain: ')}"
     if commit and not git_commit(commit_message(result), [*COMMIT_PATHS, raw, source]):
-        return finish("failed", EXIT_FAILED, f"{line}; git commit FAILED", **result)
+        return finish("failed", ExitCode.FAILED, f"{line}; git commit FAILED", **result)
     if not commit:
         line += (f"; not committed: git add {' '.join([*COMMIT_PATHS, raw, source])} && "
                  f"git commit -m {shlex.quote(commit_message(result))} (or run with --commit)")
-    return finish("promoted" if result["promoted"] else "kept", EXIT_OK, line, **result)
+    return finish("promoted" if result["promoted"] else "kept", ExitCode.OK, line, **result)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, take the lock and retrain."""
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.retrain",
-                                     description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mlops-template retrain``."""
     parser.add_argument("--incoming", help="a batch file or a folder of batches (default: ingest.incoming)")
     parser.add_argument("--commit", action="store_true", help="git-commit the results")
-    args = parser.parse_args(argv)
-    setup_logging()
-    lock = try_lock()
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Check the options, take the lock and retrain (the shared-services preflight has passed)."""
+    if args.incoming is not None and not Path(args.incoming).exists():
+        raise UserError(f"--incoming {args.incoming}: no such file or folder")
+    lock = try_lease("retrain")
     if lock is None:
-        report({"status": "locked", "exit_code": EXIT_LOCKED},
+        report({"status": "locked", "exit_code": ExitCode.LOCKED},
                "retrain: another retrain is running; try again later")
-        return EXIT_LOCKED
-    command = shlex.join(["python", "-m", "mlops_template.retrain",
-                          *(sys.argv[1:] if argv is None else argv)])
+        return ExitCode.LOCKED
+    given = [*(["--incoming", args.incoming] if args.incoming else []), *(["--commit"] if args.commit else [])]
+    command = shlex.join([*args.invocation.split(), "retrain", *given])
     with lock:
         return run(args.incoming, args.commit, command)
 
+
+def report_error(code: int, reason: str) -> None:
+    """The JSON line a scheduler reads, when retrain stops before it starts (service down, bad input)."""
+    status = {ExitCode.UNAVAILABLE: "unavailable", ExitCode.BAD_INPUT: "bad_input"}.get(code, "failed")
+    print(json.dumps({"status": status, "exit_code": int(code), "error": reason}), flush=True)

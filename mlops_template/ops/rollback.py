@@ -2,27 +2,31 @@
 
 Usage (from the repository root)::
 
-    python -m mlops_template.rollback [--to VERSION] [--reason TEXT] [--commit]
+    mlops-template rollback [--to VERSION] [--reason TEXT] [--commit]
 
 The target is ``--to VERSION``, or else the champion before the current one according to
-``deployments/history.jsonl`` (a second rollback goes one further back). Then, each step timed:
+``deployments/history.jsonl`` (a second rollback goes one further back). Then, under the
+transition lease and in the order of :mod:`mlops_template.ops.transitions`, each step timed:
 
-1. the routing file's champion becomes the target's BentoML model tag (recorded in history
-   when it was promoted): the service serves it as soon as it reloads the file;
-2. the MLflow alias ``champion`` moves to the target, and both versions are tagged;
-3. the target's bento is exported again from the BentoML store to
-   ``models/serving/champion.bento`` (what ``docker build`` takes) and
-   ``deployments/champion.json`` gets the target's deployment record back;
-4. a ``rollback`` entry is appended to the history; with ``--commit`` ``deployments/`` is
-   committed.
+1. ``archive``: the target's bento is exported again from the BentoML store to
+   ``models/serving/champion.bento`` (what ``docker build`` takes);
+2. ``registry``: the MLflow alias ``champion`` moves to the target;
+3. ``records``: ``deployments/champion.json`` gets the target's deployment record back and a
+   ``rollback`` entry is appended to the history (both versions are tagged in MLflow);
+4. ``routing``: last, the routing file's champion becomes the target's BentoML model tag
+   (recorded in history when it was promoted), written only if nobody changed the document since
+   it was read: the service serves it as soon as it reloads the file.
+
+With ``--commit`` ``deployments/`` is then committed.
 
 The target's model and bento must still be in the BentoML store (deploy never deletes them).
 The deploy stage will not promote the rolled-back version again on a rerun.
 
-Exit codes: 0 rolled back (or the target already is champion); 1 no target, an unknown
-version or a failure; 69 a shared service (tracking server, its database, the object store)
-does not answer, checked before anything changes; 75 a retrain holds the lock (try again when
-it ends).
+Exit codes (:class:`~mlops_template.core.exitcodes.ExitCode`): 0 rolled back (or the target
+already is champion); 1 no target, an unknown version or a failure; 69 a shared service
+(tracking server, its database, the object store) does not answer, checked before anything
+changes; 75 another retrain, rollback, canary or deploy holds the transition lease, or changed
+the routing document while this one ran (try again when it ends).
 """
 
 from __future__ import annotations
@@ -35,14 +39,12 @@ import time
 from typing import Any
 
 from mlops_template.core import paths
-from mlops_template.core.config import load_params, project_root, setup_logging
-from mlops_template.core.io import utc_now
-from mlops_template.ops import records
-from mlops_template.ops.process import EXIT_LOCKED, EXIT_UNAVAILABLE, git_commit, shared_services_down, try_lock
-from mlops_template.ops.promotion import publish_champion_archive
-from mlops_template.serving import routing
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from mlops_template.core.config import project_root
+from mlops_template.core.exitcodes import ExitCode
+from mlops_template.core.params import load as load_params
+from mlops_template.ops import records, transitions
+from mlops_template.ops.lease import try_lease
+from mlops_template.ops.process import git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +89,13 @@ def rollback(to: str | None, reason: str, commit: bool) -> dict[str, Any]:
         clock = now
 
     params = load_params()
-    name, mlflow_config = params["deploy"]["model_name"], params["mlflow"]
+    name, mlflow_config = params.deploy.model_name, params.mlflow
+    serving = transitions.read_serving(verify=False)  # a rollback writes a fresh document
     current = (records.champion() or {}).get("model_version")
     entries = records.read()
     target = choose_target(entries, name, current, to)
-    if target == current:
+    serves = serving.document["champion"]["model_version"] if serving.document else target
+    if target == current and serves == target:  # a rollback stopped before its routing step is finished
         return {"status": "unchanged", "model_name": name, "to_version": target, "timings": timings}
     try:
         known = records.deployment_of(entries, mlflow_config, name, target)
@@ -99,25 +103,16 @@ def rollback(to: str | None, reason: str, commit: bool) -> dict[str, Any]:
         raise RollbackError(str(exc)) from exc
     model_tag = known["model_tag"]
     ensure_in_store(model_tag)
-    lap("plan")
+    previous = ["plan"]
 
-    share = params["deploy"].get("canary_share", 0.0)
-    routing.write_routing(None, routing.champion_only(name, model_tag, target, share, known.get("sha256")))
-    lap("routing")
-
-    from mlops_template.pipeline import tracking
-
-    item = records.entry("rollback", name, current, target, reason, model_tag=model_tag)
-    tracking.tag_action(mlflow_config, item)
-    tracking.set_champion(mlflow_config, name, target, {"restored_at": item["at"]})
-    lap("mlflow")
+    def on_step(step: str) -> None:  # a step starts: the one before it is timed
+        lap(previous[0])
+        previous[0] = step
 
     restored = records.full_deployment({**known, "model_name": name, "model_version": target})
-    restored = {**publish_champion_archive(restored), "deployed_at": utc_now()}
-    records.write_record(records.decision("rollback", current, target, [reason]), champion=restored,
-                         challenger=None)
-    records.append(item)
-    lap("records")
+    transitions.roll_back_champion(serving, restored, current, reason, params.deploy.canary_share,
+                                   mlflow_config, on_step)
+    lap(previous[0])
 
     if commit and not git_commit(f"rollback: {name} v{current} -> v{target} ({reason})", [str(paths.DEPLOYMENTS)]):
         raise RollbackError("git commit failed")
@@ -127,32 +122,23 @@ def rollback(to: str | None, reason: str, commit: bool) -> dict[str, Any]:
             "model_tag": model_tag, "timings": timings}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, take the retrain lock and roll back."""
-    started = time.monotonic()
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.rollback",
-                                     description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mlops-template rollback``."""
     parser.add_argument("--to", help="model version to restore (default: the previous champion)")
     parser.add_argument("--reason", default="manual rollback", help="why, for the history and MLflow")
     parser.add_argument("--commit", action="store_true", help="git-commit deployments/")
-    args = parser.parse_args(argv)
-    setup_logging()
-    lock = try_lock()
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Take the transition lease and roll back (the shared-services preflight has passed)."""
+    started = time.monotonic()
+    lock = try_lease("rollback")
     if lock is None:
-        print("rollback: a retrain is running; try again when it ends (or stop it)", flush=True)
-        return EXIT_LOCKED
+        print("rollback: another retrain, rollback, canary or deploy holds the transition lease; try again when "
+              "it ends", flush=True)
+        return ExitCode.LOCKED
     with lock:
-        down = shared_services_down(load_params()["mlflow"])
-        if down is not None:
-            logger.error("%s", down)
-            print(f"rollback not started: {down}; nothing was changed", flush=True)
-            return EXIT_UNAVAILABLE
-        try:
-            summary = rollback(args.to, args.reason, args.commit)
-        except (RollbackError, routing.RoutingError) as exc:
-            logger.error("%s", exc)
-            print(f"rollback failed: {exc}", flush=True)
-            return EXIT_FAILED
+        summary = rollback(args.to, args.reason, args.commit)
     summary["seconds"] = round(time.monotonic() - started, 3)
     if summary["status"] == "unchanged":
         print(f"rollback: v{summary['to_version']} already is the champion; nothing to do", flush=True)
@@ -161,5 +147,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rollback: {summary['model_name']} v{summary['from_version']} -> v{summary['to_version']} "
               f"({summary['model_tag']}) in {summary['seconds']:.2f}s ({steps})", flush=True)
     print(json.dumps(summary), flush=True)
-    return EXIT_OK
-
+    return ExitCode.OK

@@ -2,7 +2,7 @@
 
 The rolling test set grows with every accepted batch, so whoever writes a batch also writes part
 of the data the gate judges on. The golden set is a snapshot of the test split taken once, when
-a person runs ``python -m mlops_template.golden freeze`` (after the first model is deployed):
+a person runs ``mlops-template golden freeze`` (after the first model is deployed):
 
 - ``data/golden/golden.parquet``: the rows, contract columns and label; tracked by DVC with its
   own ``golden.parquet.dvc`` file (not a stage output, so ``dvc repro`` never writes it, and a
@@ -29,6 +29,7 @@ import pandas as pd
 
 from mlops_template.core import paths
 from mlops_template.core.contract import Contract
+from mlops_template.core.exitcodes import ExitCode, UserError
 from mlops_template.core.io import read_json, sha256_of, utc_now, write_frame, write_json
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 DIRECTORY = Path("data/golden")
 ROWS = DIRECTORY / "golden.parquet"
 MANIFEST = DIRECTORY / "manifest.json"
-DEFAULT_MAX_ROWS = 20000
 
 
 class GoldenSetError(RuntimeError):
@@ -55,7 +55,7 @@ def load(directory: Path = DIRECTORY) -> tuple[pd.DataFrame, dict[str, Any]] | N
     actual = sha256_of(rows_path)
     if actual != manifest["sha256"]:
         raise GoldenSetError(f"{rows_path} has sha256 {actual}, but {manifest_path} records {manifest['sha256']}: "
-                             "the golden set was altered outside `python -m mlops_template.golden freeze`")
+                             "the golden set was altered outside `python -m mlops_template golden freeze`")
     return pd.read_parquet(rows_path), manifest
 
 
@@ -93,12 +93,8 @@ def _who() -> str:
     return os.environ.get("GIT_AUTHOR_NAME") or os.environ.get("USER") or "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mlops_template.golden freeze|show``: fix the golden set (and ``dvc add`` it) or show it."""
-    from mlops_template.core.config import load_params, setup_logging
-    from mlops_template.core.contract import load_contract
-
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.golden", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands of ``mlops-template golden``: ``freeze`` and ``show``."""
     commands = parser.add_subparsers(dest="command", required=True)
     frozen = commands.add_parser("freeze", help="fix the golden set from the current test split (or --source)")
     frozen.add_argument("--source", default=str(paths.TEST), help="parquet or CSV with the contract's columns")
@@ -107,27 +103,29 @@ def main(argv: list[str] | None = None) -> int:
     frozen.add_argument("--replace", action="store_true", help="replace an existing golden set")
     frozen.add_argument("--no-dvc", action="store_true", help="do not run `dvc add` on the rows")
     commands.add_parser("show", help="print the manifest")
-    args = parser.parse_args(argv)
-    setup_logging()
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Fix the golden set (and ``dvc add`` it) or show it; a refused freeze raises GoldenSetError."""
+    from mlops_template.core.contract import load_contract
+    from mlops_template.core.params import load as load_params
+
     if args.command == "show":
         print(MANIFEST.read_text(encoding="utf-8") if MANIFEST.exists() else "no golden set frozen yet")
-        return 0
-    params = load_params()
-    contract = load_contract(params["data"]["contract"])
-    cfg = params["evaluate"]
+        return ExitCode.OK
     source = Path(args.source)
+    if not source.is_file():
+        raise UserError(f"--source {source}: no such file")
+    params = load_params()
+    contract = load_contract(params.data.contract)
     frame = pd.read_csv(source) if source.suffix in (".csv", ".gz") else pd.read_parquet(source)
-    try:
-        manifest = freeze(frame, contract, args.max_rows or cfg.get("golden_max_rows", DEFAULT_MAX_ROWS),
-                          params["featurize"]["seed"], args.reason, _who(), str(source), replace=args.replace)
-    except GoldenSetError as exc:
-        logger.error("%s", exc)
-        return 1
+    manifest = freeze(frame, contract, args.max_rows or params.evaluate.golden_max_rows,
+                      params.featurize.seed, args.reason, _who(), str(source), replace=args.replace)
     if not args.no_dvc:
         proc = subprocess.run([sys.executable, "-m", "dvc", "add", str(ROWS)], capture_output=True, text=True)
         if proc.returncode != 0:
             logger.error("dvc add %s failed: %s", ROWS, proc.stderr.strip())
-            return 1
+            return ExitCode.FAILED
     print(f"golden set: {manifest['rows']} rows from {manifest['source']}, sha256 {manifest['sha256']}; "
           f"commit {MANIFEST} and {ROWS}.dvc (and `dvc push` the rows)")
-    return 0
+    return ExitCode.OK

@@ -1,6 +1,6 @@
 """Contract inference: draft a contract that accepts its source CSV and the next batch like it.
 
-Offline only (the service never drafts contracts). ``python -m mlops_template.contract infer``
+Offline only (the service never drafts contracts). ``mlops-template contract infer``
 drafts one for review; :mod:`mlops_template.pipeline.onboarding` drafts one and points
 params.yaml at it.
 """
@@ -232,7 +232,7 @@ def _plain(value: Any) -> int | float:
 
 def write_contract(draft: dict[str, Any], path: str | Path, source: str) -> None:
     """Write a drafted contract as YAML with a header saying where it came from."""
-    header = (f"# Data contract drafted from {source} by `python -m mlops_template.contract`.\n"
+    header = (f"# Data contract drafted from {source} by `mlops-template contract`.\n"
               "# Review every column: types, nullable, bounds (min/max), allowed values, roles.\n")
     text = header + yaml.safe_dump(draft, sort_keys=False, width=100, allow_unicode=True,
                                    default_flow_style=None)
@@ -243,19 +243,21 @@ def write_contract(draft: dict[str, Any], path: str | Path, source: str) -> None
     tmp.replace(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: ``infer`` drafts a contract from a CSV; ``check`` validates a contract file.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommands of ``mlops-template contract``: ``infer`` drafts a contract, ``check`` checks one.
 
-    ``python -m mlops_template.onboard`` drafts one and points params.yaml at it in one step.
+    ``mlops-template onboard`` drafts one and points params.yaml at it in one step.
     """
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.contract")
     sub = parser.add_subparsers(dest="command", required=True)
     infer = sub.add_parser("infer", help="draft a contract from a CSV file (params.yaml untouched)")
     add_inference_arguments(infer)
     infer.add_argument("--output", "-o", help="write here instead of standard output")
     check = sub.add_parser("check", help="check that a contract file is well formed")
     check.add_argument("contract")
-    args = parser.parse_args(argv)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Draft a contract from a CSV (``infer``) or check a contract file (``check``)."""
     if args.command == "check":
         contract = load_contract(args.contract)
         print(f"{args.contract}: {len(contract.columns)} columns, target {contract.target!r}")
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser, positive_required: bool = False) -> None:
-    """The options of contract inference, shared by this CLI and ``python -m mlops_template.onboard``."""
+    """The options of contract inference, shared by ``mlops-template contract infer`` and ``onboard``."""
     parser.add_argument("csv")
     parser.add_argument("--target", required=True, help="the column to predict")
     parser.add_argument("--positive", required=positive_required,

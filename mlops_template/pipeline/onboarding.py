@@ -1,6 +1,6 @@
 """Adopt a team's own CSV: draft its contract and point ``params.yaml`` at it, in one command.
 
-``python -m mlops_template.onboard data/raw/mine.csv --target churned --positive yes``
+``mlops-template onboard data/raw/mine.csv --target churned --positive yes``
 
 1. Keeps ``data.raw`` the folder of batches (``data/raw/``): the CSV is copied there if it lies
    elsewhere, and raw files whose header differs from it (the bundled Adult data) are moved to
@@ -28,6 +28,7 @@ import pandas as pd
 
 from mlops_template.core import paths
 from mlops_template.core.contract import ContractError
+from mlops_template.core.exitcodes import UserError
 from mlops_template.pipeline.inference import (
     add_inference_arguments,
     infer_contract,
@@ -140,16 +141,17 @@ def rewrite_params(path: Path, updates: dict[tuple[str, str], tuple[Any, str]]) 
 def init_project(csv: str | Path, target: str, positive: str, name: str | None = None,
                  bounds: str = "none", open_categories: bool = False, max_categories: int = 50,
                  force: bool = False) -> int:
-    """Adopt ``csv`` as the project's dataset (see the module docstring); returns an exit code."""
+    """Adopt ``csv`` as the project's dataset (see the module docstring); returns an exit code.
+
+    A file that is not there or cannot be read, or a contract that exists, is a UserError.
+    """
     csv = Path(csv)
     if not csv.is_file():
-        print(f"error: {csv} is not a file")
-        return 1
+        raise UserError(f"{csv} is not a file")
     slug = model_slug(name or _stem(csv))
     contract_path = CONTRACTS_DIR / f"{slug}.yaml"
     if contract_path.exists() and not force:
-        print(f"error: {contract_path} exists; delete it or pass --force to draft it again")
-        return 1
+        raise UserError(f"{contract_path} exists; delete it or pass --force to draft it again")
     try:
         csv, batches, moves = arrange_raw_folder(csv, RAW_DIR, ARCHIVE_DIR)
         frames = [read_csv_for_inference(batch) for batch in batches]
@@ -157,8 +159,7 @@ def init_project(csv: str | Path, target: str, positive: str, name: str | None =
                                max_categories=max_categories, bounds=bounds,
                                open_categories=open_categories)
     except (ContractError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        print(f"error: {exc}")
-        return 1
+        raise UserError(str(exc)) from exc
     draft.contract["name"] = slug
     write_contract(draft.contract, contract_path, ", ".join(str(b) for b in batches))
     slices = _slices(draft.contract)
@@ -189,13 +190,14 @@ def init_project(csv: str | Path, target: str, positive: str, name: str | None =
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: adopt a CSV as the project's dataset."""
-    parser = argparse.ArgumentParser(prog="python -m mlops_template.onboard",
-                                     description="Draft a contract from a CSV and point params.yaml at it.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mlops-template onboard``."""
     add_inference_arguments(parser, positive_required=True)
     parser.add_argument("--force", action="store_true", help="overwrite an existing contract")
-    args = parser.parse_args(argv)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Adopt a CSV as the project's dataset."""
     return init_project(args.csv, args.target, args.positive, name=args.name, bounds=args.bounds,
                         open_categories=args.open_categories, max_categories=args.max_categories,
                         force=args.force)

@@ -21,6 +21,7 @@ from typing import Any
 from mlops_template.core.artifacts import ModelIntegrityError, checksum_path
 from mlops_template.core.contract import load_contract
 from mlops_template.core.io import sha256_of
+from mlops_template.core.package_files import CONTRACT_FILE, MODEL_FILE, SERVING_FILE, TRAINED_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +32,12 @@ SHIPPED = ("__init__.py", "core/*.py", "serving/*.py")  # what the bento runs; n
 # The hashed serving lock (scripts/lock.py): the bento's env/python/requirements.txt keeps its
 # hashes, so an image BentoML builds from the bento installs exactly these files.
 REQUIREMENTS_FILE = PACKAGE_DIR.parent / "constraints-serve.txt"
-MODEL_FILES = ("model.skops", "model.skops.sha256", "feature_spec.json", "model_card.json")
+MODEL_FILES = TRAINED_FILES
 
 
 def _verified_model_sha256(model_dir: Path) -> str:
     """The model's sha256, refusing to package a model whose checksum file disagrees."""
-    model_path = model_dir / "model.skops"
+    model_path = model_dir / MODEL_FILE
     missing = [name for name in MODEL_FILES if not (model_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"{model_dir} lacks {missing}")
@@ -70,8 +71,8 @@ def save_bento_model(
         target = Path(bento_model.path)
         for name in MODEL_FILES:
             shutil.copy2(model_dir / name, target / name)
-        shutil.copy2(contract_path, target / "contract.yaml")
-        (target / "serving.json").write_text(json.dumps(serving, indent=2) + "\n", encoding="utf-8")
+        shutil.copy2(contract_path, target / CONTRACT_FILE)
+        (target / SERVING_FILE).write_text(json.dumps(serving, indent=2) + "\n", encoding="utf-8")
     logger.info("saved BentoML model %s", bento_model.tag)
     return str(bento_model.tag)
 

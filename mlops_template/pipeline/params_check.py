@@ -1,36 +1,40 @@
 """Params that fit the contract, or a stop before any stage does work.
 
-Every stage calls :func:`checked_contract` first. Keys that name columns (``featurize.drop``,
-``featurize.derived``, ``evaluate.slices``) are checked against the contract, and the keys every
-dataset must set (the raw-data folder, the value matrix, the gate, the model and service
-names) are checked for shape, so a mismatch stops the pipeline at once with the key, what is
-wrong and what to set, instead of a stack trace three stages later or an empty deployment.
+The shape of every key (numbers, names, the value matrix, the gate) is checked when params.yaml
+is read (:mod:`mlops_template.core.params`). What needs the contract is checked here: keys that
+name columns (``featurize.drop``, ``featurize.derived``, ``evaluate.slices``) and the raw-data
+folder. Each stage calls :func:`contract_or_exit` first with the keys it reads; validate, the
+first stage, declares and checks all of them, so a mismatch stops ``dvc repro`` at once with
+the key, what is wrong and what to set, instead of a stack trace later or an empty deployment.
+:func:`checked_contract` checks a whole params file.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlops_template.core import paths
 from mlops_template.core.contract import Contract, ContractError, load_contract
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.core.expressions import ExpressionError, parse_expression
 from mlops_template.core.features import FeatureError, expression_names
+from mlops_template.core.params import (
+    SECTIONS,
+    DataSection,
+    EvaluateSection,
+    FeaturizeSection,
+    Params,
+    ParamsError,
+    load,
+    parse_sections,
+)
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-SERVICE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-VALUE_KEYS = ("tp", "fp", "tn", "fn")
-
-
-class ParamsError(ValueError):
-    """params.yaml does not fit the contract or lacks a setting; ``problems`` has one line each."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
+__all__ = ["ParamsError", "checked_contract", "contract_or_exit", "fit_problems", "params_or_exit", "problems_with"]
 
 
 def _columns_problem(key: str, names: list[str], inputs: list[str], target: str, fix: str) -> str | None:
@@ -41,18 +45,15 @@ def _columns_problem(key: str, names: list[str], inputs: list[str], target: str,
     return f"{key} names {unknown}, which {what}; {fix} (input columns: {inputs})"
 
 
-def _derived_problem(key: str, name: Any, expression: Any, contract: Contract) -> str | None:
+def _derived_problem(key: str, name: str, expression: str, contract: Contract) -> str | None:
     """Everything wrong with one derived feature, in one line, or None.
 
     The expression must stay inside the language of :mod:`mlops_template.core.expressions`
-    (the offending parts are named) and read only numeric input columns of the contract.
+    (the offending parts are named) and read only numeric input columns of the contract; its
+    name and type were checked when params.yaml was read (:class:`FeaturizeSection`).
     """
     if name in contract.column_names:
         return f"{key} reuses the contract column name {name!r}: rename the derived column"
-    if not isinstance(name, str) or name.startswith("_"):
-        return f"{key}: a derived column name must be text not starting with '_'"
-    if not isinstance(expression, str):
-        return f"{key} must be an expression (a string), got {expression!r}"
     try:
         used = expression_names(expression)
     except FeatureError as exc:
@@ -70,84 +71,94 @@ def _derived_problem(key: str, name: Any, expression: Any, contract: Contract) -
     return "; ".join(p for p in found if p) or None
 
 
-def problems_with(params: dict[str, Any], contract: Contract) -> list[str]:
-    """Every way ``params`` does not fit ``contract``; empty when it does."""
-    problems: list[str] = []
+def fit_problems(contract: Contract, raw: str | None = None, drop: Sequence[str] | None = None,
+                 derived: Mapping[str, str] | None = None, slices: Sequence[str] | None = None) -> list[str]:
+    """Every way the given keys do not fit ``contract`` (their shape was checked when params.yaml was read).
+
+    ``raw`` is ``data.raw``, ``drop`` and ``derived`` are ``featurize.drop`` and ``featurize.derived``
+    (both or neither), ``slices`` is ``evaluate.slices``; a key not given is not checked.
+    """
     inputs = [c.name for c in contract.input_columns]
-    raw = Path(params["data"]["raw"])
-    if not raw.is_dir():
-        found = "a file" if raw.is_file() else "missing"
+    problems: list[str | None] = []
+    if raw is not None and not Path(raw).is_dir():
+        found = "a file" if Path(raw).is_file() else "missing"
         problems.append(f"data.raw must be a folder of CSV batches, and {raw} is {found}: set "
                         f"data.raw: data/raw and put the CSV in that folder")
-
-    featurize = params.get("featurize") or {}
-    drop = featurize.get("drop") or []
-    if not isinstance(drop, list):
-        problems.append(f"featurize.drop must be a list of column names, got {drop!r}")
-    else:
-        problems.append(_columns_problem("featurize.drop", drop, inputs, contract.target,
+    if drop is not None:
+        problems.append(_columns_problem("featurize.drop", list(drop), inputs, contract.target,
                                          "remove them from featurize.drop or set it to []"))
-    derived = featurize.get("derived") or {}
-    if not isinstance(derived, dict):
-        problems.append(f"featurize.derived must map new column names to expressions, got {derived!r}")
-        derived = {}
-    for name, expression in derived.items():
+    for name, expression in (derived or {}).items():
         problems.append(_derived_problem(f"featurize.derived.{name}", name, expression, contract))
-    if isinstance(drop, list):
+    if drop is not None and derived is not None:
         kept = [c for c in contract.columns_with_role("numeric") + contract.columns_with_role("categorical")
                 if c not in drop]
         if not kept and not derived:
             problems.append("no feature columns are left: the contract has no numeric or categorical "
                             "column outside featurize.drop; set roles in the contract or shorten drop")
-
-    evaluate = params.get("evaluate") or {}
-    slices = evaluate.get("slices") or []
-    if not isinstance(slices, list):
-        problems.append(f"evaluate.slices must be a list of column names, got {slices!r}")
-    else:
-        problems.append(_columns_problem("evaluate.slices", slices, inputs, contract.target,
+    if slices is not None:
+        problems.append(_columns_problem("evaluate.slices", list(slices), inputs, contract.target,
                                          "remove them from evaluate.slices or set it to []"))
-    matrix = evaluate.get("value_matrix")
-    if not isinstance(matrix, dict) or any(
-            not isinstance(matrix.get(k), (int, float)) or isinstance(matrix.get(k), bool) for k in VALUE_KEYS):
-        problems.append(f"evaluate.value_matrix must give a number for each of {list(VALUE_KEYS)} "
-                        f"(the value of a true/false positive/negative), got {matrix!r}")
-
-    from mlops_template.pipeline.gate import parse_config
-
-    try:
-        parse_config(params.get("gate"))
-    except ValueError as exc:
-        problems.append(f"gate: {exc}")
-
-    deploy = params.get("deploy") or {}
-    if not MODEL_NAME.match(str(deploy.get("model_name", ""))):
-        problems.append(f"deploy.model_name {deploy.get('model_name')!r} must be lowercase letters, digits, "
-                        "'-', '_' or '.' (MLflow and BentoML name the model after it)")
-    if not SERVICE_NAME.match(str(deploy.get("service_name", ""))):
-        problems.append(f"deploy.service_name {deploy.get('service_name')!r} must be lowercase letters, "
-                        "digits and '_', starting with a letter (the bento is named after it)")
     return [p for p in problems if p]
 
 
-def checked_contract(params: dict[str, Any]) -> Contract:
-    """The contract of ``params``, after checking that the params fit it; ParamsError if not."""
-    path = params["data"]["contract"]
+def problems_with(params: Params | Mapping[str, Any], contract: Contract) -> list[str]:
+    """Every way ``params`` (all of it, typed or as read from YAML) is malformed or does not fit ``contract``.
+
+    A section that is malformed is reported as such and not checked against the contract.
+    """
+    if isinstance(params, Params):
+        sections, problems = {name: params.section(name) for name in SECTIONS}, []
+    else:
+        sections, problems = parse_sections(params)
+    data, featurize, evaluate = sections.get("data"), sections.get("featurize"), sections.get("evaluate")
+    return problems + fit_problems(
+        contract, raw=data.raw if isinstance(data, DataSection) else None,
+        drop=featurize.drop if isinstance(featurize, FeaturizeSection) else None,
+        derived=featurize.derived if isinstance(featurize, FeaturizeSection) else None,
+        slices=evaluate.slices if isinstance(evaluate, EvaluateSection) else None)
+
+
+def _load(path: str) -> Contract:
     try:
-        contract = load_contract(path)
+        return load_contract(path)
     except (OSError, ContractError) as exc:
         raise ParamsError([f"data.contract {path!r} cannot be used: {exc}"]) from exc
+
+
+def checked_contract(params: Params | Mapping[str, Any]) -> Contract:
+    """The contract of ``params``, after checking all of ``params`` against it; ParamsError if not."""
+    path = params.data.contract if isinstance(params, Params) else (params.get("data") or {}).get("contract")
+    contract = _load(str(path))
     problems = problems_with(params, contract)
     if problems:
         raise ParamsError(problems)
     return contract
 
 
-def contract_or_exit(params: dict[str, Any]) -> Contract:
-    """:func:`checked_contract` for stage scripts: log every problem and stop with exit code 2."""
+def params_or_exit(path: str | Path = paths.PARAMS) -> Params:
+    """params.yaml read once for a stage script: every malformed key logged, then exit code 65 (BAD_INPUT)."""
     try:
-        return checked_contract(params)
+        return load(path)
+    except ParamsError as exc:
+        logger.error("%s is malformed; nothing was done:\n%s", path, "\n".join(f"  - {p}" for p in exc.problems))
+        raise SystemExit(ExitCode.BAD_INPUT) from exc
+
+
+def contract_or_exit(contract_path: str, **keys: Any) -> Contract:
+    """The contract at ``contract_path``, for a stage: the keys it passes are checked against it.
+
+    ``keys`` are those of :func:`fit_problems`, among the ones the stage declares in dvc.yaml (the
+    validate stage, first to run, checks every key that names columns, so a mismatch stops the
+    pipeline there); every problem is logged and the stage stops with exit code 65 (BAD_INPUT)
+    before doing any work.
+    """
+    try:
+        contract = _load(contract_path)
+        problems = fit_problems(contract, **keys)
+        if problems:
+            raise ParamsError(problems)
+        return contract
     except ParamsError as exc:
         logger.error("params.yaml does not fit the data contract %s; nothing was done:\n%s",
-                     params["data"]["contract"], "\n".join(f"  - {p}" for p in exc.problems))
-        raise SystemExit(2) from exc
+                     contract_path, "\n".join(f"  - {p}" for p in exc.problems))
+        raise SystemExit(ExitCode.BAD_INPUT) from exc

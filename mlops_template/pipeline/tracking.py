@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_template.core.config import project_root
+from mlops_template.core.params import MlflowSection
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +18,7 @@ CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 MAX_TAG_LENGTH = 5000  # MLflow's limit on a tag value
 PACKAGE_ARTIFACT = "package"  # our own skops file, checksum, spec and card, logged beside the model
+MlflowConfig = MlflowSection | dict[str, Any]  # the ``mlflow`` section, typed or as a mapping (tests, tools)
 
 
 def resolve_tracking_uri(configured: str) -> str:
@@ -37,7 +39,7 @@ def is_local_store(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks"))
 
 
-def connect(config: dict[str, Any]) -> str:
+def connect(config: MlflowConfig) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id.
 
     With a local store the experiment is created with an absolute artifact location under the
@@ -48,9 +50,10 @@ def connect(config: dict[str, Any]) -> str:
     """
     import mlflow
 
-    uri = resolve_tracking_uri(config["tracking_uri"])
+    section = MlflowSection.parse(config)
+    uri = resolve_tracking_uri(section.tracking_uri)
     mlflow.set_tracking_uri(uri)
-    name = config["experiment"]
+    name = section.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         location = (project_root() / "mlruns" / name).as_uri() if is_local_store(uri) else None
@@ -82,7 +85,7 @@ def run_tags(git_revision: str) -> dict[str, str]:
 
 
 def log_training_run(
-    config: dict[str, Any],
+    config: MlflowConfig,
     model_name: str,
     pipeline: Any,
     input_example: pd.DataFrame,
@@ -121,7 +124,7 @@ def log_training_run(
     return {"run_id": run.info.run_id, "model_version": version}
 
 
-def log_evaluation(config: dict[str, Any], run_id: str, metrics: dict[str, float], artifacts: list[Path]) -> None:
+def log_evaluation(config: MlflowConfig, run_id: str, metrics: dict[str, float], artifacts: list[Path]) -> None:
     """Add test-set metrics and evaluation files to the training run they belong to."""
     import mlflow
 
@@ -132,7 +135,7 @@ def log_evaluation(config: dict[str, Any], run_id: str, metrics: dict[str, float
             mlflow.log_artifact(str(path), artifact_path="evaluation")
 
 
-def champion_version(config: dict[str, Any], model_name: str) -> Any | None:
+def champion_version(config: MlflowConfig, model_name: str) -> Any | None:
     """The registered model version holding the ``champion`` alias, or None if there is none."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -145,7 +148,7 @@ def champion_version(config: dict[str, Any], model_name: str) -> Any | None:
         return None
 
 
-def download_package(config: dict[str, Any], run_id: str, destination: Path) -> Path:
+def download_package(config: MlflowConfig, run_id: str, destination: Path) -> Path:
     """Fetch the skops model, checksum, spec and card a training run logged."""
     import mlflow
 
@@ -157,7 +160,7 @@ def download_package(config: dict[str, Any], run_id: str, destination: Path) -> 
     return Path(local)
 
 
-def set_champion(config: dict[str, Any], model_name: str, version: str, tags: dict[str, str]) -> None:
+def set_champion(config: MlflowConfig, model_name: str, version: str, tags: dict[str, str]) -> None:
     """Point the ``champion`` alias at ``version`` and record why on the version."""
     import mlflow
 
@@ -168,7 +171,7 @@ def set_champion(config: dict[str, Any], model_name: str, version: str, tags: di
         client.set_model_version_tag(model_name, version, key, value)
 
 
-def set_challenger(config: dict[str, Any], model_name: str, version: str | None) -> None:
+def set_challenger(config: MlflowConfig, model_name: str, version: str | None) -> None:
     """Point the ``challenger`` alias at ``version``, or remove it (None)."""
     import mlflow
 
@@ -183,7 +186,7 @@ def set_challenger(config: dict[str, Any], model_name: str, version: str | None)
         client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
 
 
-def tag_action(config: dict[str, Any], item: dict[str, Any]) -> None:
+def tag_action(config: MlflowConfig, item: dict[str, Any]) -> None:
     """Write a deployment-history entry onto the MLflow model version(s) it is about."""
     import mlflow
 
@@ -202,7 +205,7 @@ def tag_action(config: dict[str, Any], item: dict[str, Any]) -> None:
             client.set_model_version_tag(name, item["from_version"], key, value)
 
 
-def version_tags(config: dict[str, Any], model_name: str, version: str) -> dict[str, str] | None:
+def version_tags(config: MlflowConfig, model_name: str, version: str) -> dict[str, str] | None:
     """The tags of a registered model version, or None when the registry has no such version."""
     import mlflow
     from mlflow.exceptions import MlflowException

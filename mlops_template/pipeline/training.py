@@ -26,6 +26,8 @@ from mlops_template.core.artifacts import CARD_TYPES_KEY, model_types, save_mode
 from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec, build_features
 from mlops_template.core.io import write_json
+from mlops_template.core.package_files import FEATURE_SPEC_FILE, MODEL_CARD_FILE, MODEL_FILE
+from mlops_template.core.params import TrainSection
 from mlops_template.pipeline.evaluation import score_metrics
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ def git_revision() -> str:
     return f"{rev}-dirty" if dirty else rev
 
 
-def model_card(params: dict[str, Any], contract: Contract, spec: FeatureSpec, rows: int,
+def model_card(train: TrainSection, model_name: str, contract: Contract, spec: FeatureSpec, rows: int,
                data_sha256: str, positive_share: float, train_metrics: dict[str, Any],
                model_sha256: str, types: list[str] | None = None) -> dict[str, Any]:
     """What was trained, on what, from which revision: saved beside the model and logged.
@@ -91,15 +93,14 @@ def model_card(params: dict[str, Any], contract: Contract, spec: FeatureSpec, ro
     ``types`` lists every type the saved skops file holds; loading checks the file against it
     (and against the fixed allow-list in :mod:`mlops_template.core.artifacts`).
     """
-    cfg = params["train"]
     card = {
-        "model_name": params["deploy"]["model_name"],
+        "model_name": model_name,
         "contract": contract.name,
         "target": contract.target,
         "positive_class": contract.positive_class,
-        "estimator": cfg["estimator"],
-        "hyperparameters": cfg["hyperparameters"].get(cfg["estimator"], {}),
-        "seed": cfg["seed"],
+        "estimator": train.estimator,
+        "hyperparameters": train.chosen_hyperparameters,
+        "seed": train.seed,
         "features": spec.columns,
         "training_data": {"rows": rows, "sha256": data_sha256, "positive_share": round(positive_share, 6)},
         "train_metrics": {k: train_metrics[k] for k in ("roc_auc", "log_loss", "accuracy")},
@@ -120,22 +121,23 @@ class Candidate:
     card: dict[str, Any]
 
 
-def train_candidate(params: dict[str, Any], contract: Contract, spec: FeatureSpec, train: pd.DataFrame,
+def train_candidate(cfg: TrainSection, model_name: str, contract: Contract, spec: FeatureSpec, train: pd.DataFrame,
                     data_sha256: str, out_dir: Path, spec_path: Path) -> Candidate:
-    """Fit the configured pipeline on ``train`` and write model, checksum, spec and card to ``out_dir``."""
-    cfg = params["train"]
+    """Fit the configured pipeline on ``train`` and write model, checksum, spec and card to ``out_dir``.
+
+    ``cfg`` is the ``train`` section; ``model_name`` (``deploy.model_name``) goes into the card.
+    """
     features = build_features(train, spec)
     labels = (train[contract.target] == contract.positive_class).astype(int)
-    pipeline = build_pipeline(spec, cfg["estimator"], cfg["hyperparameters"].get(cfg["estimator"], {}),
-                              cfg["seed"])
-    logger.info("fitting %s on %d rows x %d features", cfg["estimator"], *features.shape)
+    pipeline = build_pipeline(spec, cfg.estimator, cfg.chosen_hyperparameters, cfg.seed)
+    logger.info("fitting %s on %d rows x %d features", cfg.estimator, *features.shape)
     pipeline.fit(features, labels)
     train_metrics = score_metrics(labels.to_numpy(), pipeline.predict_proba(features)[:, 1], 0.5)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    digest = save_model(pipeline, out_dir / "model.skops")
-    shutil.copy(spec_path, out_dir / "feature_spec.json")
-    card = model_card(params, contract, spec, len(train), data_sha256, float(labels.mean()), train_metrics, digest,
-                      model_types(out_dir / "model.skops"))
-    write_json(out_dir / "model_card.json", card)
+    digest = save_model(pipeline, out_dir / MODEL_FILE)
+    shutil.copy(spec_path, out_dir / FEATURE_SPEC_FILE)
+    card = model_card(cfg, model_name, contract, spec, len(train), data_sha256, float(labels.mean()), train_metrics,
+                      digest, model_types(out_dir / MODEL_FILE))
+    write_json(out_dir / MODEL_CARD_FILE, card)
     return Candidate(pipeline, features.head(5), card)

@@ -17,6 +17,7 @@ reused archive is that of the bytes in the store, which is what replicas downloa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import tarfile
@@ -25,11 +26,11 @@ from pathlib import Path
 
 from mlops_template.core import objectstore
 from mlops_template.core.io import sha256_of
-from mlops_template.serving.routing import RoutingError, RoutingRefused
+from mlops_template.core.package_files import MODEL_FILE  # the file whose digest is a slot's model_sha256
+from mlops_template.serving.routing_errors import RoutingError, RoutingRefused
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.skops"  # the file whose digest is a slot's model_sha256
 
 
 class PublishConflict(RoutingError):
@@ -64,8 +65,12 @@ def archive_digests(archive: Path) -> dict[str, str]:
                 found[name] = f"<{'link' if member.issym() or member.islnk() else 'special'} member>"
                 continue
             digest = hashlib.sha256()
-            with tar.extractfile(member) as fh:  # type: ignore[union-attr]
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            handle = tar.extractfile(member)
+            if handle is None:  # a regular member always has its bytes; say so rather than guess
+                found[name] = "<unreadable member>"
+                continue
+            with handle as fh:
+                for block in iter(functools.partial(fh.read, 1 << 20), b""):
                     digest.update(block)
             found[name] = digest.hexdigest()
     return found

@@ -11,7 +11,7 @@ no body read and no concurrency slot. An admitted request carries its key's name
 state (``api_key_name``): the canary's routing key.
 
 The file is re-read whenever its modification time, size or inode changes, so a key created or
-revoked with ``python -m mlops_template.apikeys`` applies to the next request, without a restart.
+revoked with ``python -m mlops_template apikeys`` applies to the next request, without a restart.
 A file that is missing, unreadable, malformed or empty admits nobody (fails closed) and says why
 in the log, once per change.
 
@@ -28,14 +28,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mlops_template.core.apikeys import KeyFileError, bearer_token, load_keys, verify
-from mlops_template.serving.guard import (
-    GuardRuntime,
-    Receive,
-    Scope,
-    Send,
-    _client_request_id,
-    _send_json,
-)
+from mlops_template.serving.asgi import Receive, Scope, Send, client_request_id, send_json
+from mlops_template.serving.guard import GuardRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +132,9 @@ class ApiKeyAuth:
             self.refused, self.last_logged = 0, now
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         echoed = [(b"www-authenticate", b'Bearer realm="model-service"'), (b"x-request-id", request_id.encode())]
-        client_id = _client_request_id(headers)
+        client_id = client_request_id(headers)
         if client_id is not None:
             echoed.append((b"x-client-request-id", client_id.encode()))
-        await _send_json(send, 401, {"error": "unauthorized", "request_id": request_id,
+        await send_json(send, 401, {"error": "unauthorized", "request_id": request_id,
                                      "message": UNAUTHORIZED_MESSAGE}, echoed)
 

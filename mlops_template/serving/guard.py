@@ -36,16 +36,13 @@ own correlation. Every outcome is counted in :mod:`mlops_template.serving.metric
 ``GET /readyz`` is BentoML's: while the service is not ready, its 503 answer is replaced with
 ``{"ready": false, "reason": ...}`` naming the cause (which model, and why it is not serving).
 
-Logging: :func:`install_log_filter` also escapes control characters (``\\n``, ``\\r``, other
-C0/C1 controls, U+2028/U+2029) in the lines of BentoML's access log and of every other logger
-that reaches the server's handlers, so that text a client controls (a percent-decoded ``%0a``
-in the path, a header value) can never start a forged line of the server log.
+The body checks of step 4 are in :mod:`~mlops_template.serving.request_checks`; the log filters
+that keep client text from forging log lines are in :mod:`~mlops_template.serving.log_filters`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -56,17 +53,22 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from mlops_template.serving.asgi import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    SendTimeout,
+    client_request_id,
+    send_json,
+    with_deadline,
+    with_headers,
+)
 from mlops_template.serving.metrics import ServiceMetrics
+from mlops_template.serving.request_checks import Rejection, error_detail, parse_json
 
 logger = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-MAX_FIELD_NAME = 64
 SHED_LOG_INTERVAL_S = 10.0
 READYZ_PATH = "/readyz"
 # The ``error`` codes of the guard's JSON answers, by status (published in the OpenAPI document).
@@ -106,21 +108,6 @@ class GuardRuntime:
     readiness_detail: Callable[[], dict[str, Any]] = field(default=dict)
 
 
-class Rejection(Exception):
-    """A request refused before it reached the model."""
-
-    def __init__(self, status: int, reason: str, message: str, records: int = 0,
-                 details: list[dict] | None = None) -> None:
-        """``reason`` is the metrics label and the ``error`` field of the answer."""
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
-        self.records, self.details = records, details
-
-
-class SendTimeout(Exception):
-    """A write of the response did not complete in time: the client is not reading."""
-
-
 class RequestGuard:
     """ASGI middleware enforcing :class:`GuardSettings` on the predict route (see module doc)."""
 
@@ -138,14 +125,14 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
         elif scope["path"] == READYZ_PATH and scope["method"] in ("GET", "HEAD"):
-            await self._readyz(scope, receive, _with_headers(send, [(b"x-request-id", uuid.uuid4().hex.encode())]))
+            await self._readyz(scope, receive, with_headers(send, [(b"x-request-id", uuid.uuid4().hex.encode())]))
         elif scope["path"] != self.settings.path or scope["method"] != "POST":
             # every answer carries an id of the service's, probes and /metrics included
-            await self.app(scope, receive, _with_headers(send, [(b"x-request-id", uuid.uuid4().hex.encode())]))
+            await self.app(scope, receive, with_headers(send, [(b"x-request-id", uuid.uuid4().hex.encode())]))
         else:
             request_id = uuid.uuid4().hex
             try:
-                await self._guard(scope, receive, _with_deadline(send, self.settings.send_timeout_s), request_id)
+                await self._guard(scope, receive, with_deadline(send, self.settings.send_timeout_s), request_id)
             except SendTimeout:
                 self._abandoned(request_id)
 
@@ -153,14 +140,14 @@ class RequestGuard:
         """Checks 1 to 5 of the module doc for one ``POST`` on the predict path."""
         names = [k.decode("latin-1").lower() for k, _ in scope["headers"]]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        client_id = _client_request_id(headers)
+        client_id = client_request_id(headers)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         echoed = [(b"x-request-id", request_id.encode())]
         if client_id is not None:
             state["client_request_id"] = client_id
             echoed.append((b"x-client-request-id", client_id.encode()))
-        send = _with_headers(send, echoed)
+        send = with_headers(send, echoed)
         try:
             for name in ("content-type", "content-length"):
                 if names.count(name) > 1:
@@ -207,7 +194,7 @@ class RequestGuard:
                         request_id: str) -> None:
         """Parse and validate the body, then let BentoML score it."""
         try:
-            records = self._validate(_parse_json(body))
+            records = self._validate(parse_json(body))
         except Rejection as rejection:
             await self._reject(rejection, request_id, send)
             return
@@ -254,7 +241,7 @@ class RequestGuard:
         try:
             self.settings.request_model.model_validate(payload)
         except ValidationError as exc:
-            details = [_detail(error) for error in exc.errors(include_context=False,
+            details = [error_detail(error) for error in exc.errors(include_context=False,
                                                               include_url=False)]
             raise Rejection(400, "validation", f"{len(details)} invalid value(s)", records=count,
                             details=details[: self.settings.max_error_details]) from None
@@ -295,7 +282,7 @@ class RequestGuard:
             logger.exception("request %s: unhandled error", request_id)
             status = error_status = 500
         if error_status is not None and not started:
-            await _send_json(send, error_status, {
+            await send_json(send, error_status, {
                 "error": "internal" if error_status != 503 else "unavailable",
                 "request_id": request_id,
                 "message": "the request could not be scored; quote the request id to report it",
@@ -317,7 +304,7 @@ class RequestGuard:
         if rejection.details is not None:
             body["details"] = rejection.details
         headers = [(b"retry-after", b"1")] if rejection.status == 503 else []
-        await _send_json(send, rejection.status, body, headers)
+        await send_json(send, rejection.status, body, headers)
 
     def _too_large_message(self) -> str:
         return f"request body exceeds {self.settings.max_body_bytes} bytes"
@@ -348,9 +335,9 @@ class RequestGuard:
         await self.app(scope, receive, capture)
         if status == 503:
             reason = self.runtime.not_ready_reason() or "the service reports that it is not ready"
-            await _send_json(send, 503, {"ready": False, "reason": reason})
+            await send_json(send, 503, {"ready": False, "reason": reason})
         elif detail:
-            await _send_json(send, 200, {"ready": True, **detail})
+            await send_json(send, 200, {"ready": True, **detail})
 
 
 class ShedLog:
@@ -376,77 +363,6 @@ class ShedLog:
             self.pending, self.last_logged = 0, now
 
 
-def _client_request_id(headers: dict[str, str]) -> str | None:
-    """The client's ``X-Request-ID`` when it is a sane token (kept apart, never used as the id)."""
-    given = headers.get("x-request-id", "")
-    return given if CLIENT_REQUEST_ID.match(given) else None
-
-
-def _parse_json(body: bytes) -> Any:
-    """Strict UTF-8 JSON, with 400 answers for anything else.
-
-    Python's parser reads the non-JSON literals ``NaN`` and ``Infinity`` as floats; they are
-    kept so that validation refuses them naming the record and field (no contract type accepts
-    a non-finite number).
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Rejection(400, "malformed_json",
-                        f"body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except DuplicateKey as exc:
-        raise Rejection(400, "malformed_json", f"body is not valid JSON: the key {exc.key!r} is given "
-                                               "twice in one object") from None
-    except json.JSONDecodeError as exc:
-        raise Rejection(400, "malformed_json",
-                        f"body is not valid JSON: {exc.msg} at line {exc.lineno} column "
-                        f"{exc.colno}") from None
-    except RecursionError:
-        raise Rejection(400, "malformed_json", "body is nested too deeply") from None
-    except ValueError:  # an integer longer than Python's digit limit
-        raise Rejection(400, "malformed_json", "body holds a number with too many digits") from None
-
-
-class DuplicateKey(ValueError):
-    """A JSON object names the same key twice (parsers disagree on which one wins)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json.loads`` object hook that refuses an object with a repeated key."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise DuplicateKey(key)
-        result[key] = value
-    return result
-
-
-def _detail(error: dict[str, Any]) -> dict[str, Any]:
-    """One pydantic error as ``{"record", "field", "message"}``.
-
-    The input value is looked at only to say "null" plainly; it is never echoed back.
-    """
-    loc = list(error.get("loc", ()))
-    record = field_name = None
-    if len(loc) >= 2 and loc[0] == "records" and isinstance(loc[1], int):
-        record = loc[1]
-        rest = loc[2:]
-    else:
-        rest = loc
-    if rest:
-        field_name = str(rest[0])[:MAX_FIELD_NAME]
-    message = error.get("msg", "invalid value")
-    if error.get("input", ...) is None and error.get("type") not in ("missing", "extra_forbidden"):
-        message = "may not be null"
-    return {"record": record, "field": field_name, "message": message}
-
-
 def _outcome(status: int) -> str:
     """Metrics outcome of a request that reached the endpoint."""
     if status < 400:
@@ -454,118 +370,3 @@ def _outcome(status: int) -> str:
     if status == 503:
         return "unavailable"
     return "rejected" if status < 500 else "error"
-
-
-def _with_headers(send: Send, added: list[tuple[bytes, bytes]]) -> Send:
-    """``send`` that adds headers to the response start."""
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), *added]}
-        await send(message)
-    return wrapped
-
-
-def _with_deadline(send: Send, timeout_s: float) -> Send:
-    """``send`` that raises :class:`SendTimeout` when one write takes more than ``timeout_s``.
-
-    uvicorn's ``send`` waits while the connection's write buffer is above its high-water mark,
-    that is, until the client reads; a client that never does would make it wait for ever.
-    """
-    async def wrapped(message: Message) -> None:
-        try:
-            async with asyncio.timeout(timeout_s):  # a timer on this task, no task of its own
-                await send(message)
-        except TimeoutError:
-            raise SendTimeout(f"a response write took more than {timeout_s:g} s") from None
-    return wrapped
-
-
-async def _send_json(send: Send, status: int, body: dict[str, Any],
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A complete compact JSON response."""
-    content = json.dumps(body, separators=(",", ":")).encode("utf-8")
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
-        *(headers or []),
-    ]})
-    await send({"type": "http.response.body", "body": content, "more_body": False})
-
-
-class ClientErrorLogFilter(logging.Filter):
-    """Turns BentoML's ERROR-with-traceback for a client's invalid input into one INFO line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Downgrade records whose exception is a client error; keep every other record."""
-        exc = record.exc_info[1] if record.exc_info else None
-        if _is_client_error(exc):
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg = "client error on %s [%s]: " + type(exc).__name__
-            record.exc_info = record.exc_text = None
-        return True
-
-
-def _is_client_error(exc: BaseException | None) -> bool:
-    """A pydantic validation error, or a BentoML exception with a 4xx code."""
-    if isinstance(exc, ValidationError):
-        return True
-    code = getattr(getattr(exc, "error_code", None), "value", None)
-    return isinstance(code, int) and 400 <= code < 500
-
-
-# Control characters, and the characters that str.splitlines and some log viewers also break
-# lines on (C1 controls such as NEL U+0085, LINE/PARAGRAPH SEPARATOR).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# BentoML's loggers that write text a client controls (the access log's path and content type,
-# the path of a failed request).
-ESCAPED_LOGGERS = ("bentoml.access", "bentoml._internal.server.http_app", "bentoml.serve", "uvicorn.error")
-
-
-def escape_control(text: str) -> str:
-    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
-    return _CONTROL.sub(_escape_one, text)
-
-
-def _escape_one(match: re.Match[str]) -> str:
-    char = match.group()
-    if char in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[char]
-    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-
-
-class ControlCharacterFilter(logging.Filter):
-    """Escapes control characters in a record's message, so that one record is one log line.
-
-    The message is formatted with its arguments first (a client's text usually arrives as an
-    argument, such as the access log's path); a record without control characters is left as it
-    is. The traceback of an exception is not touched: the formatter adds it below the line.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message if it holds a control character; keep every record."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: let logging report it as it always does
-            return True
-        escaped = escape_control(message)
-        if escaped != message:
-            record.msg, record.args = escaped, None
-        return True
-
-
-def install_log_filter(logger_name: str = "bentoml._internal.server.http_app") -> None:
-    """Install the guard's log filters, once each.
-
-    :class:`ClientErrorLogFilter` goes on BentoML's request logger. :class:`ControlCharacterFilter`
-    goes on the BentoML loggers that write client-controlled text (:data:`ESCAPED_LOGGERS`), after
-    any filter already there, and on every handler of the root and ``bentoml`` loggers, which
-    the server's records all reach (a logger's own filters do not apply to its children's
-    records, a handler's do): this package's lines with request ids or payloads are covered too.
-    """
-    target = logging.getLogger(logger_name)
-    if not any(isinstance(f, ClientErrorLogFilter) for f in target.filters):
-        target.addFilter(ClientErrorLogFilter())
-    handlers = {*logging.getLogger().handlers, *logging.getLogger("bentoml").handlers}
-    for filterer in [*(logging.getLogger(name) for name in ESCAPED_LOGGERS), *handlers]:
-        if not any(isinstance(f, ControlCharacterFilter) for f in filterer.filters):
-            filterer.addFilter(ControlCharacterFilter())

@@ -66,6 +66,21 @@ def _json_default(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
+def inference_entries(request_id: str, model_version: str, rows: list[dict[str, Any]],
+                      results: list[tuple[float, str]], client_request_id: str | None = None,
+                      ) -> list[dict[str, Any]]:
+    """One inference-log entry per scored record, with the record as the client sent it.
+
+    ``request_id`` is the service's own (unique) id; the client's, if any, is kept apart.
+    """
+    client = {"client_request_id": client_request_id} if client_request_id is not None else {}
+    return [
+        {"request_id": request_id, "record_index": index, "model_version": model_version,
+         "features": row, "probability": probability, "label": label, **client}
+        for index, (row, (probability, label)) in enumerate(zip(rows, results, strict=True))
+    ]
+
+
 class InferenceLog:
     """Non-blocking writer of prediction records to rotating JSON-lines files.
 

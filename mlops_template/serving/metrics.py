@@ -78,6 +78,11 @@ class ServiceMetrics:
         self.routing_refused = Counter("model_routing_refused_total",
                                        "Routing documents refused by a trust check (signature, digests), "
                                        "by reason; old models kept", ["reason"])
+        # min across workers: 0 while any worker serves other models than its routing document names
+        self.routing_applied = Gauge("model_routing_applied",
+                                     "1 when the routing document's models serve (or no document is configured); "
+                                     "0 while a document is retried or refused (see /readyz)",
+                                     multiprocess_mode="min")
         # min across workers: 0 while any worker serves no verified model (/readyz says why)
         self.ready = Gauge("model_ready", "1 when a verified model serves, 0 when not ready (see /readyz)",
                            multiprocess_mode="min")

@@ -24,6 +24,7 @@ from mlops_template.core.artifacts import ModelIntegrityError, load_model
 from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec
 from mlops_template.core.io import sha256_of
+from mlops_template.core.package_files import FEATURE_SPEC_FILE, MODEL_FILE, SERVING_FILE
 from mlops_template.serving import routing
 from mlops_template.serving.microbatch import MicroBatcher
 from mlops_template.serving.scoring import ModelScorer
@@ -31,11 +32,6 @@ from mlops_template.serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-# Files inside the BentoML model directory, written by mlops_template.pipeline.packaging.
-MODEL_FILE = "model.skops"
-FEATURE_SPEC_FILE = "feature_spec.json"
-CONTRACT_FILE = "contract.yaml"
-SERVING_FILE = "serving.json"
 
 
 def model_reference(settings: ServingSettings) -> str:
@@ -64,6 +60,11 @@ def _positive_index(classes: np.ndarray, positive: str) -> int:
 
 class ModelDigestMismatch(ModelIntegrityError):
     """A model's skops file is not the one its record (bento argument, routing document) names."""
+
+
+class ModelUnavailable(RuntimeError):
+    """A model the routing document names could not be loaded now (missing, unreadable, not
+    fetched): retried, unlike a trust refusal."""
 
 
 @dataclass(eq=False)

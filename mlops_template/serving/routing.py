@@ -7,7 +7,7 @@ instead, where every replica watches the same document, and the models it names 
 beside it (:mod:`mlops_template.serving.archives`) before the document names them, so a replica
 on any host can fetch a model it does not have. The deploy stage rewrites the document when a
 model is promoted, ``canary`` when a challenger starts or ends, and
-``python -m mlops_template.rollback`` when serving is rolled back. Schema::
+``python -m mlops_template rollback`` when serving is rolled back. Schema::
 
     {"model_name": "adult-income",
      "champion": {"model_tag": "adult-income:abc123", "model_version": "3",
@@ -34,11 +34,14 @@ reader sees the old document or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,12 @@ from typing import Any
 from mlops_template.core import objectstore, paths, signing
 from mlops_template.core.config import project_root
 from mlops_template.core.io import read_json, write_json
+from mlops_template.serving.routing_errors import (  # noqa: F401 (part of this module's interface)
+    REFUSAL_REASONS,
+    RoutingConflict,
+    RoutingError,
+    RoutingRefused,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +66,6 @@ DEFAULT_PATH = paths.ROUTING
 KEYS = {"model_name", "champion", "challenger", "canary_share", "updated_at"}
 SLOT_KEYS = {"model_tag", "model_version"}
 DIGEST_KEYS = ("model_sha256", "archive_sha256")  # optional in the schema, required by readers
-REFUSAL_REASONS = ("unsigned", "bad_signature", "no_digest", "model_sha256", "archive_sha256")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -73,24 +81,7 @@ def routes_to_challenger(key: str, share: float) -> bool:
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32 < share
 
 
-class RoutingError(ValueError):
-    """A routing document does not follow the schema, or cannot be written as asked."""
-
-
-class RoutingRefused(RoutingError):
-    """A routing document (or a model it names) failed a trust check; ``reason`` says which.
-
-    ``reason`` is one of :data:`REFUSAL_REASONS`: ``unsigned``, ``bad_signature`` (another key's,
-    or changed after signing), ``no_digest`` (a slot without the digest the reader needs),
-    ``model_sha256`` (the model's file differs), ``archive_sha256`` (the fetched archive differs).
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        """``reason``: a label of :data:`REFUSAL_REASONS`; ``message``: the explanation."""
-        if reason not in REFUSAL_REASONS:
-            raise ValueError(f"unknown refusal reason {reason!r}")
-        super().__init__(message)
-        self.reason = reason
+UNCONDITIONAL = "*"  # write_routing's ``expected`` that checks nothing (a fresh deploy, tests)
 
 
 def routing_path() -> Path:
@@ -217,6 +208,24 @@ def read_routing(location: str | Path | None = None) -> dict[str, Any]:
     return validate_routing(read_json(location))
 
 
+def read_versioned(location: str | Path | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """The document as it is now (None when there is none yet) and its version, for a writer.
+
+    The version is the object's ETag in the store, the file's sha256 on one machine; pass it to
+    :func:`write_routing` as ``expected`` so the write happens only if nobody wrote in between.
+    """
+    location = location or routing_location()
+    try:
+        if objectstore.is_url(location):
+            data, tag, _, _ = objectstore.get_versioned(objectstore.ObjectUrl.parse(str(location)))
+        else:
+            data = Path(location).read_bytes()
+            tag = hashlib.sha256(data).hexdigest()
+    except FileNotFoundError:
+        return None, None
+    return validate_routing(json.loads(data)), tag
+
+
 def check_trusted(document: dict[str, Any], verify_key: Any, team: bool) -> dict[str, Any]:
     """``document`` without its signature if a service may follow it; RoutingRefused if not.
 
@@ -301,13 +310,19 @@ def _with_digests(document: dict[str, Any], target: str | Path) -> dict[str, Any
     return document
 
 
-def write_routing(location: str | Path | None, routing: dict[str, Any]) -> str | Path:
+def write_routing(location: str | Path | None, routing: dict[str, Any],
+                  expected: str | None = UNCONDITIONAL) -> str | Path:
     """Validate ``routing``, add its digests, sign it and write it atomically; return where.
 
     In the object store, the models it names are published first (refused loudly if their key
     already holds a different model), so no replica ever reads a document naming a model it
     cannot fetch; a signing key (``$ROUTING_SIGNING_KEY_FILE``) is required there. On one machine
     the document is signed when a signing key is configured.
+
+    ``expected`` is the version :func:`read_versioned` gave (None: there was no document): the
+    write happens only if the document still has it (``If-Match``/``If-None-Match`` on the PUT; on
+    a file, its sha256 compared under a lock on its folder), else :class:`RoutingConflict` and
+    nothing is written. :data:`UNCONDITIONAL` (the default) writes whatever is there.
     """
     target = location or routing_location()
     team = objectstore.is_url(target)
@@ -322,10 +337,47 @@ def write_routing(location: str | Path | None, routing: dict[str, Any]) -> str |
     validate_routing(document)
     if team:
         url = objectstore.ObjectUrl.parse(str(target))
-        objectstore.put_bytes(url, json.dumps(document, indent=2, sort_keys=True).encode("utf-8"))
+        data = json.dumps(document, indent=2, sort_keys=True).encode("utf-8")
+        conditions: dict[str, Any] = ({} if expected == UNCONDITIONAL
+                                      else {"if_match": expected, "if_none_match": expected is None})
+        try:
+            objectstore.put_bytes(url, data, **conditions)
+        except (objectstore.PreconditionFailed, FileNotFoundError):
+            raise RoutingConflict(_conflict(target)) from None
         return target
-    write_json(Path(target), document)
+    if expected == UNCONDITIONAL:
+        write_json(Path(target), document)
+        return Path(target)
+    with _folder_locked(Path(target)):
+        try:
+            now: str | None = hashlib.sha256(Path(target).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            now = None
+        if now != expected:
+            raise RoutingConflict(_conflict(target))
+        write_json(Path(target), document)
     return Path(target)
+
+
+def _conflict(target: str | Path) -> str:
+    return (f"routing document {target} changed since it was read (another deploy, canary or rollback "
+            "wrote it): nothing was written; look at what serves now and run the command again")
+
+
+@contextlib.contextmanager
+def _folder_locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``'s folder while a writer compares and replaces the file.
+
+    The folder, not the file: an atomic rename gives the file a new inode, which another writer's
+    lock on the old one would not see.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing drops the lock
 
 
 def document_signature(location: str | Path) -> tuple[Any, ...] | None:

@@ -89,8 +89,8 @@ class Prediction(BaseModel):
 
 def request_models(contract: Contract, used: list[str], max_records: int) -> tuple[Any, TypeAdapter, type[BaseModel]]:
     """The record list type (the API's parameter), its adapter, and the whole request model."""
-    record = build_record_model(contract, used)
-    records = Annotated[list[record], Field(min_length=1, max_length=max_records)]
+    record: Any = build_record_model(contract, used)  # a pydantic model built at run time
+    records: Any = Annotated[list[record], Field(min_length=1, max_length=max_records)]
     request = create_model("PredictRequest", __config__=ConfigDict(extra="forbid"), records=(records, Field(...)))
     return records, TypeAdapter(records), request
 

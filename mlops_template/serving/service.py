@@ -9,19 +9,16 @@ How the service finds its model, in order:
 3. ``<MODEL_NAME>:latest`` from the BentoML model store (``MODEL_NAME`` defaults to
    ``adult-income``).
 
-That model's contract defines the request schema. With ``ROUTING_FILE`` set, the models that
-score are instead the routing file's champion and challenger (see :mod:`mlops_template.serving.routing`),
-loaded by tag from the same store and verified the same way. The file is polled for changes;
-new models load off the request path and replace the old ones in one reference assignment, so
-requests in flight finish on the model they started with and none fails. A file or model that
-fails to load keeps the current models (``model_routing_reload_failures_total``). Every model is
-checked against a digest from a record its writer cannot also rewrite: the bento's
-``model_sha256`` argument for the pinned model, each routing slot's ``model_sha256`` (and, for an
-archive fetched in team mode, ``archive_sha256``). In team mode the document must be signed with
-the deploy key (``ROUTING_VERIFY_KEY_FILE`` holds its public half; a replica without one does not
-start); on one machine too when that key is set. A document refused by such a check is counted
-(``model_routing_refused_total{reason}``), logged once, shown on ``/readyz`` (still 200) as
-``routing_refused``, and not retried until it changes; at start-up the pinned model serves. With a
+That model's contract defines the request schema. With ``ROUTING_FILE`` (or ``ROUTING_URL``) set,
+the models that score are instead the routing document's champion and challenger
+(:mod:`mlops_template.serving.routing`), loaded and verified by
+:mod:`mlops_template.serving.loading` and followed by :mod:`mlops_template.serving.reloader`: new
+models load off the request path and replace the old ones in one reference assignment, so
+requests in flight finish on the model they started with and none fails; a document whose
+models do not load is retried until they do (``model_routing_applied`` is 0 meanwhile); one
+refused by a trust check is counted (``model_routing_refused_total{reason}``), shown on
+``/readyz`` (still 200) as ``routing_refused`` and not retried until it changes. Until a document
+applies, the pinned model (checked against the bento's ``model_sha256``) serves. With a
 challenger, a request goes to it when the hash of its routing key falls under ``canary_share``
 (:func:`mlops_template.serving.routing.routes_to_challenger`). The routing key is never the
 client's choice: it is the name of the request's API key when ``API_KEYS_FILE`` is set (one
@@ -51,45 +48,44 @@ Settings come from the environment, read once at import (:mod:`mlops_template.se
 
 import asyncio
 import functools
-import gc
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import InternalServerError, NotFound, ServiceUnavailable
+from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from starlette.responses import JSONResponse
 
 from mlops_template.core import objectstore
 from mlops_template.core.contract import load_contract
 from mlops_template.core.features import FeatureSpec
-from mlops_template.core.objectstore import StoreUnavailable
-from mlops_template.serving import archives, routing
+from mlops_template.core.package_files import CONTRACT_FILE, FEATURE_SPEC_FILE
+from mlops_template.serving import routing
 from mlops_template.serving.auth import KEY_NAME_STATE, ApiKeyAuth
-from mlops_template.serving.guard import GuardRuntime, GuardSettings, RequestGuard, install_log_filter
-from mlops_template.serving.inference_log import InferenceLog
+from mlops_template.serving.guard import GuardRuntime, GuardSettings, RequestGuard
+from mlops_template.serving.inference_log import InferenceLog, inference_entries
+from mlops_template.serving.loading import ModelLoader
+from mlops_template.serving.log_filters import install_log_filter
 from mlops_template.serving.log_shipping import LogShipper
 from mlops_template.serving.metrics import service_metrics
 from mlops_template.serving.microbatch import InputError, Isolation, MicroBatcher
 from mlops_template.serving.models import (
-    CONTRACT_FILE,
-    FEATURE_SPEC_FILE,
-    ModelDigestMismatch,
     ServedModel,
     Serving,
     describe_load_failure,
     is_explained_load_failure,
-    load_served_model,
     model_reference,
     pinned_sha256,
 )
+from mlops_template.serving.openapi import declare_json_responses, document_openapi
+from mlops_template.serving.reloader import ReloadHooks, RoutingReloader
 from mlops_template.serving.schema import Prediction, request_models
 from mlops_template.serving.scoring import contract_sample
 from mlops_template.serving.settings import ServingSettings
+from mlops_template.serving.tuning import freeze_startup_objects, limit_native_threads
 
 logger = logging.getLogger(__name__)
 # BentoML's server logging passes only warnings from loggers it does not know; the package's own
@@ -97,9 +93,7 @@ logger = logging.getLogger(__name__)
 # may log at import time: BentoML caches the worker name of its log lines on the first line.
 logging.getLogger("mlops_template").setLevel(logging.INFO)
 
-GC_THRESHOLDS = (20_000, 100, 100)  # Python's default is (700, 10, 10)
 RETIRE_DRAIN_SECONDS = 30.0  # a replaced model's batcher answers its queued requests first
-MAX_RELOAD_BACKOFF_S = 30.0  # a failing routing reload is retried at most this far apart
 PREDICT_PATH = "/predict"
 LOG_BACKUPS = 10  # rotated inference-log files kept per worker; LOG_SPOOL_BYTES is shared among them
 
@@ -114,8 +108,14 @@ CONTRACT = load_contract(MODEL_DIR / CONTRACT_FILE)
 ROUTING_VERIFY_KEY = (routing.verify_key_from_env(objectstore.is_url(SETTINGS.routing_location))
                       if SETTINGS.routing_location is not None else None)
 PINNED_SHA256 = pinned_sha256()
-RecordList, RECORDS, PredictRequest = request_models(
+LOADER = ModelLoader(CONTRACT, use_replay=SETTINGS.scorer == "auto", routing_location=SETTINGS.routing_location,
+                     verify_key=ROUTING_VERIFY_KEY)
+_RECORD_LIST, RECORDS, PredictRequest = request_models(
     CONTRACT, FeatureSpec.from_json(MODEL_DIR / FEATURE_SPEC_FILE).source_columns, SETTINGS.max_records)
+if TYPE_CHECKING:
+    RecordList = list[Any]  # what a type checker can know of a model built from the contract at run time
+else:
+    RecordList = _RECORD_LIST  # the contract's record model in a length-bounded list: BentoML's request schema
 # Filled in by each worker's service instance; read by that worker's RequestGuard.
 GUARD_RUNTIME = GuardRuntime()
 # A record the model is checked to score: when a request fails alone, the model still scoring this
@@ -149,34 +149,6 @@ def _routing_key(ctx: bentoml.Context, request_id: str) -> str:
     return getattr(ctx.request.state, KEY_NAME_STATE, None) or request_id
 
 
-def freeze_startup_objects() -> None:
-    """Keep garbage-collector pauses out of request latency.
-
-    A full collection walks every tracked object, and a worker holds millions that live as long
-    as it does (BentoML, pydantic, sklearn, the model). ``gc.freeze`` moves them out of the
-    collector's view, and :data:`GC_THRESHOLDS` makes collections of what requests allocate
-    rarer. Together they take the tail latency close to that with the collector off
-    (``python -m benchmarks.serving`` measures it).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    logger.info("%d start-up objects frozen out of garbage collection", gc.get_freeze_count())
-
-
-def limit_native_threads() -> None:
-    """One OpenMP/BLAS thread per worker, unless ``OMP_NUM_THREADS`` says otherwise.
-
-    Batches are small, and the event loop, the load balancer's health checks and other workers
-    already compete for the cores, so a second native thread per model call mostly waits for a
-    busy core. Scale with ``WORKERS`` instead.
-    """
-    if "OMP_NUM_THREADS" not in os.environ:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-
-
 @bentoml.service(traffic={"timeout": SETTINGS.request_timeout}, workers=SETTINGS.workers)
 class PredictionService:
     """Scores records with the served model(s); not ready when no verified model is loaded."""
@@ -192,8 +164,11 @@ class PredictionService:
         # Routing reloads read and verify models here, never on the event loop.
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self.batching = SETTINGS.batching
+        self.unready_reason: str | None = None
+        self.routing_refused: dict[str, str] | None = None
         self.routing_path = SETTINGS.routing_location
-        self.routing_signature: tuple[Any, ...] | None = None
+        self.reloader = self._reloader(self.routing_path) if self.routing_path is not None else None
+        self.metrics.routing_applied.set(1)  # nothing to apply without a routing document; else the reloader says
         self.watcher: asyncio.Task[None] | None = None
         self.serving: Serving | None = self._initial_serving()
         if self.serving is not None:
@@ -218,12 +193,19 @@ class PredictionService:
         """Why the service is not ready (``/readyz``'s and ``/predict``'s 503 say it), or None."""
         if self.serving is not None:
             return None
-        return getattr(self, "unready_reason", None) or "no verified model is loaded"
+        return self.unready_reason or "no verified model is loaded"
 
     def readiness_detail(self) -> dict[str, Any]:
-        """What ``/readyz`` adds while ready: the last routing document refused, and why."""
-        refused = getattr(self, "routing_refused", None)
-        return {"routing_refused": refused} if refused is not None else {}
+        """What ``/readyz`` adds while ready: with a routing document, whether its models serve (and
+        which do, the retries' last error if any), and the last document refused, and why."""
+        detail: dict[str, Any] = {}
+        if self.reloader is not None:
+            serving = self.serving
+            detail["routing"] = {**self.reloader.state(), "serving": {
+                role: m.version for m, role in serving.roles()} if serving is not None else {}}
+        if self.routing_refused is not None:
+            detail["routing_refused"] = self.routing_refused
+        return detail
 
     def _refused(self, location: str | Path, exc: routing.RoutingRefused) -> None:
         """Count and remember a refused routing document (the caller logs it, once per document,
@@ -231,125 +213,37 @@ class PredictionService:
         self.metrics.routing_refused.labels(exc.reason).inc()
         self.routing_refused = {"reason": exc.reason, "detail": str(exc), "document": str(location)}
 
-    @staticmethod
-    def _as_refusal(exc: BaseException) -> routing.RoutingRefused | None:
-        """The trust refusal ``exc`` is (a bad signature, a digest that differs), or None."""
-        if isinstance(exc, routing.RoutingRefused):
-            return exc
-        if isinstance(exc, ModelDigestMismatch):
-            return routing.RoutingRefused("model_sha256", str(exc))
-        return None
-
     def _initial_serving(self) -> Serving | None:
-        """The routing file's models if one is configured and loads, else the pinned model.
+        """The routing document's models if one is configured and loads, else the pinned model.
 
         The log names the cause of a failure: a routing document that cannot be read or breaks
-        the schema, or the model it names (role, tag, and why: missing, checksum mismatch).
+        the schema, or the model it names (role, tag, and why: missing, checksum mismatch). A
+        document whose models did not load is retried by the reloader (:mod:`~mlops_template.serving.reloader`).
         """
-        self.unready_reason: str | None = None
-        self.routing_refused: dict[str, str] | None = None
-        if self.routing_path is not None:
-            self.routing_signature = self._signature_at_start(self.routing_path)
-            serving = self._initial_routing(self.routing_path)
+        tag = str(_STORED_MODEL.tag)
+        if self.reloader is not None:
+            path = self.reloader.location
+            serving = self.reloader.start(lambda: routing.document_signature(path),
+                                          lambda: LOADER.load_routing(path, None), f"the pinned model {tag}")
             if serving is not None:
                 return serving
-        tag = str(_STORED_MODEL.tag)
         try:
-            return Serving(self._load(tag, PINNED_SHA256))
+            return Serving(LOADER.load(tag, PINNED_SHA256))
         except Exception as exc:
             self.unready_reason = f"model {tag} {describe_load_failure(exc)}"
             logger.error("%s: not ready (%s: %s)", self.unready_reason, type(exc).__name__, exc,
                          exc_info=not is_explained_load_failure(exc))
             return None
 
-    def _initial_routing(self, path: str | Path) -> Serving | None:
-        """The routing document's models at start-up, or None (logged and counted) if unusable.
+    def _reloader(self, path: str | Path) -> RoutingReloader:
+        """The routing document's reloader, reporting to this service's metrics and ``/readyz``."""
+        async def read_signature() -> tuple[Any, ...] | None:
+            return await asyncio.get_running_loop().run_in_executor(self.loader, routing.document_signature, path)
 
-        A document refused by a trust check (signature, digests) is remembered for ``/readyz``.
-        """
-        pinned = _STORED_MODEL.tag
-        try:
-            document = routing.check_trusted(routing.read_routing(path), ROUTING_VERIFY_KEY,
-                                             objectstore.is_url(path))
-        except routing.RoutingRefused as exc:
-            self._refused(path, exc)
-            self.metrics.reload_failures.inc()
-            logger.error("routing document %s refused at startup (%s: %s): serving the pinned model %s",
-                         path, exc.reason, exc, pinned)
-            return None
-        except Exception as exc:
-            self.metrics.reload_failures.inc()
-            logger.error("routing file %s unusable at startup (%s: %s): serving the pinned model %s",
-                         path, type(exc).__name__, exc, pinned)
-            return None
-        loaded = []  # loaded one by one so that a failure names its model
-        for role, entry in routing.slots(document):
-            tag = entry["model_tag"]
-            try:
-                loaded.append(self._load(tag, entry["model_sha256"], entry.get("archive_sha256")))
-            except Exception as exc:
-                refusal = self._as_refusal(exc)
-                if refusal is not None:
-                    self._refused(path, refusal)
-                self.metrics.reload_failures.inc()
-                logger.error("routing file %s: its %s model %s %s at startup (%s: %s): serving the pinned model %s",
-                             path, role, tag, describe_load_failure(exc), type(exc).__name__, exc, pinned,
-                             exc_info=refusal is None and not is_explained_load_failure(exc))
-                return None
-        try:  # the loaded models are reused by tag and digest
-            return self._load_routing(path, Serving(*loaded))
-        except Exception:
-            self.metrics.reload_failures.inc()
-            logger.exception("routing file %s unusable at startup: serving the pinned model %s", path, pinned)
-            return None
-
-    @staticmethod
-    def _signature_at_start(location: str | Path) -> tuple[Any, ...] | None:
-        """The routing document's signature, or None when it cannot be read now (retried later)."""
-        try:
-            return routing.document_signature(location)
-        except StoreUnavailable as exc:
-            logger.error("routing document %s unreachable at startup (%s)", location, exc)
-            return None
-
-    @staticmethod
-    def _load(tag: str, expected_sha256: str | None, archive_sha256: str | None = None) -> ServedModel:
-        """Load and verify one model with this service's contract and scorer setting.
-
-        ``expected_sha256`` is the skops digest from the record that names the model (routing
-        slot, bento argument). In team mode a model missing from the local store is first fetched
-        from beside the routing document, and imported only if its archive has ``archive_sha256``.
-        """
-        location = SETTINGS.routing_location
-        if objectstore.is_url(location):
-            try:
-                bentoml.models.get(tag)
-            except NotFound:
-                if archive_sha256 is None:
-                    raise routing.RoutingRefused("no_digest", f"model {tag} must be fetched but its slot names "
-                                                 "no archive_sha256") from None
-                logger.info("model %s not in the local store: fetching it from %s", tag, location)
-                archives.fetch(str(location), tag, archive_sha256)
-        return load_served_model(tag, CONTRACT, use_replay=SETTINGS.scorer == "auto",
-                                 expected_sha256=expected_sha256)
-
-    def _load_routing(self, path: str | Path, current: Serving | None) -> Serving:
-        """Read the routing document, check it can be trusted, and load its models, reusing
-        those already served with the same digest (RoutingRefused on a failed trust check)."""
-        document = routing.check_trusted(routing.read_routing(path), ROUTING_VERIFY_KEY, objectstore.is_url(path))
-        loaded = {(m.tag, m.sha256): m for m, _ in current.roles()} if current is not None else {}
-
-        def get(slot: dict[str, Any] | None) -> ServedModel | None:
-            if slot is None:
-                return None
-            tag, digest = slot["model_tag"], slot["model_sha256"]
-            try:
-                return loaded.get((tag, digest)) or self._load(tag, digest, slot.get("archive_sha256"))
-            except ModelDigestMismatch as exc:
-                raise routing.RoutingRefused("model_sha256", str(exc)) from None
-
-        return Serving(get(document["champion"]), get(document["challenger"]),
-                       float(document["canary_share"]))
+        hooks = ReloadHooks(failed=self.metrics.reload_failures.inc,
+                            refused=lambda exc: self._refused(path, exc),
+                            applied=lambda applied: self.metrics.routing_applied.set(1 if applied else 0))
+        return RoutingReloader(path, read_signature, lambda: self._reload(path), SETTINGS.routing_poll_seconds, hooks)
 
     def _activate(self, serving: Serving) -> None:
         """Give new models a batcher and publish which models serve, in which role."""
@@ -396,80 +290,19 @@ class PredictionService:
     async def on_worker_start(self) -> None:
         """Freeze start-up objects out of the collector; poll the routing file, if configured."""
         freeze_startup_objects()
-        if self.routing_path is not None:
-            self.watcher = asyncio.create_task(self._watch(self.routing_path, SETTINGS.routing_poll_seconds),
-                                               name="routing-watcher")
-
-    async def _watch(self, path: str | Path, interval: float) -> None:
-        """Reload whenever the routing document changes; a failure never stops the watching.
-
-        A failed reload is retried, backing off up to :data:`MAX_RELOAD_BACKOFF_S`, until it
-        succeeds (a model that reaches the store a moment after the document is picked up), with
-        one log line per failure streak; a document that disappears is logged once. An object
-        store that cannot be reached is polled with the same back-off, logged once when it goes
-        away and once when it is back; the current models serve meanwhile. A document refused by a
-        trust check (:class:`~mlops_template.serving.routing.RoutingRefused`) is logged and counted
-        once and not retried: the current models serve until a trusted document replaces it.
-        """
-        failures, missing, failed_signature, retry_at = 0, False, None, 0.0
-        loop = asyncio.get_running_loop()
-        outage: float | None = None  # when the store stopped answering
-        unreachable = 0
-        while True:
-            await asyncio.sleep(min(interval * 2 ** unreachable, MAX_RELOAD_BACKOFF_S))
-            try:
-                signature = await loop.run_in_executor(self.loader, routing.document_signature, path)
-            except StoreUnavailable as exc:
-                if outage is None:
-                    outage = time.monotonic()
-                    self.metrics.reload_failures.inc()
-                    logger.error("routing document %s unreachable (%s): current models kept; retrying "
-                                 "with back-off", path, exc)
-                unreachable += 1
-                continue
-            if outage is not None:
-                logger.info("routing document %s reachable again after %.0f s", path, time.monotonic() - outage)
-                outage, unreachable = None, 0
-            if signature is None:
-                if not missing:
-                    logger.warning("routing file %s is gone: current models kept until it returns", path)
-                missing = True
-                continue
-            missing = False
-            if signature == self.routing_signature or (
-                    signature == failed_signature and time.monotonic() < retry_at):
-                continue
-            try:
-                await self._reload(path)
-            except routing.RoutingRefused as exc:
-                self._refused(path, exc)
-                self.metrics.reload_failures.inc()
-                logger.error("routing document %s refused (%s: %s): current models kept until a trusted "
-                             "document replaces it", path, exc.reason, exc)
-                self.routing_signature, failures, failed_signature = signature, 0, None
-                continue
-            except Exception as exc:
-                if signature != failed_signature:  # counted and logged once per routing document
-                    self.metrics.reload_failures.inc()
-                    logger.error("routing reload from %s failed (%s: %s): current models kept; retrying",
-                                 path, type(exc).__name__, exc)
-                    failures = 0
-                failures, failed_signature = failures + 1, signature
-                retry_at = time.monotonic() + min(interval * 2 ** failures, MAX_RELOAD_BACKOFF_S)
-                continue
-            if failed_signature == signature:
-                logger.info("routing reload from %s succeeded after %d failed attempt(s)", path, failures)
-            self.routing_signature, failures, failed_signature = signature, 0, None
+        if self.reloader is not None:
+            self.watcher = asyncio.create_task(self.reloader.run(), name="routing-watcher")
 
     async def _reload(self, path: str | Path) -> None:
         """Load the routing file's models off the loop, swap them in, retire replaced ones."""
         current = self.serving
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        serving = await loop.run_in_executor(self.loader, self._load_routing, path, current)
+        serving = await loop.run_in_executor(self.loader, LOADER.load_routing, path, current)
         self._activate(serving)
         self.serving = serving  # the swap: one reference assignment
         self.routing_refused = None
+        self.metrics.ready.set(1)  # also when no model served before (a pinned model that failed its check)
         logger.info("routing reloaded from %s in %.2f s", path, time.perf_counter() - started)
         kept = {id(m) for m, _ in serving.roles()}
         for model, _ in current.roles() if current is not None else []:
@@ -499,21 +332,6 @@ class PredictionService:
         self.metrics.scored(model.version, time.perf_counter() - started, proba, labels)
         return list(zip(proba.tolist(), labels.tolist(), strict=True))
 
-    @staticmethod
-    def inference_entries(request_id: str, model_version: str, rows: list[dict[str, Any]],
-                          results: list[tuple[float, str]], client_request_id: str | None = None,
-                          ) -> list[dict[str, Any]]:
-        """One inference-log entry per scored record, with the record as the client sent it.
-
-        ``request_id`` is the service's own (unique) id; the client's, if any, is kept apart.
-        """
-        client = {"client_request_id": client_request_id} if client_request_id is not None else {}
-        return [
-            {"request_id": request_id, "record_index": index, "model_version": model_version,
-             "features": row, "probability": probability, "label": label, **client}
-            for index, (row, (probability, label)) in enumerate(zip(rows, results, strict=True))
-        ]
-
     async def _score_on(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
         """Score rows with ``model``: through its batcher, or alone on the scoring thread.
 
@@ -526,8 +344,8 @@ class PredictionService:
         try:
             return await loop.run_in_executor(self.executor, self.score_rows, model, rows)
         except Exception as exc:
-            isolation = Isolation(functools.partial(self.score_rows, model), self.executor, CONTROL_ROWS,
-                                  self.metrics.isolated)
+            isolation: Isolation[tuple[float, str]] = Isolation(
+                functools.partial(self.score_rows, model), self.executor, CONTROL_ROWS, self.metrics.isolated)
             verdict = (await isolation.judge([(rows, exc)], others_scored=False))[0]
             if verdict is exc:
                 raise
@@ -547,79 +365,26 @@ class PredictionService:
         except InputError as exc:  # this request's own records, not the service: 422, batchmates unharmed
             logger.info("request %s: not scored by %s (422): %s", request_id, model.tag, exc)
             ctx.response.status_code = 422  # BentoML applies the context's status to any answer
-            return JSONResponse({"error": "unscorable", "request_id": request_id, "message": str(exc),
-                                 "details": [{"record": exc.record, "field": None, "message": str(exc)}]},
-                                status_code=422)
+            answer = JSONResponse({"error": "unscorable", "request_id": request_id, "message": str(exc),
+                                   "details": [{"record": exc.record, "field": None, "message": str(exc)}]},
+                                  status_code=422)
+            return answer  # type: ignore[return-value]  # BentoML sends a Response as it is
         except Exception:
             self.metrics.answered(model.version, "error")
             logger.exception("request %s: scoring with %s failed", request_id, model.tag)
             raise InternalServerError("scoring failed") from None
         self.metrics.answered(model.version, "success")
         if self.inference_log is not None:
-            self.inference_log.submit(self.inference_entries(request_id, model.version, rows,
-                                                             results, _client_request_id(ctx)))
+            self.inference_log.submit(inference_entries(request_id, model.version, rows, results,
+                                                        _client_request_id(ctx)))
         return [Prediction(probability=probability, label=label, model_version=model.version)
                 for probability, label in results]
 
 
-def declare_json_responses(service: Any) -> None:
-    """Fix the media type of every API's answer to JSON, once.
-
-    BentoML otherwise derives the media type of a list answer from its JSON schema, which it
-    rebuilds on every response, on the event loop: a large share of a constant endpoint's time
-    under load.
-    """
-    for api in service.apis.values():
-        api.output_spec.media_type = "application/json"
-
-
-declare_json_responses(PredictionService)
+# @bentoml.service made the class a bentoml.Service object (type checkers do not apply class decorators).
+SERVICE = cast("bentoml.Service[PredictionService]", PredictionService)
+declare_json_responses(SERVICE)
 # Added first, so outermost: a request without a valid key is refused before the guard reads its body.
-PredictionService.add_asgi_middleware(ApiKeyAuth, keys_file=SETTINGS.api_keys_file, runtime=GUARD_RUNTIME)
-PredictionService.add_asgi_middleware(RequestGuard, settings=guard_settings(),
-                                      runtime=GUARD_RUNTIME)
-
-
-def document_openapi(service: Any) -> None:
-    """Make the OpenAPI document BentoML publishes (``/docs.json``, the bento's ``openapi.yaml``)
-    say what the request guard enforces, once.
-
-    BentoML rebuilds the document from the API signature whenever it is asked for and offers no
-    hook: the service object is given a subclass of its own class whose ``openapi_spec`` completes
-    BentoML's document with :func:`~mlops_template.serving.schema.document_predict` (required body,
-    no extra top-level fields, the guard's error answers) and
-    :func:`~mlops_template.serving.schema.document_readyz`.
-    """
-    import attrs
-    from bentoml._internal.utils.cattr import bentoml_cattr
-
-    from mlops_template.serving.guard import ERROR_CODES, READYZ_PATH
-    from mlops_template.serving.schema import SERVICE_ERROR_CODES, document_predict, document_readyz
-
-    api_name = next(name for name, api in service.apis.items() if api.route == PREDICT_PATH)
-
-    class DocumentedService(type(service)):
-        __slots__ = ()  # the same layout as BentoML's (slotted) Service, so the class can be swapped
-
-        @property
-        def openapi_spec(self) -> Any:
-            spec = super().openapi_spec
-            schemas = spec.components["schemas"]
-            input_schema = f"{api_name}__Input"
-            if input_schema in schemas:
-                schemas[input_schema] = bentoml_cattr.unstructure(schemas[input_schema])
-            predict = spec.paths[PREDICT_PATH]
-            operation = bentoml_cattr.unstructure(predict.post)
-            document_predict(operation, schemas, {**ERROR_CODES, **SERVICE_ERROR_CODES}, input_schema)
-            spec.paths[PREDICT_PATH] = attrs.evolve(predict, post=operation)
-            if READYZ_PATH in spec.paths:
-                readyz = spec.paths[READYZ_PATH]
-                probe = bentoml_cattr.unstructure(readyz.get)
-                document_readyz(probe, schemas)
-                spec.paths[READYZ_PATH] = attrs.evolve(readyz, get=probe)
-            return spec
-
-    service.__class__ = DocumentedService
-
-
-document_openapi(PredictionService)
+SERVICE.add_asgi_middleware(ApiKeyAuth, keys_file=SETTINGS.api_keys_file, runtime=GUARD_RUNTIME)
+SERVICE.add_asgi_middleware(RequestGuard, settings=guard_settings(), runtime=GUARD_RUNTIME)
+document_openapi(SERVICE, PREDICT_PATH)

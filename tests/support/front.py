@@ -78,6 +78,11 @@ class Front:
     auth: dict[str, str] = field(default_factory=dict)
     keys_file: Path | None = None
 
+    @property
+    def port(self) -> int:
+        """The port the front listens on (its ``url``'s)."""
+        return urlsplit(self.url).port
+
     def metrics(self) -> str:
         """HAProxy's Prometheus exposition text."""
         return requests.get(self.metrics_url, timeout=5).text
@@ -118,9 +123,10 @@ def write_key(path: Path, name: str, key: str | None = None) -> str:
 
 @contextlib.contextmanager
 def haproxy_front(backends: list[str], directory: Path, wait_up: bool = True,
-                  timeout: float = 30.0, api_keys: bool = True, **env: str) -> Iterator[Front]:
-    """Run ``haproxy -db -f deploy/haproxy/haproxy.cfg`` in front of ``backends`` (URLs such as
-    ``http://127.0.0.1:3001``) with ``env`` added; yield a :class:`Front`; always stop it.
+                  timeout: float = 30.0, api_keys: bool = True, config: Path = CONFIG, **env: str) -> Iterator[Front]:
+    """Run ``haproxy -db -f deploy/haproxy/haproxy.cfg`` (or ``config``, its errors/ beside it) in front
+    of ``backends`` (URLs such as ``http://127.0.0.1:3001``) with ``env`` added; yield a
+    :class:`Front`; always stop it.
 
     Unless ``api_keys`` is false or ``env`` names ``FRONT_API_KEYS_FILE``, the front gets a new key
     file with one key (``Front.key``, ``Front.auth``): the production front admits no one without."""
@@ -142,7 +148,7 @@ def haproxy_front(backends: list[str], directory: Path, wait_up: bool = True,
         settings["FRONT_API_KEYS_FILE"] = str(keys_file)
     settings.update(env)
     log = directory / f"haproxy-{port}.log"
-    process = start_process([binary, "-db", "-f", str(CONFIG)], log, env=settings, drop=("FRONT_",))
+    process = start_process([binary, "-db", "-f", str(config)], log, env=settings, drop=("FRONT_",))
     scheme = "https" if settings.get("FRONT_TLS_CERT") else "http"
     front = Front(f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}/stats",
                   f"http://127.0.0.1:{stats_port}/metrics", log, process, settings, key,

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import requests
 
 from mlops_template.core.contract import load_contract
 from scripts.make_test_bento import train as train_test_model
+from tests.support.waiting import exited, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT = REPO / "contracts" / "adult.yaml"
@@ -69,25 +69,17 @@ def train_small_model(model_dir: Path) -> tuple[pd.DataFrame, object, object]:
 
 def wait_ready(url: str, process: subprocess.Popen, path: str = "/readyz") -> None:
     """Poll ``path`` until it answers 200, failing if the server exits or takes too long."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {process.returncode}")
-        try:
-            if requests.get(f"{url}{path}", timeout=2).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url}{path} not 200 after {STARTUP_TIMEOUT} s")
+    wait_until(lambda: requests.get(f"{url}{path}", timeout=2).status_code == 200, STARTUP_TIMEOUT, 0.3,
+               f"bentoml serve: {url}{path} answering 200", ignore=(requests.ConnectionError, requests.Timeout),
+               abort=exited(process))
 
 
-def start_bento_server(tag: str, home: Path, log_path: Path,
+def start_bento_server(tag: str, home: Path, log_path: Path, cwd: Path | None = None,
                        **env: str) -> tuple[subprocess.Popen, str]:
     """Start ``bentoml serve TAG`` on a free port with ``env`` added; return the process and URL.
 
     The server leads its own process group (see :func:`stop_server`); its output goes to
-    ``log_path``.
+    ``log_path``; ``cwd`` is where it runs (where a ``module:Service`` target is imported from).
     """
     port = free_port()
     full_env = clean_env({"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env})
@@ -95,7 +87,7 @@ def start_bento_server(tag: str, home: Path, log_path: Path,
                "--host", "127.0.0.1"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, cwd=cwd)
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -130,17 +122,9 @@ def start_process(command: list[str], log: Path, env: Mapping[str, str] | None =
 def wait_for(check: Callable[[], bool], process: subprocess.Popen | None, log: Path, what: str,
              timeout: float = STARTUP_TIMEOUT) -> None:
     """Poll ``check()`` until it is true; fail with the log if the process dies or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if check():
-                return
-        except (requests.ConnectionError, requests.Timeout, OSError):
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} not ready after {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+    wait_until(check, timeout, 0.3, f"{what} ready", ignore=(requests.ConnectionError, requests.Timeout, OSError),
+               abort=None if process is None else exited(process),
+               context=lambda: log.read_text(errors="replace")[-3000:])
 
 
 REGISTER_TWO_VERSIONS = """

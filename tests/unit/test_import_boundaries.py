@@ -3,8 +3,10 @@
 - ``serving/`` imports only ``core/`` and ``serving/`` (the bento ships exactly those two);
 - ``core/`` imports neither BentoML, MLflow nor DVC, nor any other layer;
 - ``pipeline/`` never imports ``ops/`` (promotion sits with the records, canary and rollback);
-- the deploy stage's ``dvc.yaml`` dependencies cover everything the bento ships, so a change to
-  served code repackages the model.
+- (every stage's ``dvc.yaml`` deps cover its import closure, and deploy's what the bento ships:
+  ``tests/unit/test_dvc_deps.py``);
+- no import cycles anywhere in the package, function-level imports included: a cycle hidden
+  inside a function still means neither module can be understood (or moved) without the other.
 
 Imports are read from the source (function-level ones included), not by importing it.
 """
@@ -15,7 +17,6 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "mlops_template"
@@ -32,6 +33,77 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
     return found
+
+
+def module_name(path: Path) -> str:
+    """``mlops_template/ops/canary.py`` -> ``mlops_template.ops.canary`` (a package: its ``__init__``)."""
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> dict[str, Path]:
+    """Every module of the package by dotted name."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Which package modules each package module imports, anywhere in its source (functions too).
+
+    ``from P import n`` is an edge to ``P.n`` when that is a module, else to ``P``; relative
+    imports are resolved against the importing module's package.
+    """
+    modules = package_modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                for alias in node.names:
+                    targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None (depth-first search, colouring nodes)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert len(graph) > 40 and graph["mlops_template.ops.canary"], "the graph misses modules or imports"
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
 def layer_files(layer: str) -> list[Path]:
@@ -63,13 +135,11 @@ def test_pipeline_never_imports_ops(path: Path) -> None:
     assert "ops" not in layers_imported(path), sorted(imports_of(path))
 
 
-def test_the_bento_ships_core_and_serving_and_dvc_watches_them() -> None:
+def test_the_bento_ships_core_and_serving() -> None:
     from mlops_template.pipeline.packaging import SERVICE_MODULE, SHIPPED
 
     assert SERVICE_MODULE == "mlops_template.serving.service"
     assert set(SHIPPED) == {"__init__.py", "core/*.py", "serving/*.py"}
-    deps = set(yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["deploy"]["deps"])
-    assert {"mlops_template/core", "mlops_template/serving", "requirements-serve.txt"} <= deps
     # Nothing the service imports lies outside what ships.
     seen, todo = set(), ["mlops_template.serving.service"]
     while todo:

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +24,7 @@ import yaml
 from benchmarks.serving import champion_deployment
 from tests.support.clones import BIN, Clone
 from tests.support.servers import free_port, wait_ready
+from tests.support.waiting import wait_until
 
 VENV_STAMP = BIN.parent / ".installed"
 
@@ -125,20 +125,18 @@ def test_canary_promotion_then_rollback(repo: Clone, tmp_path: Path) -> None:
     try:
         split = served_versions(url, rows, 200)
         assert set(split) == {"1", "2"} and split["2"] >= 20, split
-        decided = repo.python("-m", "mlops_template.canary", "decide", "--metrics-url", f"{url}/metrics",
+        decided = repo.python("-m", "mlops_template", "canary", "decide", "--metrics-url", f"{url}/metrics",
                               "--min-requests", "20")
         assert json.loads(decided.stdout.strip().splitlines()[-1])["action"] == "promote", decided.stdout
-        deadline = time.monotonic() + 30  # the running service follows the routing file
-        while served_versions(url, rows, 10) != {"2": 10}:
-            assert time.monotonic() < deadline, "the service did not switch to v2"
-            time.sleep(0.5)
+        wait_until(lambda: served_versions(url, rows, 10) == {"2": 10}, 30, 0.5,
+                   "the service switched to v2")  # the running service follows the routing file
     finally:
         stop(process)
     assert repo.json("deployments/champion.json")["challenger"] is None
     assert not (repo.path / "models/serving/challenger.bento").exists()
     assert_every_consumer_follows(repo, "2", tmp_path, rows)
 
-    rolled = repo.python("-m", "mlops_template.rollback", "--reason", "test")
+    rolled = repo.python("-m", "mlops_template", "rollback", "--reason", "test")
     assert json.loads(rolled.stdout.strip().splitlines()[-1])["to_version"] == "1", rolled.stdout
     assert_every_consumer_follows(repo, "1", tmp_path, rows)
     assert [e["action"] for e in repo.history()][-3:] == ["canary_start", "canary_promote", "rollback"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlops_template.core.exitcodes import ExitCode
 from tests.support.clones import Clone
 
 NAME = "adult-income"
@@ -56,7 +57,7 @@ def repo(request, tmp_path_factory) -> Clone:
     clone.git("add", "-A")
     clone.git("commit", "--quiet", "-m", "test setup: hold back two batches")
     clone.dvc("repro")
-    proc = clone.python("-m", "mlops_template.golden", "freeze", "--reason", "first model deployed")
+    proc = clone.python("-m", "mlops_template", "golden", "freeze", "--reason", "first model deployed")
     assert "golden set:" in proc.stdout
     clone.git("add", "-A")
     clone.git("commit", "--quiet", "-m", "baseline and golden set")
@@ -75,8 +76,8 @@ def test_golden_set_is_fixed_by_the_command_and_tracked_by_dvc(repo: Clone):
     assert manifest["rows"] == len(pd.read_parquet(repo.path / "data/features/test.parquet"))
     assert (repo.path / "data/golden/golden.parquet.dvc").exists()
     assert "golden.parquet" in (repo.path / "data/golden/.gitignore").read_text()
-    again = repo.python("-m", "mlops_template.golden", "freeze", check=False)
-    assert again.returncode == 1 and "--replace" in again.stderr
+    again = repo.python("-m", "mlops_template", "golden", "freeze", check=False)
+    assert again.returncode == ExitCode.BAD_INPUT and "--replace" in again.stderr
 
 
 def test_clean_batch_is_promoted_and_gate_shows_both_sets(repo: Clone):

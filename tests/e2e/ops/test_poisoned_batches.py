@@ -1,4 +1,4 @@
-"""Poisoned batches through ``python -m mlops_template.retrain`` in a fresh clone.
+"""Poisoned batches through ``python -m mlops_template retrain`` in a fresh clone.
 
 One clone: the baseline holds back the last 25% of ``adult.csv.gz`` as two batches and trains
 champion v1. A targeted flip and a backdoor, both built from held-back rows, are quarantined with
@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from mlops_template.core.contract import load_contract, read_raw_csv
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.ops.guard import Accepted
 from mlops_template.pipeline.validation import validate_frame
 from tests.support.clones import Clone
@@ -25,7 +26,7 @@ from tests.support.guard_attacks import backdoor, targeted_flip
 from tests.support.guard_data import adult
 from tests.support.retrain_helpers import baseline_clone, last_json_line
 
-RETRAIN = ("-m", "mlops_template.retrain")
+RETRAIN = ("-m", "mlops_template", "retrain")
 NAME = "adult-income"
 
 
@@ -64,7 +65,7 @@ def test_poisoned_batches_are_quarantined_and_the_champion_is_unchanged(repo: Cl
 
     proc = repo.python(*RETRAIN, check=False)
 
-    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == ExitCode.QUARANTINED, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert last_json_line(proc.stdout)["status"] == "quarantined"
     quarantine = repo.path / "data/quarantine/batches"
     for name, check in ((flip.name, "label_by_group"), (trigger.name, "trigger")):
@@ -72,7 +73,7 @@ def test_poisoned_batches_are_quarantined_and_the_champion_is_unchanged(repo: Cl
         assert check in [r.split(":")[0] for r in report["reasons"]], report["reasons"]
         assert report["provenance"]["sha256"] == digests[name]
         assert report["provenance"]["user"] == "Poison Tests"
-        assert report["provenance"]["command"] == "python -m mlops_template.retrain"
+        assert report["provenance"]["command"] == "python -m mlops_template retrain"
         assert not (repo.path / "data/raw" / name).exists()
     assert (repo.path / "dvc.lock").read_bytes() == lock_before
     assert champion(repo) == "1"
@@ -89,6 +90,6 @@ def test_a_clean_batch_is_accepted_and_promoted(repo: Clone):
     assert summary["status"] == "promoted", summary
     assert champion(repo) == "2"
     report = repo.json(f"metrics/ingest/{repo.batches[0].name}.report.json")
-    assert report["accepted"] and report["provenance"]["command"] == "python -m mlops_template.retrain --commit"
+    assert report["accepted"] and report["provenance"]["command"] == "python -m mlops_template retrain --commit"
     window = repo.json("metrics/ingest/reference-window.json")
     assert [f["name"] for f in window["files"]] == ["adult.csv.gz"]

@@ -22,10 +22,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlops_template.core.exitcodes import ExitCode
 from tests.support.clones import Clone
 from tests.support.retrain_helpers import baseline_clone, last_json_line
+from tests.support.waiting import poll
 
-RETRAIN = ("-m", "mlops_template.retrain")
+RETRAIN = ("-m", "mlops_template", "retrain")
 NAME = "adult-income"
 
 
@@ -68,7 +70,7 @@ def test_bad_batches_are_quarantined_and_never_reach_raw(repo: Clone):
 
     proc = repo.python(*RETRAIN, check=False)
 
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.returncode == ExitCode.QUARANTINED, proc.stdout + proc.stderr
     summary = last_json_line(proc.stdout)
     assert summary["status"] == "quarantined" and len(summary["quarantined"]) == 3
     quarantine = repo.path / "data/quarantine/batches"
@@ -90,11 +92,14 @@ def test_good_batch_retrains_while_a_second_run_is_locked_out(repo: Clone):
     logs = [repo.path.parent / f"retrain-{i}.log" for i in range(2)]
     procs = [repo.popen(log, sys.executable, *RETRAIN, "--commit") for log in logs]
     ended: dict[int, float] = {}
-    while len(ended) < 2 and time.monotonic() - started < 1200:
+
+    def both_ended() -> bool:
         for i, proc in enumerate(procs):
             if i not in ended and proc.poll() is not None:
                 ended[i] = time.monotonic() - started
-        time.sleep(0.2)
+        return len(ended) == 2
+
+    poll(both_ended, bool, 1200, 0.2)
     runs = {procs[i].returncode: (logs[i].read_text(), seconds) for i, seconds in ended.items()}
 
     assert sorted(runs) == [0, 75], {code: out[-3000:] for code, (out, _) in runs.items()}
@@ -158,7 +163,7 @@ def test_rollback_restores_the_previous_champion(repo: Clone):
     promoted_v1 = next(e for e in repo.history() if e["action"] == "promote" and e["to_version"] == "1")
 
     started = time.monotonic()
-    proc = repo.python("-m", "mlops_template.rollback", "--reason", "test: v2 misbehaves", "--commit")
+    proc = repo.python("-m", "mlops_template", "rollback", "--reason", "test: v2 misbehaves", "--commit")
     seconds = time.monotonic() - started
     print(f"\nrollback command wall time: {seconds:.2f} s; {proc.stdout.strip().splitlines()[0]}")
 

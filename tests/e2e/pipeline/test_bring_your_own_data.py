@@ -1,7 +1,7 @@
 """Bring your own data, through the README's exact steps, on public datasets of other shapes.
 
 For each dataset, in a fresh clone: the CSV goes into ``data/raw/``, ``python -m
-mlops_template.onboard`` drafts the contract and points params.yaml at it, ``dvc repro`` runs
+mlops_template onboard`` drafts the contract and points params.yaml at it, ``dvc repro`` runs
 the pipeline, and a real ``bentoml serve`` of the deployed bento answers every held-out row
 (nulls included) with 200 and the offline ROC AUC. No Python file changes. The datasets ship
 inside PyPI packages (offline); dirt is added to copies where a case is missing, so between
@@ -104,7 +104,7 @@ def adopt(repo: Clone, dataset: Dataset, frame: pd.DataFrame) -> tuple[dict, flo
     """README steps 1-3: the CSV into data/raw/, the onboard command, ``dvc repro``."""
     csv = f"data/raw/{dataset.name}.csv"
     frame.to_csv(repo.path / csv, index=False)
-    printed = repo.python("-m", "mlops_template.onboard", csv, "--target", dataset.target,
+    printed = repo.python("-m", "mlops_template", "onboard", csv, "--target", dataset.target,
                           "--positive", dataset.positive).stdout
     for column in (*dataset.ignored, *dataset.open_vocabulary, *dataset.nullable):
         assert column in printed, printed
@@ -192,7 +192,7 @@ def later_batch_goes_through_retrain(repo: Clone, dataset: Dataset, later: pd.Da
     """Next year's penguins: outside the first batch's years, accepted with the drift named."""
     name = f"{dataset.name}-later.csv"
     later.to_csv(repo.path / "data/incoming" / name, index=False)
-    proc = repo.python("-m", "mlops_template.retrain", check=False, timeout=900)
+    proc = repo.python("-m", "mlops_template", "retrain", check=False, timeout=900)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [a["batch"] for a in summary["accepted"]] == [name], summary
@@ -210,7 +210,7 @@ def test_a_first_model_that_is_not_blessed_stops_dvc_repro(make_clone):
                           "label": rng.choice(["yes", "no"], 400)})
     repo = make_clone("byod-noise")
     frame.to_csv(repo.path / "data/raw/noise.csv", index=False)
-    repo.python("-m", "mlops_template.onboard", "data/raw/noise.csv", "--target", "label", "--positive", "yes")
+    repo.python("-m", "mlops_template", "onboard", "data/raw/noise.csv", "--target", "label", "--positive", "yes")
     proc = repo.dvc("repro", check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -226,7 +226,7 @@ def test_params_that_name_missing_columns_stop_the_first_stage(make_clone):
     repo = make_clone("byod-stale-params")
     first, _ = penguins()
     first.to_csv(repo.path / "data/raw/penguins.csv", index=False)
-    repo.python("-m", "mlops_template.onboard", "data/raw/penguins.csv", "--target", "sex", "--positive", "male")
+    repo.python("-m", "mlops_template", "onboard", "data/raw/penguins.csv", "--target", "sex", "--positive", "male")
     params = repo.params()
     params["featurize"]["drop"] = ["fnlwgt"]
     repo.write_params(params)

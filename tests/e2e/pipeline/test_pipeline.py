@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops_template.core.exitcodes import ExitCode
 from tests.support.clones import STAGES, Clone, running_stages, strict_json
 
 # Outputs of every stage downstream of validate: a failed validate must leave them untouched.
@@ -358,8 +359,8 @@ def test_a_refused_promotion_puts_the_workspace_back(repo):
     name = experiment_name(proc.stdout + proc.stderr)
     before = {path: (repo.path / path).read_bytes()
               for path in ("params.yaml", "dvc.lock", "metrics/gate.json", "deployments/champion.json")}
-    refused = repo.python("-m", "mlops_template.experiments", "promote", name, check=False, timeout=900)
-    assert refused.returncode == 3, refused.stdout + refused.stderr
+    refused = repo.python("-m", "mlops_template", "experiments", "promote", name, check=False, timeout=900)
+    assert refused.returncode == ExitCode.NOT_BLESSED, refused.stdout + refused.stderr
     assert "not blessed" in refused.stdout and "back as it was" in refused.stdout, refused.stdout
     assert {path: (repo.path / path).read_bytes() for path in before} == before
     repo.assert_up_to_date()
@@ -378,7 +379,7 @@ def test_experiments_table_fits_a_terminal_and_a_blessed_experiment_is_promoted(
     assert f"experiments promote {name}" in " ".join(record["last_decision"]["reasons"])
     candidate = repo.json("models/candidate/model_card.json")["mlflow"]["model_version"]
 
-    table = repo.python("-m", "mlops_template.experiments", "show").stdout
+    table = repo.python("-m", "mlops_template", "experiments", "show").stdout
     lines = table.splitlines()
     assert max(len(line) for line in lines) <= 80, table
     (start,) = [i for i, line in enumerate(lines) if line.strip().startswith(name)]
@@ -387,9 +388,9 @@ def test_experiments_table_fits_a_terminal_and_a_blessed_experiment_is_promoted(
     assert "absolute=-1.0" in shown and "learning_rate=0.2" in shown, table
     assert lines[0].split()[:4] == ["Experiment", "roc_auc", "log_loss", "value/row"]
 
-    missing = repo.python("-m", "mlops_template.experiments", "promote", "no-such-exp", check=False)
-    assert missing.returncode == 1 and "no experiment named" in missing.stderr
-    proc = repo.python("-m", "mlops_template.experiments", "promote", name, timeout=900)
+    missing = repo.python("-m", "mlops_template", "experiments", "promote", "no-such-exp", check=False)
+    assert missing.returncode == ExitCode.BAD_INPUT and "no experiment named" in missing.stderr
+    proc = repo.python("-m", "mlops_template", "experiments", "promote", name, timeout=900)
     assert "promoted" in proc.stdout, proc.stdout
     record = repo.json("deployments/champion.json")
     assert record["champion"]["model_version"] == candidate != champion_before

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_template.ops.process import EXIT_UNAVAILABLE
+from mlops_template.core.exitcodes import ExitCode
 from tests.support import team
 from tests.support.clones import Clone
 from tests.support.retrain_helpers import last_json_line, split_raw
@@ -76,7 +76,7 @@ def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_p
     b.dvc("pull")
     assert b.dvc_status() == {}  # A's outputs, from the remote
     shutil.copy(later, b.path / "data/incoming" / later.name)
-    proc = b.python("-m", "mlops_template.retrain", "--commit")
+    proc = b.python("-m", "mlops_template", "retrain", "--commit")
     summary = last_json_line(proc.stdout)
     assert [a["batch"] for a in summary["accepted"]] == [later.name], summary
     gate = b.json("metrics/gate.json")
@@ -93,16 +93,16 @@ def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_p
     shutil.copy(last, b.path / "data/incoming" / last.name)
     wrong = "Not-The-Password-Of-Ci-42"
     b.env["MLFLOW_TRACKING_PASSWORD"] = wrong
-    proc = b.python("-m", "mlops_template.retrain", check=False)
+    proc = b.python("-m", "mlops_template", "retrain", check=False)
     b.env["MLFLOW_TRACKING_PASSWORD"] = shared["users"]["ci"]
-    assert proc.returncode == EXIT_UNAVAILABLE, proc.stdout + proc.stderr
+    assert proc.returncode == ExitCode.UNAVAILABLE, proc.stdout + proc.stderr
     assert "'ci'" in last_json_line(proc.stdout)["error"] and wrong not in proc.stdout + proc.stderr
     assert (b.path / "data/incoming" / last.name).exists() and b.json("deployments/champion.json") == deployed
     parts["postgres"].stop()
     stopped = time.monotonic()
-    proc = b.python("-m", "mlops_template.retrain", check=False)
+    proc = b.python("-m", "mlops_template", "retrain", check=False)
     retrain_s = time.monotonic() - stopped
-    assert proc.returncode == EXIT_UNAVAILABLE, proc.stdout + proc.stderr
+    assert proc.returncode == ExitCode.UNAVAILABLE, proc.stdout + proc.stderr
     assert "database" in last_json_line(proc.stdout)["error"]
     assert (b.path / "data/incoming" / last.name).exists() and not (b.path / "data/raw" / last.name).exists()
     assert b.json("deployments/champion.json") == deployed
@@ -110,13 +110,13 @@ def test_a_second_machine_retrains_against_the_first_ones_champion(shared, tmp_p
 
     parts["mlflow"].stop()
     stopped = time.monotonic()
-    proc = b.python("-m", "mlops_template.rollback", check=False)
+    proc = b.python("-m", "mlops_template", "rollback", check=False)
     rollback_s = time.monotonic() - stopped
-    assert proc.returncode == EXIT_UNAVAILABLE, proc.stdout + proc.stderr
-    assert "does not answer" in proc.stdout and b.json("deployments/champion.json") == deployed
+    assert proc.returncode == ExitCode.UNAVAILABLE, proc.stdout + proc.stderr
+    assert "does not answer" in proc.stderr and b.json("deployments/champion.json") == deployed
     parts["mlflow"].start()
     current = deployed["champion"]["model_version"]
-    proc = b.python("-m", "mlops_template.rollback", "--to", current)  # all back: it runs (nothing to do)
+    proc = b.python("-m", "mlops_template", "rollback", "--to", current)  # all back: it runs (nothing to do)
     assert last_json_line(proc.stdout)["status"] == "unchanged"
     print(f"shared part down: retrain refused in {retrain_s:.1f} s (PostgreSQL), rollback in {rollback_s:.1f} s "
-          f"(MLflow server), exit code {EXIT_UNAVAILABLE}, nothing changed")
+          f"(MLflow server), exit code {ExitCode.UNAVAILABLE:d}, nothing changed")

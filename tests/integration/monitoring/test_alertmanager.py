@@ -22,9 +22,11 @@ import requests
 import yaml
 
 from mlops_template.core.contract import load_contract
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.pipeline.validation import validate_file
 from mlops_template.serving.inference_log import InferenceLog
 from tests.support.servers import free_port, start_process, stop_server, wait_for
+from tests.support.waiting import wait_until
 from tests.support.webhook import receiving
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,13 +54,6 @@ def write_log(directory: Path, frame, contract) -> Path:
 
 def slack_messages(receiver) -> list[str]:
     return [post.json().get("attachments", [{}])[0].get("title", "") for post in receiver.posts("/slack")]
-
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
 
 
 def test_drift_incident_is_notified_once_by_alertmanager_and_resolved(tmp_path: Path) -> None:
@@ -126,20 +121,21 @@ def test_drift_incident_is_notified_once_by_alertmanager_and_resolved(tmp_path: 
             def drift(frame, name: str) -> int:
                 params["monitoring"]["inference_log_dir"] = str(write_log(tmp_path / name, frame, contract))
                 (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-                done = subprocess.run([sys.executable, "-m", "mlops_template.monitoring", "drift", "--params",
+                done = subprocess.run([sys.executable, "-m", "mlops_template", "drift", "--params",
                                        str(tmp_path / "params.yaml")], cwd=tmp_path, env=env, capture_output=True,
                                       text=True, timeout=300)
-                assert done.returncode in (0, 3), done.stdout + done.stderr[-3000:]
+                assert done.returncode in (ExitCode.OK, ExitCode.ALERT), done.stdout + done.stderr[-3000:]
                 return done.returncode
 
-            assert drift(shifted, "log-shifted") == 3  # the job still exits "alert"
-            wait_until(lambda: slack_messages(receiver), "Alertmanager sent no FIRING message")
-            assert drift(shifted, "log-shifted-again") == 3
+            assert drift(shifted, "log-shifted") == ExitCode.ALERT  # the job still exits "alert"
+            wait_until(lambda: slack_messages(receiver), TIMEOUT, 0.5, "Alertmanager sent no FIRING message")
+            assert drift(shifted, "log-shifted-again") == ExitCode.ALERT
             time.sleep(6)  # three group intervals: room for a repeat that must not come
             assert slack_messages(receiver) == ["FIRING: ModelDataDrift"]
 
             assert drift(pool.sample(ROWS, random_state=3), "log-clean") == 0  # like the reference
-            wait_until(lambda: len(slack_messages(receiver)) == 2, "Alertmanager sent no RESOLVED message")
+            wait_until(lambda: len(slack_messages(receiver)) == 2, TIMEOUT, 0.5,
+                       "Alertmanager sent no RESOLVED message")
             time.sleep(4)
             assert slack_messages(receiver) == ["FIRING: ModelDataDrift", "RESOLVED: ModelDataDrift"]
             assert receiver.posts("/job-hook") == []  # the job never notified on its own

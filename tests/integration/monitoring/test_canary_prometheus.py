@@ -23,6 +23,7 @@ import pytest
 import requests
 import yaml
 
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.serving import routing
 from tests.support.servers import REGISTER_TWO_VERSIONS, free_port, start_process, stop_server, wait_for
 
@@ -64,7 +65,7 @@ def replica(text: str) -> ThreadingHTTPServer:
 def canary(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ROUTING_FILE": str(workdir / "routing.json"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "mlops_template.canary", *args], cwd=workdir, env=env,
+    return subprocess.run([sys.executable, "-m", "mlops_template", "canary", *args], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -97,7 +98,7 @@ def test_challenger_errors_on_one_replica_roll_it_back_through_prometheus(tmp_pa
                      "--dry-run")
         assert one.returncode == 0, one.stdout + one.stderr  # replica 1 alone looks healthy
         summed = canary(tmp_path, "decide", "--prometheus-url", url, "--min-requests", "20")
-        assert summed.returncode == 3, summed.stdout + summed.stderr
+        assert summed.returncode == ExitCode.ROLLED_BACK, summed.stdout + summed.stderr
         verdict = json.loads(summed.stdout.strip().splitlines()[-1])
         assert verdict["action"] == "rollback" and any("error rate" in r for r in verdict["reasons"]), verdict
         assert verdict["figures"]["2"]["requests"] == 120  # 40 on each of the 3 replicas

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import requests
 import yaml
 
 from tests.support.servers import free_port, stop_server
+from tests.support.waiting import exited, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 PROMETHEUS_DIR = REPO / "monitoring" / "prometheus"
@@ -56,19 +56,9 @@ def _start(command: list[str], log: Path, env: dict | None = None) -> subprocess
 
 def _wait_http(url: str, process: subprocess.Popen, log: Path) -> None:
     """Poll ``url`` until it answers 200; fail with the log if the process dies or hangs."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited {process.returncode}:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not 200 after {STARTUP_TIMEOUT} s:\n"
-                       f"{log.read_text(errors='replace')[-3000:]}")
+    wait_until(lambda: requests.get(url, timeout=2).status_code == 200, STARTUP_TIMEOUT, 0.3,
+               f"{process.args[0]}: {url} answering 200", ignore=(requests.RequestException,),
+               abort=exited(process), context=lambda: log.read_text(errors="replace")[-3000:])
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +120,14 @@ def _query(prometheus: str, expr: str) -> list[dict]:
 
 def _eventually(prometheus: str, expr: str, check) -> list[dict]:
     """Query until ``check(result)`` holds (scrapes are periodic); return that result."""
-    deadline = time.monotonic() + QUERY_TIMEOUT
-    result: list[dict] = []
-    while time.monotonic() < deadline:
-        result = _query(prometheus, expr)
-        if result and check(result):
-            return result
-        time.sleep(1)
-    raise AssertionError(f"{expr} never satisfied the check; last result {result}")
+    seen: list[dict] = []
+
+    def satisfied() -> list[dict]:
+        seen[:] = _query(prometheus, expr)
+        return list(seen) if seen and check(seen) else []
+
+    return wait_until(satisfied, QUERY_TIMEOUT, 1, f"{expr} satisfying the check",
+                      context=lambda: f"last result {seen}")
 
 
 def _value(result: list[dict]) -> float:

@@ -86,7 +86,8 @@ def loads(monkeypatch) -> list[Path]:
 
 
 def test_the_deployed_champion_is_loaded_and_scores(registry, loads, tmp_path):
-    predictor, info = assessment.verified_champion(registry["params"], registry["records"][1], tmp_path / "dl")
+    predictor, info = assessment.verified_champion(NAME, registry["params"]["mlflow"], registry["records"][1],
+                                                   tmp_path / "dl")
     assert info["model_version"] == "2" and len(loads) == 1
     assert predictor(rows(5)[["x", "g"]]).shape == (5,)
 
@@ -99,7 +100,7 @@ def test_swapped_artifact_and_checksum_are_refused_before_loading(registry, load
     shutil.copy(f"{source}.sha256", f"{target}.sha256")
 
     with pytest.raises(assessment.ChampionRefused) as refused:
-        assessment.verified_champion(registry["params"], v2, tmp_path / "dl")
+        assessment.verified_champion(NAME, registry["params"]["mlflow"], v2, tmp_path / "dl")
 
     assert v1["sha256"] in str(refused.value) and v2["sha256"] in str(refused.value)
     assert loads == []
@@ -110,7 +111,7 @@ def test_an_alias_moved_behind_the_record_is_refused_before_loading(registry, lo
 
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", "1")
     with pytest.raises(assessment.ChampionRefused, match="is not the deployed champion v2"):
-        assessment.verified_champion(registry["params"], registry["records"][1], tmp_path / "dl")
+        assessment.verified_champion(NAME, registry["params"]["mlflow"], registry["records"][1], tmp_path / "dl")
     with pytest.raises(assessment.ChampionRefused, match="records no champion"):
-        assessment.verified_champion(registry["params"], None, tmp_path / "dl")
+        assessment.verified_champion(NAME, registry["params"]["mlflow"], None, tmp_path / "dl")
     assert loads == []

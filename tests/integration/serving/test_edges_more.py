@@ -34,6 +34,7 @@ from mlops_template.monitoring.quality import live_quality
 from mlops_template.serving import routing
 from mlops_template.serving.inference_log import read_log
 from tests.support.servers import CONTRACT, MAX_RECORDS, REPO, start_bento_server, stop_server, wait_ready
+from tests.support.waiting import poll, wait_until
 
 REQUEST_TIMEOUT = 2.0  # also the deadline of a response write the client does not read
 MAX_CONCURRENCY = 2
@@ -72,12 +73,8 @@ def _raw_get(url: str, target: str, head: tuple[str, ...] = ()) -> bytes:
 
 def _wait_for_text(path: Path, text: str, timeout: float = 10.0) -> str:
     """The log once it holds ``text`` (the access log is written after the answer)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        content = path.read_bytes().decode("utf-8", errors="replace")
-        if text in content or time.monotonic() > deadline:
-            return content
-        time.sleep(0.2)
+    return poll(lambda: path.read_bytes().decode("utf-8", errors="replace"), lambda content: text in content,
+                timeout)
 
 
 FORGED = {  # percent-encoded request target -> what a forged line would start with
@@ -130,12 +127,7 @@ def test_request_ids_are_the_services_own_and_the_clients_is_kept_apart(more_ser
     odd = _predict(more_server, records[:1], **{"X-Request-ID": "x" * 65})
     assert odd.status_code == 200 and "X-Client-Request-ID" not in odd.headers
 
-    deadline = time.monotonic() + 10
-    while True:
-        frame = read_log(log_dir)
-        if len(frame) >= 5 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    frame = poll(lambda: read_log(log_dir), lambda frame: len(frame) >= 5, 10)
     ours = frame[frame["request_id"].isin(ids)]
     assert len(ours) == 4, frame[["request_id", "record_index"]]
     assert set(ours["client_request_id"]) == {"order-42"}
@@ -297,13 +289,17 @@ def test_a_client_that_never_reads_its_answers_holds_no_slot(more_server, bento)
         thread.start()
     good = json.dumps({"records": bento["records"][:1]}).encode()
     try:
-        deadline, meanwhile = time.monotonic() + 90, []
-        while _sample(more_server, "model_response_write_timeouts_total") < MAX_CONCURRENCY:
-            assert time.monotonic() < deadline, f"the stalled writes were never abandoned; answers meanwhile: " \
-                                                f"{meanwhile[-10:]}"
+        meanwhile: list[int] = []
+
+        def abandoned() -> bool:
+            if _sample(more_server, "model_response_write_timeouts_total") >= MAX_CONCURRENCY:
+                return True
             meanwhile.append(requests.post(f"{more_server}/predict", data=good, timeout=10,
                                            headers={"Content-Type": "application/json"}).status_code)
-            time.sleep(0.5)
+            return False
+
+        wait_until(abandoned, 90, 0.5, "the stalled writes abandoned",
+                   context=lambda: f"answers meanwhile: {meanwhile[-10:]}")
         answers = []
         for _ in range(5):
             started = time.monotonic()

@@ -25,6 +25,7 @@ import requests
 
 from tests.support.front import Front, haproxy_binary, haproxy_front, stand_in_replica
 from tests.support.http import RawAnswer, read_all
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed (apt-get install haproxy)")
 
@@ -292,14 +293,11 @@ def test_a_replica_that_is_not_ready_gets_no_traffic(tmp_path: Path) -> None:
     with stand_in_replica(name="a") as first, stand_in_replica(name="b") as second, haproxy_front(
             [first.url, second.url], tmp_path, FRONT_CHECK_INTER="300ms") as running:
         second.ready.clear()
-        deadline = time.monotonic() + 5
-        while running.servers_up()["replica2"] and time.monotonic() < deadline:
-            time.sleep(0.1)
+        poll(lambda: running.servers_up()["replica2"], lambda up: not up, 5, 0.1)
         served = [post_from(running, PROBE) for _ in range(10)]
         assert [(status, answer["replica"]) for status, _, answer, _ in served] == [(200, "a")] * 10
         second.ready.set()
-        while not running.servers_up()["replica2"] and time.monotonic() < deadline + 5:
-            time.sleep(0.1)
+        poll(lambda: running.servers_up()["replica2"], bool, 10, 0.1)
         assert {post_from(running, PROBE)[2]["replica"] for _ in range(10)} == {"a", "b"}
 
 
@@ -330,8 +328,7 @@ def test_a_stopped_replica_is_taken_out_without_failures(server: str, start_serv
                 before_stop = len(outcomes)
                 second_replica.close()  # SIGTERM to the second replica, under traffic
                 stopped_at = time.monotonic()
-                while running.servers_up().get("replica2") and time.monotonic() - stopped_at < 10:
-                    time.sleep(0.2)
+                poll(lambda: running.servers_up().get("replica2"), lambda up: not up, 10, 0.2)
                 taken_out = time.monotonic() - stopped_at
                 time.sleep(1.5)
             finally:

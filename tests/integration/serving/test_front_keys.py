@@ -4,7 +4,7 @@ the client's routing key, request ids, 413 at once and TLS, through the real HAP
 stand-in where what the replica receives must be seen, or a slow one is needed).
 
 Keys are written as the front reads them (``<sha256 hex> <name>`` lines), once by the project's own
-command (``python -m mlops_template.apikeys create``). Skipped when haproxy is not installed.
+command (``python -m mlops_template apikeys create``). Skipped when haproxy is not installed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import requests
 from tests.support.front import Front, haproxy_binary, haproxy_front, stand_in_replica, write_key
 from tests.support.http import read_all
 from tests.support.servers import REPO
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed (apt-get install haproxy)")
 
@@ -153,10 +154,10 @@ def test_only_the_allowed_paths_are_served(front: Front, server: str) -> None:
 
 
 def test_a_key_made_by_the_projects_command_gets_in(tmp_path: Path) -> None:
-    """``python -m mlops_template.apikeys create`` prints a key that the front admits; a near miss is 401."""
+    """``python -m mlops_template apikeys create`` prints a key that the front admits; a near miss is 401."""
     keys = tmp_path / "api-keys"
-    made = subprocess.run([sys.executable, "-m", "mlops_template.apikeys", "create", "ci-client", "--file", str(keys)],
-                          cwd=REPO, capture_output=True, text=True, check=True, timeout=60)
+    made = subprocess.run([sys.executable, "-m", "mlops_template", "apikeys", "create", "ci-client",
+                           "--file", str(keys)], cwd=REPO, capture_output=True, text=True, check=True, timeout=60)
     key = made.stdout.strip()
     assert key and key not in keys.read_text()
     with stand_in_replica() as replica, \
@@ -255,9 +256,7 @@ def test_every_answer_the_front_makes_carries_its_request_id(tmp_path: Path) -> 
         assert (status, answer["error"]) == (408, "request_timeout")  # the body never came
         ids.append(headers["x-request-id"])
         replica.ready.clear()
-        deadline = time.monotonic() + 5
-        while running.servers_up()["replica1"] and time.monotonic() < deadline:
-            time.sleep(0.1)
+        poll(lambda: running.servers_up()["replica1"], lambda up: not up, 5, 0.1)
         ids.append(front_error(requests.post(f"{running.url}/predict", json={}, headers=running.auth, timeout=10),
                                503, "unavailable"))
         not_ready = requests.get(f"{running.url}/readyz", timeout=10)
@@ -266,9 +265,7 @@ def test_every_answer_the_front_makes_carries_its_request_id(tmp_path: Path) -> 
         ids.append(front_error(requests.post(f"{running.url}/predict", json={}, headers=running.auth, timeout=10),
                                429, "rate_limited"))
         # HAProxy writes an access-log line when it is done with the request: wait for the last ones
-        deadline = time.monotonic() + 10
-        while (missing := [i for i in ids if i not in running.log.read_text()]) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        missing = poll(lambda: [i for i in ids if i not in running.log.read_text()], lambda missing: not missing, 10)
     assert all(UUID.match(found) for found in ids) and len(set(ids)) == len(ids), ids
     assert not missing, f"request ids not in the access log: {missing}\n{running.log.read_text()[-3000:]}"
 

@@ -8,7 +8,6 @@ the same directory appends to what the first wrote.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ import pandas as pd
 import requests
 
 from mlops_template.serving.inference_log import read_log
+from tests.support.waiting import poll
 
 SIZES = (1, 3, 1, 5, 2, 1, 4, 1)  # records per request
 CONCURRENT = 8  # requests sent at once, on top of the sequential ones
@@ -43,12 +43,7 @@ def _traffic(url: str, records: list[dict], offset: int) -> list[tuple[str, list
 
 def _wait_for(directory: Path, count: int, timeout: float = 10.0) -> pd.DataFrame:
     """The log once it holds ``count`` entries (the writer thread lags by milliseconds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = read_log(directory)
-        if len(frame) >= count or time.monotonic() > deadline:
-            return frame
-        time.sleep(0.1)
+    return poll(lambda: read_log(directory), lambda frame: len(frame) >= count, timeout, 0.1)
 
 
 def _check(frame: pd.DataFrame, sent: list[tuple[str, list[dict], list[dict]]]) -> None:

@@ -29,12 +29,14 @@ import pytest
 import requests
 
 from mlops_template.core import objectstore, signing
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.ops.process import shared_services_down
 from mlops_template.serving import routing
 from mlops_template.serving.inference_log import read_log
 from tests.support import team
 from tests.support.front import Front, haproxy_binary, haproxy_front
 from tests.support.servers import REPO, start_bento_server, stop_server, wait_ready
+from tests.support.waiting import poll
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +122,12 @@ def _until_all_serve(replicas: list[str], record: dict, version: str, since: flo
     """Seconds from ``since`` (wall clock) until every replica was seen answering with ``version``
     (an upper bound: a replica may have switched before it was asked); fails after ``timeout``."""
     pending = set(replicas)
-    while pending and time.time() - since < timeout:
-        pending = {url for url in pending if _served_version(url, record) != version}
-        if pending:
-            time.sleep(0.05)
+
+    def still_pending() -> set[str]:
+        pending.difference_update({url for url in pending if _served_version(url, record) == version})
+        return set(pending)
+
+    poll(still_pending, lambda left: not left, max(0.0, timeout - (time.time() - since)), 0.05)
     assert not pending, f"replicas {sorted(pending)} still not serving v{version} after {timeout} s"
     return time.time() - since
 
@@ -217,9 +221,7 @@ def test_every_replicas_inference_log_reaches_the_store(team_serving: dict, stor
         frame = read_log(LOG_URL)
         return set(frame["request_id"]) & ids
 
-    deadline = time.monotonic() + 15
-    while shipped() != ids and time.monotonic() < deadline:
-        time.sleep(0.5)
+    poll(shipped, lambda found: found == ids, 15, 0.5)
     frame = read_log(LOG_URL)
     mine = frame[frame["request_id"].isin(ids)]
     assert set(mine["request_id"]) == ids
@@ -229,11 +231,11 @@ def test_every_replicas_inference_log_reaches_the_store(team_serving: dict, stor
 
     reference = serving["root"] / "reference.parquet"  # the drift job, as cron runs it, on every replica's log
     bento["test"].to_parquet(reference)
-    drift = subprocess.run([sys.executable, "-m", "mlops_template.monitoring", "drift", "--reference", str(reference),
+    drift = subprocess.run([sys.executable, "-m", "mlops_template", "drift", "--reference", str(reference),
                             "--report-dir", str(serving["root"] / "reports"), "--last-n", "1000000"],
                            env={**os.environ, **serving["store_env"], "INFERENCE_LOG_URL": LOG_URL}, cwd=REPO,
                            capture_output=True, text=True, timeout=300)
-    assert drift.returncode in (0, 3), drift.stdout + drift.stderr
+    assert drift.returncode in (ExitCode.OK, ExitCode.ALERT), drift.stdout + drift.stderr
     assert f" {len(read_log(LOG_URL))} records;" in drift.stdout, drift.stdout
 
 
@@ -256,7 +258,7 @@ def test_a_store_outage_costs_no_request_and_the_log_catches_up(team_serving: di
         ready = [requests.get(f"{url}/readyz", timeout=5).status_code for url in serving["replicas"]]
         monkeypatch.setenv(routing.URL_ENV_VAR, ROUTING_URL)
         preflight_started = time.monotonic()
-        down = shared_services_down({"tracking_uri": "sqlite:///unused.db"})
+        down = shared_services_down({"tracking_uri": "sqlite:///unused.db", "experiment": "unused"})
         preflight_s = time.monotonic() - preflight_started
         back = time.monotonic()
         store.start()  # moto comes back empty: the deploy job publishes the routing again
@@ -269,9 +271,8 @@ def test_a_store_outage_costs_no_request_and_the_log_catches_up(team_serving: di
     assert down is not None and "object store" in down and preflight_s < 15, (down, preflight_s)
     assert len(during) > 20
 
-    deadline = time.monotonic() + 60  # the shipper's back-off reached a few seconds during the outage
-    while not during <= set(read_log(LOG_URL)["request_id"]) and time.monotonic() < deadline:
-        time.sleep(1.0)
+    # the shipper's back-off reached a few seconds during the outage
+    poll(lambda: set(read_log(LOG_URL)["request_id"]), lambda logged: during <= logged, 60, 1.0)
     caught_up = time.monotonic() - back
     assert during <= set(read_log(LOG_URL)["request_id"])
     for index in range(1, REPLICAS + 1):
@@ -371,12 +372,12 @@ def test_untrusted_routing_is_refused_by_every_replica_under_load(team_serving: 
             tag, written = done.stdout.split()[-2], float(done.stdout.split()[-1])
             if reason == "archive_sha256":
                 tampered_tag = tag
-            deadline = time.time() + SWITCH_BOUND_S
-            pending = set(serving["replicas"])
-            while pending and time.time() < deadline:
-                pending = {url for url in pending if _refusals(url, reason) < before[url] + 1
-                           or (_routing_refused(url) or {}).get("reason") != reason}
-                time.sleep(0.1)
+
+            def not_refused(reason: str = reason, before: dict = before) -> set[str]:
+                return {url for url in serving["replicas"] if _refusals(url, reason) < before[url] + 1
+                        or (_routing_refused(url) or {}).get("reason") != reason}
+
+            pending = poll(not_refused, lambda left: not left, SWITCH_BOUND_S, 0.1)
             assert not pending, f"{reason}: replicas {sorted(pending)} did not refuse within {SWITCH_BOUND_S} s"
             seen[reason] = time.time() - written
             time.sleep(2 * POLL_SECONDS)  # more polls: still refused once, still v7
@@ -391,9 +392,8 @@ def test_untrusted_routing_is_refused_by_every_replica_under_load(team_serving: 
         for reason in seen:
             assert log.count(f"refused ({reason}:") == 1, (reason, log[-3000:])
     _write_routing(serving["writer_env"], routing.champion_only("adult-income", tags["7"], "7", 0.0))
-    deadline = time.time() + SWITCH_BOUND_S
-    while any(_routing_refused(url) for url in serving["replicas"]) and time.time() < deadline:
-        time.sleep(0.2)
+    poll(lambda: any(_routing_refused(url) for url in serving["replicas"]), lambda refused: not refused,
+         SWITCH_BOUND_S, 0.2)
     assert not any(_routing_refused(url) for url in serving["replicas"])
     logger.warning("replicas: %d requests through the front while 4 untrusted routing documents were written, "
                    "0 failed, all v7; every replica refused each within %s s", len(answers),

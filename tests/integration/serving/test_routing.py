@@ -25,9 +25,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_template.core import apikeys
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.serving import routing
 from mlops_template.serving.routing import routes_to_challenger
 from tests.support.servers import REGISTER_TWO_VERSIONS, REPO
+from tests.support.waiting import wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -190,22 +192,26 @@ def test_bad_routing_keeps_serving(start_server: Callable, bento: dict, tags: di
                   lambda: path.write_text("{not json", encoding="utf-8")]
         for count, write in enumerate(writes, start=1):
             write()
-            deadline = time.monotonic() + POLL_SECONDS + 10
-            while _sample(url, "model_routing_reload_failures_total") < count:
+
+            def counted(count: int = count) -> bool:  # serving v7 all the while
+                if _sample(url, "model_routing_reload_failures_total") >= count:
+                    return True
                 response = _predict(url, bento["records"][0])
                 assert response.status_code == 200 and response.json()[0]["model_version"] == "7"
-                assert time.monotonic() < deadline, f"reload failure {count} not counted"
+                return False
+
+            wait_until(counted, POLL_SECONDS + 10, 0.01, f"reload failure {count} counted")
         assert _sample(url, "model_routing_reload_failures_total") == len(writes)
         assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
         assert _predict(url, bento["records"][0]).json()[0]["model_version"] == "7"
 
 
 def _run_canary(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m mlops_template.canary ARGS`` in ``workdir``, on its own MLflow store."""
+    """``python -m mlops_template canary ARGS`` in ``workdir``, on its own MLflow store."""
     env = {**os.environ, "ROUTING_FILE": str(workdir / "routing.json"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
            "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "mlops_template.canary", *args], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "mlops_template", "canary", *args], cwd=workdir,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -236,14 +242,14 @@ def test_canary_decide(canary: tuple[str, dict[str, str], str, dict[str, str]], 
         'model_version="8"', 'model_version="2"')
     (workdir / "live.txt").write_text(live, encoding="utf-8")
     waiting = _run_canary(workdir, "decide", "--metrics-file", "live.txt", "--min-requests", "5000")
-    assert waiting.returncode == 4, waiting.stdout + waiting.stderr
+    assert waiting.returncode == ExitCode.WAIT, waiting.stdout + waiting.stderr
 
     failing = live.replace('model_version_requests_total{model_version="2",outcome="error"} 0.0',
                            'model_version_requests_total{model_version="2",outcome="error"} 20.0')
     assert failing != live
     (workdir / "failing.txt").write_text(failing, encoding="utf-8")
     rolled = _run_canary(workdir, "decide", "--metrics-file", "failing.txt")
-    assert rolled.returncode == 3, rolled.stdout + rolled.stderr
+    assert rolled.returncode == ExitCode.ROLLED_BACK, rolled.stdout + rolled.stderr
     assert routing.read_routing(workdir / "routing.json")["challenger"] is None
     assert _history(workdir)[-1]["action"] == "canary_rollback"
 
@@ -266,7 +272,7 @@ import shutil, sys
 from pathlib import Path
 import bentoml
 source = bentoml.models.get(sys.argv[1])
-with bentoml.models.create('adult-income:late', labels=dict(source.info.labels),
+with bentoml.models.create(sys.argv[2] if len(sys.argv) > 2 else 'adult-income:late', labels=dict(source.info.labels),
                            metadata=dict(source.info.metadata)) as late:
     for item in Path(source.path).iterdir():
         if item.is_file() and item.name != 'model.yaml':
@@ -281,18 +287,40 @@ def test_a_model_that_reaches_the_store_after_the_routing_file_is_picked_up(
     _write(path, tags, "7")
     with start_server("late-model", ROUTING_FILE=str(path), ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
         _write(path, {**tags, "8": "adult-income:late"}, "8", digests={"8": _recorded(tags["8"])})
-        deadline = time.monotonic() + 10
-        while _sample(url, "model_routing_reload_failures_total") < 1:
-            assert time.monotonic() < deadline, "the failed reload was not counted"
-            time.sleep(0.2)
+        wait_until(lambda: _sample(url, "model_routing_reload_failures_total") >= 1, 10, 0.2,
+                   "the failed reload counted")
         time.sleep(3 * POLL_SECONDS)  # retries meanwhile: still one failure, still v7
         assert _sample(url, "model_routing_reload_failures_total") == 1
         assert _predict(url, bento["records"][0]).json()[0]["model_version"] == "7"
         env = {**os.environ, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true"}
         subprocess.run([sys.executable, "-c", LATE_MODEL_CODE, tags["8"]], env=env, check=True,
                        capture_output=True, timeout=120)
-        deadline = time.monotonic() + 30  # within the retry backoff bound
-        while _predict(url, bento["records"][0]).json()[0]["model_version"] != "8":
-            assert time.monotonic() < deadline, "the late model was never picked up"
-            time.sleep(0.3)
+        wait_until(lambda: _predict(url, bento["records"][0]).json()[0]["model_version"] == "8",
+                   30, 0.3, "the late model picked up")  # within the retry backoff bound
         assert _sample(url, "model_routing_reload_failures_total") == 1
+
+
+def test_a_model_missing_at_start_up_is_retried_until_the_document_serves(
+        start_server: Callable, bento: dict, tags: dict[str, str], tmp_path: Path) -> None:
+    """The replica that never caught up: the routing file names a model the store does not hold yet
+    when the server starts, so the pinned v7 serves, saying that the document is not applied; once the
+    model arrives, the document's model serves without anyone rewriting the file (one failure counted)."""
+    path = tmp_path / "routing.json"
+    late = "adult-income:lateatstart"
+    _write(path, {**tags, "8": late}, "8", digests={"8": _recorded(tags["8"])})
+    with start_server("late-at-start", ROUTING_FILE=str(path), ROUTING_POLL_SECONDS=str(POLL_SECONDS)) as url:
+        assert _predict(url, bento["records"][0]).json()[0]["model_version"] == "7"
+        before = requests.get(f"{url}/readyz", timeout=10).json()["routing"]
+        applied_before = _sample(url, "model_routing_applied")
+        env = {**os.environ, "BENTOML_HOME": str(bento["home"]), "BENTOML_DO_NOT_TRACK": "true"}
+        subprocess.run([sys.executable, "-c", LATE_MODEL_CODE, tags["8"], late], env=env, check=True,
+                       capture_output=True, timeout=120)
+        wait_until(lambda: _predict(url, bento["records"][0]).json()[0]["model_version"] == "8",
+                   45, 0.3, "the document's model picked up after start-up")  # retries back off to 30 s apart
+        after = requests.get(f"{url}/readyz", timeout=10).json()["routing"]
+        assert _sample(url, "model_routing_applied") == 1
+        assert _sample(url, "model_routing_reload_failures_total") == 1
+    assert before["applied"] is False and before["serving"] == {"champion": "7"}, before
+    assert late in before["retrying"]["error"], before
+    assert applied_before == 0
+    assert after["applied"] is True and after["serving"] == {"champion": "8"} and "retrying" not in after, after

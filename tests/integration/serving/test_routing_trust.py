@@ -34,6 +34,7 @@ from mlops_template.core import signing
 from mlops_template.serving import routing
 from tests.support import team
 from tests.support.servers import REPO
+from tests.support.waiting import wait_until
 
 POLL_SECONDS = 0.5
 REFUSAL_BOUND_S = 20.0
@@ -97,10 +98,7 @@ def _load(url: str, record: dict, threads: int = 2) -> Iterator[list[tuple[int, 
 
 
 def _until(condition: Callable[[], bool], what: str, timeout: float = REFUSAL_BOUND_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
+    wait_until(condition, timeout, 0.2, what)
 
 
 def test_a_routing_file_naming_a_model_whose_digest_differs_is_refused(

@@ -1,6 +1,6 @@
 """The service's own API keys (``API_KEYS_FILE``), against a real ``bentoml serve``.
 
-Keys are made with the documented command (``python -m mlops_template.apikeys``), revoked while
+Keys are made with the documented command (``python -m mlops_template apikeys``), revoked while
 the server runs, and the key file is broken and mended under it.
 """
 
@@ -19,14 +19,15 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import waiting
 from tests.support.servers import REPO, free_port, start_process, stop_server, wait_for
 
 RELOAD_DEADLINE_S = 10.0  # waiting is what is tested: a change must apply without a restart
 
 
 def apikeys(*args: str) -> subprocess.CompletedProcess:
-    """``python -m mlops_template.apikeys ARGS``, as an operator runs it."""
-    return subprocess.run([sys.executable, "-m", "mlops_template.apikeys", *args], cwd=REPO,
+    """``python -m mlops_template apikeys ARGS``, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "mlops_template", "apikeys", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60, check=True)
 
 
@@ -47,9 +48,7 @@ def unauthorized(url: str, key: str, reason: str) -> float:
 def wait_until(check: Callable[[], bool], what: str) -> float:
     """Poll ``check`` until true; return how long it took."""
     started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < RELOAD_DEADLINE_S, f"{what} not seen within {RELOAD_DEADLINE_S} s"
-        time.sleep(0.1)
+    waiting.wait_until(check, RELOAD_DEADLINE_S, 0.1, f"{what} seen")
     return time.monotonic() - started
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from pathlib import Path
 
 import requests
@@ -20,6 +19,7 @@ import yaml
 
 from tests.support.hostile_models import write_hostile_model
 from tests.support.servers import MAX_RECORDS, start_bento_server, stop_server
+from tests.support.waiting import poll
 
 STARTUP_SECONDS = 90.0
 
@@ -54,14 +54,16 @@ def _serve_until_settled(bento: dict, home: Path, log: Path):
     """Start the server; wait until /livez answers or the process exits; return (process, url)."""
     process, url = start_bento_server(bento["tag"], home, log, MAX_RECORDS=str(MAX_RECORDS),
                                       INFERENCE_LOG="off")
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
+
+    def settled() -> bool:
+        if process.poll() is not None:
+            return True
         try:
-            if requests.get(f"{url}/livez", timeout=2).status_code == 200:
-                break
+            return requests.get(f"{url}/livez", timeout=2).status_code == 200
         except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(0.3)
+            return False
+
+    poll(settled, bool, STARTUP_SECONDS, 0.3)
     return process, url
 
 

@@ -145,14 +145,15 @@ def test_the_load_failure_description_still_says_untrusted_types(tmp_path) -> No
 
 def test_training_records_the_types_and_loading_checks_them(params, contract, spec, split, tmp_path) -> None:
     """The model card train_candidate writes lists the file's types; load_model holds the file to it."""
+    from mlops_template.core.params import TrainSection
     from mlops_template.pipeline.training import train_candidate
 
     cfg = {**params["train"], "estimator": "logistic_regression"}
     spec_path = tmp_path / "feature_spec.json"
     spec.to_json(spec_path)
     out = tmp_path / "candidate"
-    candidate = train_candidate({**params, "train": cfg}, contract, spec, split[0].head(2000), "0" * 64,
-                                out, spec_path)
+    candidate = train_candidate(TrainSection.parse(cfg), params["deploy"]["model_name"], contract, spec,
+                                split[0].head(2000), "0" * 64, out, spec_path)
     card = json.loads((out / "model_card.json").read_text())
     assert card["model_types"] == candidate.card["model_types"] == model_types(out / "model.skops")
     assert "sklearn.linear_model._logistic.LogisticRegression" in card["model_types"]

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlops_template.cli import main
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.core.io import read_json
-from mlops_template.monitoring import EXIT_ALERT, EXIT_ERROR, EXIT_OK, Settings, Window
-from mlops_template.monitoring.__main__ import main
+from mlops_template.monitoring import Settings, Window
 from mlops_template.monitoring.alerts import LOG_FILE, STATE_FILE, AlertSink
 from mlops_template.monitoring.drift import columns_not_sent, detect_drift, run_drift_job
 
@@ -102,8 +103,8 @@ def test_alert_reaches_webhook_once_per_incident(
 ) -> None:
     hook = f"{receiver.url}/hook"
     receiver.fail_next = 1  # the first delivery attempt gets a 500 and is retried
-    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == EXIT_ALERT
-    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == EXIT_ALERT
+    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == ExitCode.ALERT
+    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == ExitCode.ALERT
     posts = receiver.posts()
     assert len(posts) == 2  # one failed attempt, one delivery; the second run is deduplicated
     payload = posts[1].json()
@@ -115,8 +116,8 @@ def test_alert_reaches_webhook_once_per_incident(
     assert len(block["text"]["text"]) <= 3000
 
     # the condition clears: the incident is resolved; drift again is a new incident
-    assert cli(params_file, like_log, reference_path, "--webhook", hook) == EXIT_OK
-    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == EXIT_ALERT
+    assert cli(params_file, like_log, reference_path, "--webhook", hook) == ExitCode.OK
+    assert cli(params_file, shifted_log, reference_path, "--webhook", hook) == ExitCode.ALERT
     texts = [p.json()["text"] for p in receiver.posts()[2:]]
     assert texts[0].startswith("[RESOLVED] Data drift") and texts[1].startswith("[WARNING] Data drift")
     assert len(texts) == 2
@@ -125,30 +126,30 @@ def test_alert_reaches_webhook_once_per_incident(
 
 
 def test_job_survives_webhook_down(tmp_path, params_file, shifted_log, reference_path, dead_url) -> None:
-    assert cli(params_file, shifted_log, reference_path, "--webhook", dead_url) == EXIT_ALERT
+    assert cli(params_file, shifted_log, reference_path, "--webhook", dead_url) == ExitCode.ALERT
     [record] = [json.loads(x) for x in (tmp_path / "reports" / LOG_FILE).read_text().splitlines()]
     assert record["delivery"] == "failed"
     assert read_json(tmp_path / "reports" / "alert-state.json") == {}  # not sent: retried next run
 
 
 def test_empty_window_is_an_error(tmp_path, params_file, reference_path) -> None:
-    """The real command line: nothing logged yet is an error for cron (exit 1), said in one line."""
+    """The real command line: nothing logged yet is an error for cron (exit 65), said in one line."""
     result = subprocess.run(
-        [sys.executable, "-m", "mlops_template.monitoring", "drift", "--params", str(params_file),
+        [sys.executable, "-m", "mlops_template", "drift", "--params", str(params_file),
          "--log-dir", str(tmp_path / "no-log"), "--reference", str(reference_path)],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
         timeout=120,
     )
-    assert result.returncode == EXIT_ERROR
-    assert result.stdout.startswith("drift: ERROR ValueError: no inference records")
-    assert result.stdout.count("\n") == 1
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert result.stderr.startswith("mlops-template drift: error: no inference records"), result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_gauges_pushed_to_pushgateway_from_env(
     tmp_path, params_file, shifted_log, reference_path, receiver, monkeypatch
 ) -> None:
     monkeypatch.setenv("PUSHGATEWAY_URL", receiver.url)
-    assert cli(params_file, shifted_log, reference_path) == EXIT_ALERT
+    assert cli(params_file, shifted_log, reference_path) == ExitCode.ALERT
     [push] = [r for r in receiver.requests if r.path == "/metrics/job/model_drift"]
     assert push.method == "PUT"
     body = push.body.decode()
@@ -195,7 +196,7 @@ def test_window_below_minimum_reports_but_never_alerts(
     with caplog.at_level(logging.INFO, logger="mlops_template.monitoring"):
         code = cli(params_file, shifted_log, reference_path, "--last-n", "7",
                    "--webhook", f"{receiver.url}/hook")
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert capsys.readouterr().out.startswith("drift: too few records; share ")
 
     saved = read_json(report_dir / "drift.json")
@@ -228,7 +229,7 @@ def test_window_at_minimum_alerts_as_before(
 ) -> None:
     """The same 7 records with min_window_records 7: the job alerts (exit 3) as it always did."""
     with_min_window(params_file, 7)
-    assert cli(params_file, shifted_log, reference_path, "--last-n", "7") == EXIT_ALERT
+    assert cli(params_file, shifted_log, reference_path, "--last-n", "7") == ExitCode.ALERT
     assert capsys.readouterr().out.startswith("drift: DETECTED; share")
     report_dir = tmp_path / "reports"
     saved = read_json(report_dir / "drift.json")
@@ -247,11 +248,11 @@ def test_window_below_minimum_does_not_resolve_an_open_incident(
 ) -> None:
     """A small quiet window is no evidence that the drift is over (as with quality's min_labelled)."""
     report_dir = tmp_path / "reports"
-    assert cli(params_file, shifted_log, reference_path) == EXIT_ALERT
-    assert cli(params_file, like_log, reference_path, "--last-n", "7") == EXIT_OK
+    assert cli(params_file, shifted_log, reference_path) == ExitCode.ALERT
+    assert cli(params_file, like_log, reference_path, "--last-n", "7") == ExitCode.OK
     assert alert_log(report_dir) == [("drift", "firing")]
     assert "drift" in read_json(report_dir / STATE_FILE)
-    assert cli(params_file, like_log, reference_path) == EXIT_OK  # a full quiet window resolves
+    assert cli(params_file, like_log, reference_path) == ExitCode.OK  # a full quiet window resolves
     assert alert_log(report_dir) == [("drift", "firing"), ("drift", "resolved")]
 
 

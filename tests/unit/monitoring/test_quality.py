@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mlops_template.cli import main
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.core.io import read_json, write_json
-from mlops_template.monitoring import EXIT_ALERT, EXIT_ERROR, EXIT_OK
-from mlops_template.monitoring.__main__ import main
 from mlops_template.monitoring.alerts import LOG_FILE
 from mlops_template.monitoring.quality import read_ground_truth
 from mlops_template.serving.inference_log import InferenceLog
@@ -70,7 +70,7 @@ def test_good_window_keeps_quality(tmp_path, params_file, suffix) -> None:
     y, proba = window(inverted=False)
     labels = tmp_path / f"labels{suffix}"
     write_window(tmp_path / "log", y, proba, labels)
-    assert run_cli(tmp_path, params_file, labels) == EXIT_OK
+    assert run_cli(tmp_path, params_file, labels) == ExitCode.OK
     summary = read_json(tmp_path / "reports" / "quality.json")
     expected = expected_figures(y, proba)
     assert summary["live"]["labelled_records"] == N - 10
@@ -87,7 +87,7 @@ def test_inverted_window_drops_and_alerts(tmp_path, params_file, receiver) -> No
     labels = tmp_path / "labels.jsonl"
     write_window(tmp_path / "log", y, proba, labels)
     assert run_cli(tmp_path, params_file, labels, "--webhook", f"{receiver.url}/hook",
-                   "--pushgateway", receiver.url) == EXIT_ALERT
+                   "--pushgateway", receiver.url) == ExitCode.ALERT
     summary = read_json(tmp_path / "reports" / "quality.json")
     live_auc = summary["live"]["roc_auc"]
     assert live_auc == pytest.approx(roc_auc_score(y[10:], proba[10:]), abs=1e-6)
@@ -108,7 +108,7 @@ def test_inverted_window_drops_and_alerts(tmp_path, params_file, receiver) -> No
     assert body == (tmp_path / "reports" / "quality.prom").read_text()
 
     # the next cron run with the same bad window does not alert again
-    assert run_cli(tmp_path, params_file, labels, "--webhook", f"{receiver.url}/hook") == EXIT_ALERT
+    assert run_cli(tmp_path, params_file, labels, "--webhook", f"{receiver.url}/hook") == ExitCode.ALERT
     assert len(receiver.posts()) == 1
 
 
@@ -118,7 +118,7 @@ def test_too_few_labels_reports_without_alerting(tmp_path, params_file) -> None:
     write_window(tmp_path / "log", y, proba, labels)
     few = pd.read_csv(labels).head(50)
     few.to_csv(labels, index=False)
-    assert run_cli(tmp_path, params_file, labels) == EXIT_OK
+    assert run_cli(tmp_path, params_file, labels) == ExitCode.OK
     summary = read_json(tmp_path / "reports" / "quality.json")
     assert summary["live"]["labelled_records"] == 50
     assert summary["enough_labels"] is False and summary["quality_drop"] is False
@@ -132,9 +132,9 @@ def test_no_matching_labels_and_unknown_classes_are_errors(tmp_path, params_file
     labels = tmp_path / "labels.csv"
     write_window(tmp_path / "log", y, proba, labels)
     pd.DataFrame({"request_id": ["x"], "label": ["<=50K"]}).to_csv(tmp_path / "none.csv", index=False)
-    assert run_cli(tmp_path, params_file, tmp_path / "none.csv") == EXIT_ERROR
+    assert run_cli(tmp_path, params_file, tmp_path / "none.csv") == ExitCode.BAD_INPUT
     pd.DataFrame({"request_id": ["r1"], "label": ["rich"]}).to_csv(tmp_path / "bad.csv", index=False)
-    assert run_cli(tmp_path, params_file, tmp_path / "bad.csv") == EXIT_ERROR
+    assert run_cli(tmp_path, params_file, tmp_path / "bad.csv") == ExitCode.BAD_INPUT
 
 
 def test_ground_truth_defaults_and_corrections(tmp_path) -> None:
@@ -185,8 +185,8 @@ def test_labels_without_record_index_are_refused_for_multi_record_requests(tmp_p
     labels = tmp_path / "labels.csv"
     write_window(tmp_path / "log", y, proba, labels)  # 3 records per request
     pd.read_csv(labels).drop(columns="record_index").to_csv(labels, index=False)
-    assert run_cli(tmp_path, params_file, labels) == EXIT_ERROR
-    line = capsys.readouterr().out.strip()
+    assert run_cli(tmp_path, params_file, labels) == ExitCode.BAD_INPUT
+    line = capsys.readouterr().err.strip()
     assert "no record_index column" in line and "holds 3" in line, line
     assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
 
@@ -199,7 +199,7 @@ def test_labels_without_record_index_join_single_record_requests(tmp_path, param
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"request_id": [r["request_id"] for r in records],
                   "label": [r["label"] for r in records]}).to_csv(labels, index=False)
-    assert run_cli(tmp_path, params_file, labels) == EXIT_OK
+    assert run_cli(tmp_path, params_file, labels) == ExitCode.OK
     assert read_json(tmp_path / "reports" / "quality.json")["live"]["labelled_records"] == 200
 
 
@@ -210,12 +210,12 @@ def test_labels_that_are_not_the_contracts_classes_name_both(tmp_path, params_fi
     truth = pd.read_csv(labels)
     truth["label"] = (truth["label"] == ">50K").astype(int)  # 0/1 instead of the class names
     truth.to_csv(labels, index=False)
-    assert run_cli(tmp_path, params_file, labels) == EXIT_ERROR
-    line = capsys.readouterr().out.strip()
+    assert run_cli(tmp_path, params_file, labels) == ExitCode.BAD_INPUT
+    line = capsys.readouterr().err.strip()
     assert "['0', '1']" in line and "'<=50K', '>50K'" in line, line
 
 
 def test_debug_logs_the_traceback(tmp_path, params_file, caplog) -> None:
     pd.DataFrame({"request_id": ["x"], "record_index": [0], "label": ["<=50K"]}).to_csv(tmp_path / "x.csv")
-    assert run_cli(tmp_path, params_file, tmp_path / "x.csv", "--debug") == EXIT_ERROR
+    assert run_cli(tmp_path, params_file, tmp_path / "x.csv", "--debug") == ExitCode.BAD_INPUT
     assert any(r.exc_info for r in caplog.records)

@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
+from mlops_template.core.params import DeploySection
 from mlops_template.ops.canary import (
-    DEFAULTS,
     CanaryError,
     VersionFigures,
     fetch_metrics,
@@ -13,6 +13,8 @@ from mlops_template.ops.canary import (
     outcome_line,
     parse_metrics,
 )
+
+DEFAULTS = DeploySection(model_name="m", service_name="s")  # the canary limits' defaults
 
 METRICS = """\
 # TYPE model_version_requests_total counter

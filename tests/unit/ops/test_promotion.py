@@ -23,7 +23,7 @@ def decide(gate=BLESSED, candidate="3", champion="2", entries=(), strategy="dire
 def test_an_experiment_run_only_records_and_says_how_to_promote():
     chosen = decide(experiment="lusty-gnat")
     assert chosen.action == "record" and not chosen.first_model
-    assert "python -m mlops_template.experiments promote lusty-gnat" in chosen.reasons[-1]
+    assert "python -m mlops_template experiments promote lusty-gnat" in chosen.reasons[-1]
     assert decide(gate=REFUSED, experiment="x").action == "record"
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 
 from mlops_template.ops import records
@@ -118,3 +121,31 @@ def test_commit_message_names_version_decision_and_score():
     assert commit_message(result) == "retrain: m v5 promoted (roc_auc 0.927)"
     result.update(promoted=False, champion_version="4")
     assert commit_message(result) == "retrain: m v5 not promoted, champion v4 kept (roc_auc 0.927)"
+
+
+def test_a_history_torn_by_a_crash_mid_append_keeps_every_complete_entry(tmp_path, caplog):
+    path = tmp_path / "history.jsonl"
+    complete = [records.entry("promote", "m", None, "1", "ok", model_tag="m:1"),
+                records.entry("promote", "m", "1", "2", "ok", model_tag="m:2")]
+    for item in complete:
+        records.append(item, path)
+    line = json.dumps(records.entry("rollback", "m", "2", "1", "cut short")) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line[: len(line) // 2])  # the process died here
+    with caplog.at_level(logging.WARNING, logger="mlops_template.ops.records"):
+        assert records.read(path) == complete
+    assert "incomplete line" in caplog.text and "2 complete entries are kept" in caplog.text
+    after = records.entry("promote", "m", "2", "3", "next run", model_tag="m:3")
+    records.append(after, path)  # starts on a line of its own: the torn line damages nothing else
+    assert records.read(path) == [*complete, after]
+    assert records.champion_stack(records.read(path), "m") == ["1", "2", "3"]
+
+
+def test_an_entry_appended_right_after_torn_text_by_an_older_version_is_recovered(tmp_path, caplog):
+    path = tmp_path / "history.jsonl"
+    first, second = (records.entry("promote", "m", None, "1", "ok"), records.entry("promote", "m", "1", "2", "ok"))
+    path.write_text(json.dumps(first) + "\n" + '{"at": "2026-12-01T00:00:00+00:00", "act'
+                    + json.dumps(second) + "\n" + "not json at all\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="mlops_template.ops.records"):
+        assert records.read(path) == [first, second]
+    assert "line 3 is not a history entry" in caplog.text

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_template.core.contract import contract_from_dict
+from mlops_template.core.params import EvaluateSection, GateSection
 from mlops_template.pipeline.assessment import compare_on_golden, inference_log_sample
 
 CONTRACT = contract_from_dict({
@@ -23,6 +24,17 @@ def params(log_dir: str = "") -> dict:
                          "min_slice_rows": 30},
             "gate": {"change_thresholds": {"roc_auc": {"direction": "higher_is_better", "absolute": -0.01}}},
             "monitoring": {"inference_log_dir": log_dir}}
+
+
+def sections(p: dict) -> tuple[EvaluateSection, GateSection]:
+    """The typed ``evaluate`` and ``gate`` sections the comparison reads."""
+    return EvaluateSection.parse(p["evaluate"]), GateSection.parse(p["gate"])
+
+
+def log_sample(p: dict) -> pd.DataFrame | None:
+    """The inference-log sample as the evaluate stage draws it (gate rows, monitoring folder)."""
+    rows = GateSection.parse(p["gate"]).answer_changes.inference_log_rows
+    return inference_log_sample(rows, p["monitoring"]["inference_log_dir"], CONTRACT)
 
 
 def frame(n: int, seed: int) -> pd.DataFrame:
@@ -52,10 +64,10 @@ def write_log(directory, rows: pd.DataFrame) -> None:
 
 def test_a_targeted_candidate_is_caught_on_the_golden_set_and_in_the_inference_log(tmp_path):
     write_log(tmp_path / "log", frame(3000, 2))
-    log = inference_log_sample(params(str(tmp_path / "log")), CONTRACT)
+    log = log_sample(params(str(tmp_path / "log")))
     assert list(log.columns) == ["x", "g"] and len(log) == 3000
 
-    result = compare_on_golden(CONTRACT, params(), frame(4000, 1), poisoned, 0.5, champion, 0.5, log)
+    result = compare_on_golden(CONTRACT, *sections(params()), frame(4000, 1), poisoned, 0.5, champion, 0.5, log)
 
     failed = {(c["kind"], c.get("slice") or c.get("group"), c.get("data")) for c in result["checks"]
               if c["passed"] is False}
@@ -69,8 +81,8 @@ def test_a_targeted_candidate_is_caught_on_the_golden_set_and_in_the_inference_l
 
 def test_the_same_model_changes_nothing_and_no_champion_means_no_comparison(tmp_path):
     rows = frame(2000, 3)
-    same = compare_on_golden(CONTRACT, params(), rows, champion, 0.5, champion, 0.5)
+    same = compare_on_golden(CONTRACT, *sections(params()), rows, champion, 0.5, champion, 0.5)
     assert all(c["passed"] for c in same["checks"]) and same["answer_changes"]["golden set"]["changed"] == 0
-    alone = compare_on_golden(CONTRACT, params(), rows, champion, 0.5, None, None)
+    alone = compare_on_golden(CONTRACT, *sections(params()), rows, champion, 0.5, None, None)
     assert alone["champion"] is None and alone["checks"] == [] and alone["seconds"] >= 0
-    assert inference_log_sample(params(str(tmp_path / "absent")), CONTRACT) is None
+    assert log_sample(params(str(tmp_path / "absent"))) is None

@@ -11,8 +11,8 @@ from mlops_template.pipeline.gate import decide, parse_config
 
 CONFIG = {"change_thresholds": {"roc_auc": {"direction": "higher_is_better", "absolute": -0.005}}}
 METRICS = {"roc_auc": 0.9}
-SLICES = parse_config({})["slices"]
-CHANGES = parse_config({})["answer_changes"]
+SLICES = parse_config({}).slices
+CHANGES = parse_config({}).answer_changes
 
 
 def population(seed: int = 0, n: int = 6000) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -38,11 +38,11 @@ def retrained(scores: np.ndarray, seed: int, scale: float = 0.02) -> np.ndarray:
 
 def gate_with(frame, labels, old: C.Answers, new: C.Answers):
     groups = C.categorical_groups(frame, ["group"])
-    losses = C.slice_losses("binary", SLICES["metric"], labels, old, new, groups, {"group": 30})
-    checks = C.slice_checks(losses, SLICES["metric"], SLICES["max_drop"], SLICES["min_z"])
+    losses = C.slice_losses("binary", SLICES.metric, labels, old, new, groups, {"group": 30})
+    checks = C.slice_checks(losses, SLICES.metric, SLICES.max_drop, SLICES.min_z)
     groups += C.numeric_groups(frame, ["age"], 5)
-    report = C.answer_changes("binary", frame, old, new, groups, CHANGES["min_rows"], CHANGES["score_bins"])
-    checks += C.change_checks(report, "golden set", CHANGES["max_shift"], CHANGES["min_z"])
+    report = C.answer_changes("binary", frame, old, new, groups, CHANGES.min_rows, CHANGES.score_bins)
+    checks += C.change_checks(report, "golden set", CHANGES.max_shift, CHANGES.min_z)
     golden = {"challenger": METRICS, "champion": METRICS, "checks": checks}
     return decide(METRICS, METRICS, CONFIG, golden=golden)
 

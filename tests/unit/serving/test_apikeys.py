@@ -13,6 +13,7 @@ import pytest
 
 from mlops_template.core import apikeys
 from mlops_template.core.apikeys import KeyFileError, bearer_token, create_key, digest, parse_keys, verify
+from mlops_template.core.exitcodes import ExitCode
 
 REPO = Path(__file__).resolve().parents[3]
 ALICE, BOB = "alice-key-1", "bob-key-2"
@@ -125,7 +126,7 @@ def test_create_on_a_file_without_final_newline_and_revoke_keeps_comments(tmp_pa
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlops_template.apikeys", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "mlops_template", "apikeys", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -137,9 +138,9 @@ def test_the_command_prints_the_key_once_lists_names_and_revokes(tmp_path: Path)
     assert made.stdout == f"{key}\n" and key.startswith(apikeys.KEY_PREFIX)  # nothing else on stdout
     assert verify(key, apikeys.load_keys(path)) == "prometheus"
     again = run("create", "prometheus", "--file", str(path))
-    assert again.returncode == 1 and "already exists" in again.stderr and again.stdout == ""
+    assert again.returncode == ExitCode.BAD_INPUT and "already exists" in again.stderr and again.stdout == ""
     assert run("list", "--file", str(path)).stdout == "prometheus\n"
     assert run("revoke", "prometheus", "--file", str(path)).returncode == 0
     assert run("list", "--file", str(path)).stdout == ""
-    assert run("revoke", "prometheus", "--file", str(path)).returncode == 1
-    assert run("list").returncode == 2  # no file named
+    assert run("revoke", "prometheus", "--file", str(path)).returncode == ExitCode.BAD_INPUT
+    assert run("list").returncode == ExitCode.USAGE  # no file named

@@ -13,15 +13,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from mlops_template.serving import guard as request_guard
-from mlops_template.serving.guard import (
-    ERROR_CODES,
-    ControlCharacterFilter,
-    GuardRuntime,
-    GuardSettings,
-    RequestGuard,
-    escape_control,
-    install_log_filter,
-)
+from mlops_template.serving import log_filters
+from mlops_template.serving.guard import ERROR_CODES, GuardRuntime, GuardSettings, RequestGuard
+from mlops_template.serving.log_filters import ControlCharacterFilter, escape_control, install_log_filter
 from mlops_template.serving.schema import document_predict, document_readyz
 
 GOOD = json.dumps({"records": [{"x": 1}]}).encode()
@@ -182,7 +176,7 @@ def test_the_log_filter_escapes_arguments_and_messages(monkeypatch) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [*root.handlers, handler])
-    before = {name: list(logging.getLogger(name).filters) for name in request_guard.ESCAPED_LOGGERS}
+    before = {name: list(logging.getLogger(name).filters) for name in log_filters.ESCAPED_LOGGERS}
     try:
         install_log_filter()
         install_log_filter()  # once only

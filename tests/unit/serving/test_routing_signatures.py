@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlops_template.core import objectstore, signing
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.serving import routing
 from mlops_template.serving.guard import GuardRuntime, GuardSettings, RequestGuard
 
@@ -32,7 +33,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("keys")
     made = {}
     for name in ("deploy", "other"):
-        done = subprocess.run([sys.executable, "-m", "mlops_template.core.signing", "keygen",
+        done = subprocess.run([sys.executable, "-m", "mlops_template", "keygen",
                                str(folder / f"{name}.key"), str(folder / f"{name}.pub")],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
@@ -52,9 +53,9 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(k
     assert stat.S_IMODE(os.stat(keys["deploy"]).st_mode) == 0o600
     assert b"BEGIN PRIVATE KEY" in keys["deploy"].read_bytes()
     assert b"BEGIN PUBLIC KEY" in keys["deploy_pub"].read_bytes()
-    again = subprocess.run([sys.executable, "-m", "mlops_template.core.signing", "keygen", str(keys["deploy"]),
+    again = subprocess.run([sys.executable, "-m", "mlops_template", "keygen", str(keys["deploy"]),
                             str(keys["deploy_pub"]) + ".new"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 1 and "exists" in again.stderr
+    assert again.returncode == ExitCode.BAD_INPUT and "exists" in again.stderr
     assert not Path(str(keys["deploy_pub"]) + ".new").exists()
 
 
