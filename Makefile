@@ -59,6 +59,7 @@ benchmark: setup  ## figures in benchmarks/results/ (run `make pipeline` first f
 	python -m benchmarks.serving
 	python -m benchmarks.drift
 	python -m benchmarks.guard
+	python -m benchmarks.poisoning
 
 clean:
 	rm -rf .bentoml mlruns mlflow.db dvc_plots

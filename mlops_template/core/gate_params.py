@@ -47,7 +47,7 @@ class SliceGate(BaseModel):
     # Defaults measured on Adult (clean retrains against label flips aimed at one group): see README.
     enabled: bool = True
     metric: str = "soft_recall"
-    max_drop: float = 0.07
+    max_drop: float = 0.05
     min_z: float = 5.0
     min_rows: int = 200
 

@@ -12,8 +12,10 @@ These checks look at the label together with the inputs, for any contract:
 - ``trigger``: a value rare in the accepted data (share below ``trigger_rare_share``) that
   a batch holds at least ``min_trigger_rows`` times, significantly more often than its accepted
   share predicts, with a nearly constant label (one class in ``trigger_label_purity`` of those
-  rows) that its accepted rows (shrunk towards the overall share) do not predict: the backdoor
-  pattern, a rare value that buys an answer. Both tests must pass ``alpha / values tested``.
+  rows, or of the surplus over the rows the accepted share predicts, so that the value's natural
+  rows in the batch cannot dilute the poisoned ones under the limit) that its accepted rows
+  (shrunk towards the overall share) do not predict: the backdoor pattern, a rare value that
+  buys an answer. Both tests must pass ``alpha / values tested``.
 - ``label_flips``: rows equal to an accepted row (or another row of the batch) in every column
   the model uses but with another label; ``near_duplicates``: rows equal to one in every column
   the model uses but not in every column (they differ in the label or in columns the model
@@ -185,7 +187,9 @@ def trigger(name: str, current: pd.DataFrame, reference: pd.DataFrame, contract:
             label = max(shares, key=shares.get)
             expected = (ref_y[label][there].sum() + SHRINK_ROWS * overall[label]) / (seen + SHRINK_ROWS)
             rows.append({"value": f"{column}={values[code]}", "rows": k, "reference_rows": seen,
-                         "label": label, "purity": round(shares[label], 4), "expected": round(float(expected), 4),
+                         "label": label, "purity": surge_purity(shares[label], k, n * seen / total if total else 0.0,
+                                                                float(expected), s.min_trigger_rows),
+                         "expected": round(float(expected), 4),
                          "p_surge": (k, (seen + 1) / (total + 2)), "p_label": (round(shares[label] * k), k, expected)})
     if rows:
         surge = binomial_upper_tail([r["p_surge"][0] for r in rows], n, [r["p_surge"][1] for r in rows])
@@ -217,6 +221,20 @@ def trigger(name: str, current: pd.DataFrame, reference: pd.DataFrame, contract:
                      f"below p {limit:.2g} (alpha {s.alpha} over {len(rows)} values)", details)
     return Check(name, round(value, 3), threshold, True,
                  f"no rare value surged with a constant label ({len(rows)} values tested)", details)
+
+
+def surge_purity(share: float, rows: int, natural: float, expected: float, min_rows: int) -> float:
+    """The label's share among a value's rows, or among the surplus over its ``natural`` count.
+
+    A batch holding a rare value's ``natural`` rows (its accepted share times the batch size,
+    labelled at the accepted rate ``expected``) plus poisoned rows with one label shows the mix's
+    purity, which a few natural rows push under the limit; the surplus, at least ``min_rows`` of
+    them, shows the poisoned rows' own. The larger of the two, rounded to 4 places.
+    """
+    surplus = rows - natural
+    if surplus < min_rows:
+        return round(share, 4)
+    return round(max(share, min(1.0, (share * rows - natural * expected) / surplus)), 4)
 
 
 def _twins(keys: np.ndarray, full: np.ndarray, rows: int) -> int:

@@ -105,7 +105,7 @@ def test_the_preflight_authenticates_and_a_refusal_names_the_user_not_the_passwo
     monkeypatch.delenv("ROUTING_URL", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server["url"])
-    config = {"tracking_uri": "sqlite:///unused.db"}
+    config = {"tracking_uri": "sqlite:///unused.db", "experiment": "unused"}
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "pipeline")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server["users"]["pipeline"])
     assert shared_services_down(config) is None

@@ -8,6 +8,7 @@ so a clean batch is a fair control; the attacks are built generically (tests/sup
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mlops_template.core.config import load_params
@@ -72,6 +73,24 @@ def test_a_backdoor_trigger_is_stopped_by_the_trigger_check(setting):
     assert "trigger" in failed(report), report.reasons
     reason = next(r for r in report.reasons if r.startswith("trigger:"))
     assert f"{column}={value}" in reason and f"labelled {data.positive}" in reason
+
+
+def test_a_backdoor_among_the_values_natural_rows_is_still_stopped(setting):
+    """The batch also holds the rare value's natural rows, as many as its accepted share predicts
+    (topped up with rows of the other label): they lower the poisoned rows' purity (fair: 60 of 68 rows, 88%) under
+    ``trigger_label_purity``, but not the purity of the surplus over that natural count."""
+    data, accepted, held_out, size = setting
+    column, value = rare_value(data, accepted)
+    clean = held_out.head(size["batch"])
+    batch = backdoor(clean, data, accepted, size["backdoor"])
+    seen = int((accepted.frame[column].astype("string") == value).sum())
+    natural = max(0, round(len(batch) * seen / len(accepted.frame)) - int((clean[column] == value).sum()))
+    target = data.contract.target
+    untouched = np.flatnonzero((batch[target] == data.negative).to_numpy() & (batch[column] != value).to_numpy())
+    batch.loc[untouched[-natural:] if natural else [], column] = value
+    report, _ = judge(setting, batch)
+    assert "trigger" in failed(report), report.reasons
+    assert f"{column}={value}" in next(r for r in report.reasons if r.startswith("trigger:"))
 
 
 def test_accepted_rows_copied_with_flipped_labels_are_stopped_by_label_flips(setting):
