@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.imports import imports_of
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "mlops_template"
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
@@ -28,18 +30,6 @@ def module_file(module: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Dotted names a file imports, anywhere in it; ``from a import b`` gives ``a`` and ``a.b``."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-    return found
 
 
 def has_code(init: Path) -> bool:
@@ -57,7 +47,7 @@ def closure(script: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        for module in imported_modules(path):
+        for module in imports_of(path):
             if module.split(".")[0] != PACKAGE:
                 continue
             parts = module.split(".")

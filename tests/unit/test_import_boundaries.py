@@ -18,21 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.imports import imports_of
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "mlops_template"
 LAYERS = ("core", "pipeline", "serving", "ops", "monitoring")
-
-
-def imports_of(path: Path) -> set[str]:
-    """Every module a file imports, absolute names, function-level imports included."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-    return found
 
 
 def module_name(path: Path) -> str:
