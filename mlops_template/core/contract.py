@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 ROLES = ("numeric", "categorical", "target", "ignore")
+TASKS = ("binary", "multiclass", "regression")
 TYPES = ("int", "float", "str")
 
 
@@ -45,11 +46,13 @@ class Contract:
     name: str
     columns: tuple[ColumnSpec, ...]
     target: str
-    positive_class: str
+    positive_class: str | None   # binary only: the class a positive answer means
     na_values: tuple[str, ...] = ()
     strip_whitespace: bool = False
     unique_rows: bool = False
     description: str = ""
+    task: str = "binary"         # binary | multiclass | regression (mlops_template.core.tasks)
+    classes: tuple[str, ...] = ()   # classification: every class, in the order answers list them
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -73,9 +76,14 @@ class Contract:
 
     @property
     def negative_class(self) -> str:
-        """The label of a negative prediction: the other allowed value, else ``not <positive>``."""
+        """Binary: the label of a negative prediction: the other allowed value, else ``not <positive>``."""
         others = [v for v in self.target_spec.allowed or () if v != self.positive_class]
         return others[0] if len(others) == 1 else f"not {self.positive_class}"
+
+    @property
+    def is_binary(self) -> bool:
+        """Whether the task is binary classification (a positive class, a threshold)."""
+        return self.task == "binary"
 
 
 def _parse_column(name: str, spec: dict[str, Any]) -> ColumnSpec:
@@ -105,12 +113,40 @@ def _parse_column(name: str, spec: dict[str, Any]) -> ColumnSpec:
     )
 
 
+def _task_of(target: dict[str, Any], spec: ColumnSpec) -> tuple[str, str | None, tuple[str, ...]]:
+    """Task, positive class and classes the ``target`` block declares, checked against the column."""
+    unknown = set(target) - {"column", "positive", "task"}
+    if unknown:
+        raise ContractError(f"target: unknown keys {sorted(unknown)} (known: column, positive, task)")
+    task = str(target.get("task", "binary"))
+    if task not in TASKS:
+        raise ContractError(f"target.task must be one of {TASKS}, got {task!r}")
+    positive = target.get("positive")
+    if task == "binary":
+        if positive is None:
+            raise ContractError("contract lacks a required key: 'positive' (target.positive, the binary task's "
+                                "positive class)")
+        classes = tuple(spec.allowed) if spec.allowed is not None else ()
+        if classes and len(classes) != 2:
+            raise ContractError(f"a binary target allows exactly two values, {spec.name!r} allows {list(classes)}")
+        return task, str(positive), classes
+    if positive is not None:
+        raise ContractError(f"target.positive is for the binary task only, not {task}")
+    if task == "multiclass":
+        if spec.allowed is None or len(spec.allowed) < 3:
+            raise ContractError(f"a multiclass target lists its classes (3 or more) under 'allowed': {spec.name!r} "
+                                f"has {list(spec.allowed or [])}")
+        return task, None, tuple(spec.allowed)
+    if spec.type not in ("int", "float"):
+        raise ContractError(f"a regression target is numeric (type int or float), {spec.name!r} is {spec.type}")
+    return task, None, ()
+
+
 def contract_from_dict(raw: dict[str, Any]) -> Contract:
     """Build a contract from its parsed YAML form, checking that it is coherent."""
     try:
         columns = tuple(_parse_column(n, s or {}) for n, s in raw["columns"].items())
         target = raw["target"]["column"]
-        positive = str(raw["target"]["positive"])
     except (KeyError, TypeError, AttributeError) as exc:
         raise ContractError(f"contract lacks a required key: {exc}") from exc
     by_name = {c.name: c for c in columns}
@@ -120,9 +156,9 @@ def contract_from_dict(raw: dict[str, Any]) -> Contract:
         raise ContractError(f"target column {target!r} must have role 'target'")
     if [c.name for c in columns if c.role == "target"] != [target]:
         raise ContractError("exactly one column must have role 'target'")
-    target_allowed = by_name[target].allowed
-    if target_allowed is not None and positive not in target_allowed:
-        raise ContractError(f"positive class {positive!r} is not among {list(target_allowed)}")
+    task, positive, classes = _task_of(raw["target"], by_name[target])
+    if positive is not None and classes and positive not in classes:
+        raise ContractError(f"positive class {positive!r} is not among {list(classes)}")
     read = raw.get("read", {}) or {}
     return Contract(
         name=str(raw.get("name", "model")),
@@ -133,6 +169,8 @@ def contract_from_dict(raw: dict[str, Any]) -> Contract:
         na_values=tuple(str(v) for v in read.get("na_values", ())),
         strip_whitespace=bool(read.get("strip_whitespace", False)),
         unique_rows=bool(raw.get("unique_rows", False)),
+        task=task,
+        classes=classes,
         raw=raw,
     )
 

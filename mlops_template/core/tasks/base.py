@@ -1,0 +1,114 @@
+"""What a prediction task is: the one place that knows how targets, models and answers differ.
+
+A contract names its task (``binary``, ``multiclass`` or ``regression``); :func:`mlops_template.core.tasks.task_of`
+returns the :class:`Task` that every stage, the service and the monitors ask instead of testing the
+task themselves. Adding a task is one new module here with a subclass, registered in ``TASKS``.
+
+Shapes, the same everywhere:
+- ``encode(target)``: the labels a model is fitted on and scored against (binary: 0/1; multiclass:
+  the class index in :attr:`Task.classes` order; regression: floats).
+- ``output``: what :meth:`Task.predict` returns for n rows (binary: the positive-class probability,
+  shape (n,); multiclass: one probability per class in :attr:`Task.classes` order, (n, K);
+  regression: the predicted value, (n,)).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+DECIMALS = 6
+
+
+def rounded(value: float | None) -> float | None:
+    """A metric as JSON carries it: a plain float rounded to 6 decimals (None stays None)."""
+    return None if value is None else round(float(value), DECIMALS)
+
+
+def with_accepted_params(cls: type, hyperparameters: Mapping[str, Any], seed: int) -> Any:
+    """``cls(**hyperparameters)`` keeping only the keys ``cls`` accepts (a seed where it takes one).
+
+    ``train.hyperparameters`` are named per estimator, not per task: ``C`` means something to a
+    logistic regression and nothing to a ridge regression. Keys the estimator does not take are
+    dropped with a warning naming them, never passed on to fail deep inside sklearn.
+    """
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    params = {k: v for k, v in hyperparameters.items() if k in accepted}
+    dropped = sorted(set(hyperparameters) - accepted)
+    if dropped:
+        logger.warning("%s takes no %s: ignored", cls.__name__, ", ".join(dropped))
+    if "random_state" in accepted:
+        params.setdefault("random_state", seed)
+    return cls(**params)
+
+
+class Task(ABC):
+    """One prediction task: target encoding, estimators, outputs, metrics, baseline and answers."""
+
+    name: ClassVar[str]
+    #: The metric the gate, the experiments view and the live-quality check lead with, and its direction.
+    primary_metric: ClassVar[str]
+    primary_direction: ClassVar[str]
+    #: ``train.estimator`` names and the sklearn class each means for this task.
+    estimators: ClassVar[dict[str, type]]
+
+    def __init__(self, target: str, classes: tuple[str, ...] = (), positive: str | None = None) -> None:
+        self.target = target
+        self.classes = classes
+        self.positive = positive
+
+    # -- training --------------------------------------------------------------------------
+    def estimator(self, name: str, hyperparameters: Mapping[str, Any], seed: int) -> Any:
+        """A fresh estimator for ``train.estimator`` = ``name`` (ValueError lists the known names)."""
+        if name not in self.estimators:
+            raise ValueError(f"train.estimator must be one of {sorted(self.estimators)} for a {self.name} task, "
+                             f"got {name!r}")
+        return with_accepted_params(self.estimators[name], hyperparameters, seed)
+
+    @abstractmethod
+    def encode(self, target: pd.Series) -> np.ndarray:
+        """The target column as the labels models are fitted and scored on."""
+
+    def decode(self, labels: np.ndarray) -> list[Any]:
+        """Encoded labels back to the contract's values (what a person reads)."""
+        return labels.tolist()
+
+    @abstractmethod
+    def predict(self, model: Any, features: pd.DataFrame) -> np.ndarray:
+        """The model's output for ``features`` (see the module docstring for its shape)."""
+
+    @abstractmethod
+    def target_summary(self, labels: np.ndarray) -> dict[str, Any]:
+        """What the training target looked like (the model card's ``training_data.target``).
+
+        It is what the baseline predicts from and what serving's prediction histogram is bucketed by.
+        """
+
+    # -- evaluation ------------------------------------------------------------------------
+    @abstractmethod
+    def metrics(self, labels: np.ndarray, output: np.ndarray) -> dict[str, Any]:
+        """The task's metrics of ``output`` against ``labels`` (plain, rounded, JSON-ready)."""
+
+    @abstractmethod
+    def baseline_output(self, summary: Mapping[str, Any], rows: int) -> np.ndarray:
+        """The output of the know-nothing model (class prior, mean) fitted on the training target."""
+
+    def baseline_metrics(self, summary: Mapping[str, Any], labels: np.ndarray) -> dict[str, Any]:
+        """Metrics of the know-nothing model on ``labels``: the bar any model worth serving clears."""
+        return self.metrics(labels, self.baseline_output(summary, len(labels)))
+
+    # -- serving ---------------------------------------------------------------------------
+    @abstractmethod
+    def answers(self, output: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
+        """The response body of each row, without ``model_version`` (binary: ``probability`` and ``label``)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target={self.target!r})"
