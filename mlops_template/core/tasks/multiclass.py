@@ -58,7 +58,8 @@ class MulticlassTask(Task):
     def target_summary(self, labels: np.ndarray) -> dict[str, Any]:
         """Each class's share of the training rows (the class-prior baseline predicts these)."""
         counts = np.bincount(np.asarray(labels, dtype="int64"), minlength=len(self.classes))
-        return {"class_shares": {c: rounded(n / max(len(labels), 1)) for c, n in zip(self.classes, counts, strict=True)}}
+        shares = counts / max(len(labels), 1)
+        return {"class_shares": {c: rounded(s) for c, s in zip(self.classes, shares, strict=True)}}
 
     def metrics(self, labels: np.ndarray, output: np.ndarray) -> dict[str, Any]:
         """Log loss, accuracy, macro-F1, balanced accuracy, macro one-vs-rest ROC AUC, per-class P/R."""
