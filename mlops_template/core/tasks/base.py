@@ -40,7 +40,7 @@ def with_accepted_params(cls: type, hyperparameters: Mapping[str, Any], seed: in
     logistic regression and nothing to a ridge regression. Keys the estimator does not take are
     dropped with a warning naming them, never passed on to fail deep inside sklearn.
     """
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    accepted = set(inspect.signature(cls).parameters)
     params = {k: v for k, v in hyperparameters.items() if k in accepted}
     dropped = sorted(set(hyperparameters) - accepted)
     if dropped:

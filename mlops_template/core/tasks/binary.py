@@ -80,6 +80,12 @@ class BinaryTask(Task):
     primary_direction: ClassVar[str] = "higher_is_better"
     estimators: ClassVar[dict[str, type]] = CLASSIFIERS
 
+    def __init__(self, target: str, classes: tuple[str, ...] = (), positive: str | None = None) -> None:
+        if positive is None:
+            raise ValueError("a binary task needs its positive class")
+        super().__init__(target, classes, positive)
+        self.positive_label = str(positive)
+
     @property
     def negative(self) -> str:
         """The label of a negative answer: the other class, else ``not <positive>``."""
@@ -92,7 +98,7 @@ class BinaryTask(Task):
 
     def decode(self, labels: np.ndarray) -> list[Any]:
         """0/1 back to the negative and positive labels."""
-        return np.where(np.asarray(labels) == 1, self.positive, self.negative).tolist()
+        return np.where(np.asarray(labels) == 1, self.positive_label, self.negative).tolist()
 
     def predict(self, model: Any, features: pd.DataFrame) -> np.ndarray:
         """The positive class's probability per row."""
@@ -113,5 +119,5 @@ class BinaryTask(Task):
     def answers(self, output: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
         """``probability`` and the thresholded ``label`` per row."""
         cut = 0.5 if threshold is None else threshold
-        labels = np.where(output >= cut, self.positive, self.negative)
+        labels = np.where(output >= cut, self.positive_label, self.negative)
         return [{"probability": p, "label": lab} for p, lab in zip(output.tolist(), labels.tolist(), strict=True)]
