@@ -9,7 +9,8 @@ export MLFLOW_ENABLE_TELEMETRY := false
 
 PORT ?= 3000
 
-.PHONY: setup lock pipeline test test-fast lint serve mlflow-ui plots benchmark clean
+.PHONY: setup lock pipeline test test-fast lint serve mlflow-ui plots benchmark clean \
+	orchestration-setup orchestration-lock orchestrate
 
 setup: $(VENV)/.installed
 
@@ -32,7 +33,7 @@ lock:  ## after editing requirements*.txt: rewrite constraints*.txt, pinned and 
 pipeline: setup
 	dvc repro
 
-test: setup  ## every tier: unit, integration (real servers), e2e (real dvc in fresh clones)
+test: setup orchestration-setup  ## every tier: unit, integration (real servers), e2e (real dvc in fresh clones)
 	python -m pytest
 
 test-fast: setup  ## the unit tier only: no servers, no clones
@@ -60,6 +61,29 @@ benchmark: setup  ## figures in benchmarks/results/ (run `make pipeline` first f
 	python -m benchmarks.drift
 	python -m benchmarks.guard
 	python -m benchmarks.poisoning
+
+# Dagster (orchestration/): an environment of its own, installed from its hashed lock like .venv.
+ORCH_VENV ?= .venv-orchestration
+
+orchestration-setup: $(ORCH_VENV)/.installed  ## the orchestration env only (tests, CI)
+
+$(ORCH_VENV)/.installed: orchestration/requirements.txt orchestration/constraints.txt
+	$(PYTHON) orchestration/lock.py --check
+	$(PYTHON) -m venv $(ORCH_VENV)
+	$(ORCH_VENV)/bin/pip install --quiet --require-hashes --no-deps -r orchestration/constraints.txt
+	$(ORCH_VENV)/bin/pip check
+	touch $@
+
+orchestration-lock:  ## after editing orchestration/requirements.txt: rewrite orchestration/constraints.txt
+	$(VENV)/bin/python orchestration/lock.py
+
+orchestrate: setup orchestration-setup  ## Dagster UI, sensors and schedules on $DAGSTER_PORT (else a free port, printed)
+	@mkdir -p .dagster && (test -f .dagster/dagster.yaml || cp orchestration/dagster.yaml .dagster/)
+	@port=$${DAGSTER_PORT:-$$($(PYTHON) -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")}; \
+	echo "Dagster UI: http://127.0.0.1:$$port (runs and history in .dagster/)"; \
+	PATH=$(abspath $(ORCH_VENV))/bin:$$PATH DAGSTER_HOME=$(CURDIR)/.dagster MLOPS_REPO=$(CURDIR) \
+	  MLOPS_TEMPLATE_PYTHON=$(abspath $(VENV))/bin/python \
+	  exec $(ORCH_VENV)/bin/dagster dev -f orchestration/definitions.py -h 127.0.0.1 -p $$port
 
 clean:
 	rm -rf .bentoml mlruns mlflow.db dvc_plots

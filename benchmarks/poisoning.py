@@ -30,6 +30,9 @@ Usage: ``python -m benchmarks.poisoning [--quick] [--seeds N] [--retrains N] [--
 [--gate-datasets ...] [--out PATH]``. Default (5 seeds, 200 retrains per dataset): about 6 minutes
 on one core; ``--seeds 10``: about 10; ``--quick`` (1 seed, 10 retrains): about 1. The gate's
 false alarms on Adult: ``--attack-datasets --gate-datasets adult --retrains 100`` (about 6).
+``--guard-only [--seeds 10]``: the guard's verdict on every attack and on five clean steps in turn
+(the frog's control), no training and no gate (about 2 minutes for Adult and fair); JSON to
+``benchmarks/results/poisoning-guard.json``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from mlops_template.ops.guard import Accepted, check_batch
 from mlops_template.pipeline import evaluation as ev
 from mlops_template.pipeline.assessment import compare_on_golden, score
 from mlops_template.pipeline.gate import decide
-from mlops_template.pipeline.onboarding import MAX_SLICE_VALUES, MAX_SLICES, NEUTRAL_VALUE_MATRIX
+from mlops_template.pipeline.onboarding import MAX_SLICE_VALUES, MAX_SLICES
 from mlops_template.pipeline.splits import in_test_set, split_train_test
 from mlops_template.pipeline.training import build_pipeline
 from mlops_template.pipeline.validation import SOURCE_ROW_COLUMN, validate_frame
@@ -75,7 +78,10 @@ SIZES = {"adult": {"batch": 3000, "backdoor": 250, "copies": 300, "variants": (6
          "fair": {"batch": 1000, "backdoor": 60, "copies": 100, "variants": (20, 5), "step": 300, "frog": 0.5}}
 GATE_BATCH_ROWS = {"adult": 3000, "fair": 1200, "randhie": 1000}  # as benchmarks/guard.py
 GOLDEN_SHARE = 0.2
+NEUTRAL_VALUE_MATRIX = {"tp": 1.0, "fp": 0.0, "tn": 1.0, "fn": 0.0}  # what onboarding drafts for a binary target
 NEW_CHECKS = ("slice", "answer_change")
+STEPPED = ("five clean steps", "boiling frog")  # guard-only entries judged step by step
+GUARD_RESULTS = REPO / "benchmarks/results/poisoning-guard.json"
 
 
 def dataset_params(params: dict, data: Dataset) -> dict:
@@ -258,18 +264,65 @@ def both_sides(lab: Lab, variants: pd.DataFrame, rows: int, salt: str) -> float:
     return float(np.mean((sides.any(0) & ~sides.all(0))[valid]))
 
 
-def boiling_frog(lab: Lab, seed: int, salt: str, raw: pd.DataFrame, held: pd.DataFrame, accepted: Accepted,
-                 champion: Model, golden: pd.DataFrame) -> dict:
-    """Five batches each flipping a share of the group's positives: guard in turn, gate per step."""
+def frog_batches(lab: Lab, held: pd.DataFrame) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """The five clean steps of held-out rows and the same steps with a share of the group's positives flipped."""
     size, data = SIZES[lab.data.name], lab.data
     steps = [held.iloc[i * size["step"]:(i + 1) * size["step"]].reset_index(drop=True) for i in range(5)]
-    poisoned = [targeted_flip(s, data, size["frog"], seed=i) for i, s in enumerate(steps)]
+    return steps, [targeted_flip(s, data, size["frog"], seed=i) for i, s in enumerate(steps)]
+
+
+def guard_in_turn(lab: Lab, batches: list[pd.DataFrame], accepted: Accepted, seed: int) -> list[str]:
+    """The guard on each batch in turn (accepted ones join the data): ``check@step`` per failed check."""
     stopped, seen = [], accepted
-    for i, batch in enumerate(poisoned):
+    for i, batch in enumerate(batches):
         failed, valid = lab.guard(batch, seen, seed)
         stopped += [f"{name}@{i + 1}" for name in failed]
         if not failed:
-            seen = seen.extend(valid, data.contract)
+            seen = seen.extend(valid, lab.data.contract)
+    return stopped
+
+
+def guard_seed(lab: Lab, seed: int) -> dict[str, dict]:
+    """Every attack's guard verdict on one shuffle, as :func:`attack_seed` builds them, without training.
+
+    Also the five clean steps in turn (the control for the frog's cumulative checks).
+    """
+    data, size = lab.data, SIZES[lab.data.name]
+    order = np.random.default_rng(seed).permutation(len(data.raw))
+    pool = max(size["batch"], 5 * size["step"])
+    held, raw = (data.raw.iloc[order[:pool]].reset_index(drop=True), data.raw.iloc[order[pool:]].reset_index(drop=True))
+    accepted = Accepted.from_frame(lab.typed(raw), data.contract)
+    batch = held.head(size["batch"])
+    rows, copies = size["variants"]
+    steps, poisoned = frog_batches(lab, held)
+    attacks = {"clean batch": batch, "targeted flip": targeted_flip(batch, data),
+               "backdoor trigger": backdoor(batch, data, accepted, size["backdoor"]),
+               "flipped copies": flipped_copies(batch, data, accepted, size["copies"], seed),
+               "near-duplicate resends": ignored_variants(batch, data, rows, copies, seed)}
+    out = {name: {"guard": lab.guard(b, accepted, seed)[0]} for name, b in attacks.items()}
+    out["five clean steps"] = {"guard": guard_in_turn(lab, steps, accepted, seed)}
+    out["boiling frog"] = {"guard": guard_in_turn(lab, poisoned, accepted, seed)}
+    return out
+
+
+def summarise_guard(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per attack: seeds the guard accepted, how often each check failed, the first step stopped per seed."""
+    summary = {}
+    for attack in per_seed[0]:
+        runs = [s[attack]["guard"] for s in per_seed]
+        checks = Counter(name for r in runs for name in {n.split("@")[0] for n in r})
+        first = [min((int(n.split("@")[1]) for n in r if "@" in n), default=None) for r in runs]
+        summary[attack] = {"seeds": len(runs), "guard_accepted": sum(not r for r in runs), "guard_failed": dict(checks)}
+        if attack in STEPPED:
+            summary[attack]["first_step_stopped"] = first
+    return summary
+
+
+def boiling_frog(lab: Lab, seed: int, salt: str, raw: pd.DataFrame, held: pd.DataFrame, accepted: Accepted,
+                 champion: Model, golden: pd.DataFrame) -> dict:
+    """Five batches each flipping a share of the group's positives: guard in turn, gate per step."""
+    steps, poisoned = frog_batches(lab, held)
+    stopped = guard_in_turn(lab, poisoned, accepted, seed)
     verdicts, current, model = [], champion, champion
     for i in range(1, 6):
         model = lab.train(lab.typed(raw, *poisoned[:i]), salt)
@@ -395,6 +448,29 @@ def print_attacks(name: str, summary: dict[str, dict]) -> None:
                   f"{', '.join(shown)}{steps}")
 
 
+def guard_only(datasets: list[str], seeds: int, out: Path) -> None:
+    """``--guard-only``: every attack through the guard on ``seeds`` shuffles per dataset; print and write."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlops_template").setLevel(logging.ERROR)
+    started = time.monotonic()
+    params = load_params(REPO / "params.yaml")
+    results: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "seeds": seeds, "attacks": {}}
+    for name in datasets:
+        lab = Lab(LOADERS[name](), params)
+        per_seed = [guard_seed(lab, seed) for seed in range(seeds)]
+        summary = summarise_guard(per_seed)
+        results["attacks"][name] = {"sizes": SIZES[name], "summary": summary, "per_seed": per_seed}
+        print(f"\n{name}: the guard on every attack ({seeds} shuffles)")
+        for attack, s in summary.items():
+            failed = ", ".join(f"{k} {v}/{s['seeds']}" for k, v in s["guard_failed"].items()) or "none"
+            steps = f"; first step stopped per seed {s['first_step_stopped']}" if "first_step_stopped" in s else ""
+            print(f"  {attack}: accepted {s['guard_accepted']}/{s['seeds']}, failed checks: {failed}{steps}")
+    results["seconds"] = round(time.monotonic() - started)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {out} ({results['seconds']} s)")
+
+
 def main() -> None:
     """Parse arguments, measure, print and write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -403,8 +479,16 @@ def main() -> None:
     parser.add_argument("--retrains", type=int, default=None, help="clean retrains per dataset (default 200)")
     parser.add_argument("--attack-datasets", nargs="*", default=sorted(SIZES), choices=sorted(SIZES))
     parser.add_argument("--gate-datasets", nargs="*", default=["fair", "randhie"], choices=list(LOADERS))
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument("--guard-only", action="store_true",
+                        help=f"only the guard's verdict on every attack (no training, no gate); JSON to "
+                             f"{GUARD_RESULTS.relative_to(REPO)} unless --out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where the JSON goes (default {RESULTS.relative_to(REPO)})")
     args = parser.parse_args()
+    if args.guard_only:
+        guard_only(args.attack_datasets, args.seeds or 10, args.out or GUARD_RESULTS)
+        return
+    args.out = args.out or RESULTS
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlops_template").setLevel(logging.ERROR)
     logger.setLevel(logging.INFO)

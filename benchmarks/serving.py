@@ -35,6 +35,11 @@ this machine's speed drifts by 20% or more between minutes:
                 config without the key check (for comparison only), before one replica, in
                 alternating rounds (the order swapped every round): req/s of each, the ratio, and
                 HAProxy's CPU per 1,000 requests.
+- tasks:        throughput of every task in one run (benchmarks/serving_tasks.py): one
+                HistGradientBoosting model each for binary (Adult), multiclass (wine, digits) and
+                regression (diabetes), trained and packaged here (no `make pipeline` needed), each
+                served by its own `bentoml serve`, driven in alternating rounds; req/s per task and
+                its ratio to binary's (goal: >= 0.8).
 
 Servers, fronts and the object store are started by the tests' own helpers (tests/support:
 servers, front, team), so the benchmark measures what the tests start and check.
@@ -42,7 +47,7 @@ servers, front, team), so the benchmark measures what the tests start and check.
 Prints a table and writes benchmarks/results/serving.json. Needs `make pipeline` first (or
 `--repo` naming a clone that ran it), wrk and haproxy (Debian packages `wrk`, `haproxy`).
 Usage: `python -m benchmarks.serving [--repo PATH] [--duration 10] [--rounds 3] [--concurrency 32]
-[--only overload-front | --only front-keys | --skip-overload-front]`.
+[--only overload-front | --only front-keys | --only tasks | --skip-overload-front]`.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ import pandas as pd
 import psutil
 import requests
 
-from benchmarks import load
+from benchmarks import load, serving_tasks
 from mlops_template.core import paths
 from mlops_template.ops import records
 from tests.support.front import Front, haproxy_front, write_key
@@ -94,8 +99,8 @@ class Server:
     _numbers = itertools.count(1)
 
     def __init__(self, target: str, env: dict[str, str], directory: Path, cwd: Path | None = None) -> None:
-        log = directory / f"serve-{next(self._numbers)}.log"
-        self.proc, self.url = start_bento_server(target, Path(env["BENTOML_HOME"]), log, cwd, **env)
+        self.log = directory / f"serve-{next(self._numbers)}.log"
+        self.proc, self.url = start_bento_server(target, Path(env["BENTOML_HOME"]), self.log, cwd, **env)
         self.port = urlsplit(self.url).port
 
     def wait_ready(self) -> None:
@@ -805,7 +810,7 @@ def main() -> None:
                         help="alternating rounds of the constant and batched endpoints")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--overload-factor", type=int, default=10)
-    parser.add_argument("--only", choices=["overload-front", "front-keys"], help="run only this part")
+    parser.add_argument("--only", choices=["overload-front", "front-keys", "tasks"], help="run only this part")
     parser.add_argument("--skip-overload-front", action="store_true", help="leave out the open-loop overload part")
     parser.add_argument("--capacity-seconds", type=float, default=9.0,
                         help=f"wrk time for the capacity, in {CAPACITY_ROUNDS} runs")
@@ -828,7 +833,16 @@ def main() -> None:
     run_closed = args.only is None
     run_front = args.only == "overload-front" or (args.only is None and not args.skip_overload_front)
     run_keys = args.only in ("front-keys", None)
+    run_tasks = args.only in ("tasks", None)
     output = args.output or REPO / "benchmarks/results" / (f"serving-{args.only}.json" if args.only else "serving.json")
+    if args.only == "tasks":  # trains its own models: no deployed champion needed
+        part = serving_tasks.run(args)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()},
+                                      "tasks": part}, indent=2) + "\n")
+        serving_tasks.print_task_throughput(part)
+        print(f"figures written to {output}")
+        return
 
     repo = args.repo.resolve()
     champion = champion_deployment(repo)
@@ -859,6 +873,8 @@ def main() -> None:
             summary["front_keys"] = front_keys_cost(args, env, bento, tmp, sample)
         if run_front:
             summary["overload_front"] = overload_front(args, env, bento, script, tmp, sample)
+        if run_tasks:
+            summary["tasks"] = serving_tasks.task_throughput(args, Path(tmp) / "tasks")
     summary["machine"]["load_average_at_end"] = os.getloadavg()
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(summary, indent=2) + "\n")
@@ -869,6 +885,8 @@ def main() -> None:
         print_front_keys(summary["front_keys"])
     if run_front:
         print_overload_table(summary["overload_front"])
+    if run_tasks:
+        serving_tasks.print_task_throughput(summary["tasks"])
     print(f"figures written to {output}")
 
 

@@ -82,6 +82,8 @@ COMMANDS: dict[str, Command] = {
                        user_errors=("KeyFileError", "OSError")),
     "keygen": Command("mlops_template.core.signing", "write an Ed25519 key pair for signed routing documents",
                       user_errors=("OSError",)),
+    "score": Command("mlops_template.ops.batch_scoring", "score a CSV or parquet file offline with the champion",
+                     user_errors=(*USER_ERRORS, "DataValidationError"), failures=("ModelIntegrityError",)),
 }
 
 

@@ -1,4 +1,7 @@
-"""evaluate: test-set and golden-set metrics, business value, slices, plots, and the promotion gate.
+"""evaluate: test-set and golden-set metrics, business value, slices, plots, importance, and the promotion gate.
+
+Every task (binary, multiclass, regression: the contract's ``target.task``) writes the same files;
+a gate naming metrics the task does not produce stops the stage with exit code 65, naming them.
 
 The champion is read from the registry but checked against the git-tracked deployment record
 (read here, through its one owner :mod:`mlops_template.ops.records`, and handed to the pipeline)
@@ -12,13 +15,17 @@ import pandas as pd
 
 from mlops_template.core import paths
 from mlops_template.core.config import project_root, setup_logging
+from mlops_template.core.exitcodes import ExitCode
 from mlops_template.core.io import read_json, write_json
 from mlops_template.core.package_files import MODEL_CARD_FILE
 from mlops_template.core.params import EvaluateSection, GateSection, MlflowSection
+from mlops_template.core.tasks import task_of
 from mlops_template.ops import records
 from mlops_template.pipeline import golden, tracking
 from mlops_template.pipeline.assessment import ChampionRefused, ChampionUnscorable, evaluate_candidate
+from mlops_template.pipeline.gate import GateConfigError
 from mlops_template.pipeline.params_check import contract_or_exit, params_or_exit
+from mlops_template.pipeline.scoring import ModelCardError, scoring_for
 
 logger = logging.getLogger("stages.evaluate")
 GOLDEN_REPORT = paths.METRICS / "golden.json"
@@ -47,6 +54,14 @@ def run(contract_path: str, cfg: EvaluateSection, gate_cfg: GateSection, model_n
         result = evaluate_candidate(cfg, gate_cfg, model_name, mlflow_config, inference_log_dir, contract, card,
                                     pd.read_parquet(paths.TEST), paths.CANDIDATE, champion_record=record,
                                     golden=rows)
+    except GateConfigError as exc:
+        logger.error("params.yaml's gate does not fit this %s task; nothing was judged:\n  - %s", contract.task,
+                     str(exc).replace("; gate.", "\n  - gate."))
+        refuse(card, f"gate does not fit the task: {exc}")
+        return ExitCode.BAD_INPUT
+    except ModelCardError as exc:
+        logger.error("the candidate cannot be evaluated: %s", exc)
+        return refuse(card, str(exc))
     except golden.GoldenSetError as exc:
         logger.error("golden set unusable: %s", exc)
         return refuse(card, f"golden set unusable: {exc}")
@@ -61,14 +76,16 @@ def run(contract_path: str, cfg: EvaluateSection, gate_cfg: GateSection, model_n
     write_json(paths.SLICES, result.slices)
     write_json(paths.GATE, result.gate)
     write_json(GOLDEN_REPORT, result.golden)
+    write_json(paths.IMPORTANCE, result.importance)
+    paths.PLOTS.mkdir(parents=True, exist_ok=True)
     for name, points in result.plots.items():
         write_json(paths.PLOTS / f"{name}.json", points)
     floats = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
     tracking.log_evaluation(mlflow_config, card["mlflow"]["run_id"], floats,
-                            [paths.EVALUATION, paths.SLICES, paths.GATE, GOLDEN_REPORT])
-    logger.info("ROC AUC %.4f, value/row %.2f at threshold %.3f; gate: %s (%s)",
-                result.metrics["roc_auc"], result.metrics["value_per_row"], result.metrics["threshold"],
-                "BLESSED" if result.blessed else "not blessed", "; ".join(result.reasons))
+                            [paths.EVALUATION, paths.SLICES, paths.GATE, GOLDEN_REPORT, paths.IMPORTANCE])
+    headline = scoring_for(task_of(contract), cfg, None).headline(result.metrics)
+    logger.info("%s; gate: %s (%s)", headline, "BLESSED" if result.blessed else "not blessed",
+                "; ".join(result.reasons))
     return 0
 
 

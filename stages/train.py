@@ -11,6 +11,7 @@ from mlops_template.core.features import FeatureSpec
 from mlops_template.core.io import requirement_pins, sha256_of, write_json
 from mlops_template.core.package_files import MODEL_CARD_FILE, MODEL_FILE
 from mlops_template.core.params import FeaturizeSection, MlflowSection, TrainSection
+from mlops_template.core.tasks import task_of
 from mlops_template.pipeline import tracking
 from mlops_template.pipeline.params_check import contract_or_exit, params_or_exit
 from mlops_template.pipeline.training import train_candidate
@@ -38,6 +39,7 @@ def run(contract_path: str, cfg: TrainSection, featurize: FeaturizeSection, mode
         package_dir=paths.CANDIDATE,
         pip_requirements=requirement_pins(paths.SERVING_REQUIREMENTS),
         trusted_types=trusted_types(paths.CANDIDATE / MODEL_FILE),
+        task=task_of(contract),
     )
     write_json(paths.CANDIDATE / MODEL_CARD_FILE, {**card, "mlflow": mlflow_info})
     logger.info("model %s saved, sha256 %s", paths.CANDIDATE / MODEL_FILE, card["sha256"])

@@ -15,7 +15,8 @@ on those bytes and before any object is built:
 4. only then lets skops build it, trusting exactly the names it reported.
 
 :data:`ALLOWED_MODEL_TYPES` is fixed in code: the exact types the pipelines of
-:func:`mlops_template.pipeline.training.build_pipeline` hold, never a module prefix (trusting
+:func:`mlops_template.pipeline.training.build_pipeline` hold for every task (classifiers and
+regressors), never a module prefix (trusting
 ``builtins.`` admits ``builtins.eval``). ``tests/unit/core/test_model_types.py`` re-derives it
 by fitting every estimator on data of several shapes, so it cannot silently go stale.
 """
@@ -54,22 +55,33 @@ ALLOWED_MODEL_TYPES: dict[str, frozenset[str]] = {
     "numpy.random._generator.Generator": frozenset({"RandomGeneratorNode"}),
     "numpy.uint64": frozenset({"NdArrayNode"}),
     "sklearn._loss._loss.CyHalfBinomialLoss": frozenset({"LossNode"}),
+    "sklearn._loss._loss.CyHalfMultinomialLoss": frozenset({"LossNode"}),
+    "sklearn._loss._loss.CyHalfSquaredError": frozenset({"LossNode"}),
+    "sklearn._loss.link.IdentityLink": frozenset({"ObjectNode"}),
     "sklearn._loss.link.Interval": frozenset({"ObjectNode"}),
     "sklearn._loss.link.LogitLink": frozenset({"ObjectNode"}),
+    "sklearn._loss.link.MultinomialLogit": frozenset({"ObjectNode"}),
     "sklearn._loss.loss.HalfBinomialLoss": frozenset({"ObjectNode"}),
+    "sklearn._loss.loss.HalfMultinomialLoss": frozenset({"ObjectNode"}),
+    "sklearn._loss.loss.HalfSquaredError": frozenset({"ObjectNode"}),
     "sklearn.compose._column_transformer.ColumnTransformer": frozenset({"ObjectNode"}),
     "sklearn.ensemble._forest.RandomForestClassifier": frozenset({"ObjectNode"}),
+    "sklearn.ensemble._forest.RandomForestRegressor": frozenset({"ObjectNode"}),
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper": frozenset({"ObjectNode"}),
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier":
+        frozenset({"ObjectNode"}),
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor":
         frozenset({"ObjectNode"}),
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor": frozenset({"ObjectNode"}),
     "sklearn.impute._base.SimpleImputer": frozenset({"ObjectNode"}),
     "sklearn.linear_model._logistic.LogisticRegression": frozenset({"ObjectNode"}),
+    "sklearn.linear_model._ridge.Ridge": frozenset({"ObjectNode"}),
     "sklearn.pipeline.Pipeline": frozenset({"ObjectNode"}),
     "sklearn.preprocessing._data.StandardScaler": frozenset({"ObjectNode"}),
     "sklearn.preprocessing._encoders.OneHotEncoder": frozenset({"ObjectNode"}),
     "sklearn.preprocessing._label.LabelEncoder": frozenset({"ObjectNode"}),
     "sklearn.tree._classes.DecisionTreeClassifier": frozenset({"ObjectNode"}),
+    "sklearn.tree._classes.DecisionTreeRegressor": frozenset({"ObjectNode"}),
     "sklearn.tree._tree.Tree": frozenset({"TreeNode"}),
 }
 

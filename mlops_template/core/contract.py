@@ -187,17 +187,28 @@ def read_raw_csv(path: str | Path, contract: Contract) -> pd.DataFrame:
     Every cell stays a string (or NA) so that type coercion, and its failures, happen in the
     schema where they are reported per row rather than aborting the read.
     """
-    frame = pd.read_csv(
-        path,
-        dtype=str,
-        na_values=list(contract.na_values),
-        keep_default_na=False,
-        skipinitialspace=contract.strip_whitespace,
-    )
-    frame.columns = [c.strip() for c in frame.columns]
+    return apply_read_rules(pd.read_csv(path, **csv_read_options(contract)), contract)
+
+
+def csv_read_options(contract: Contract) -> dict[str, Any]:
+    """``pd.read_csv`` keyword arguments of the contract's read rules: every cell a string (or NA).
+
+    Shared by :func:`read_raw_csv` and readers that add their own (batch scoring's ``chunksize``).
+    """
+    return {"dtype": str, "na_values": list(contract.na_values), "keep_default_na": False,
+            "skipinitialspace": contract.strip_whitespace}
+
+
+def apply_read_rules(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Header names stripped; with ``strip_whitespace``, text cells stripped and bare NA markers made NA.
+
+    Only text columns are stripped, so a typed frame (a parquet file's) gets the same rules.
+    """
+    frame.columns = [str(c).strip() for c in frame.columns]
     if contract.strip_whitespace:
         for column in frame.columns:
-            frame[column] = frame[column].str.strip()
+            if pd.api.types.is_string_dtype(frame[column]):
+                frame[column] = frame[column].str.strip()
         # A cell holding only a marker plus spaces ("? ") is still a missing value.
         frame = frame.replace(list(contract.na_values), pd.NA) if contract.na_values else frame
     return frame

@@ -33,18 +33,21 @@ from mlops_template.core.gate_params import (
     SliceGate,
     ValueBound,
 )
-from mlops_template.core.params_base import ParamsError, Section, share
+from mlops_template.core.params_base import ParamsError, Section, finite_number, share
 
 __all__ = [
     "DIRECTIONS", "SECTIONS", "AnswerChangeGate", "ChangeLimit", "DataSection", "DeploySection", "EvaluateSection",
     "FeaturizeSection", "GateSection", "IngestSection", "MlflowSection", "MonitoringSection", "Params", "ParamsError",
-    "Section", "SliceGate", "TrainSection", "ValidateSection", "ValueBound", "check_strategy", "load",
-    "parse_sections", "read_mapping",
+    "RegressionCosts", "Section", "SliceGate", "TrainSection", "ValidateSection", "ValueBound", "check_strategy",
+    "load", "parse_sections", "read_mapping",
 ]
 
 MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 SERVICE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 VALUE_KEYS = ("tp", "fp", "tn", "fn")
+# train.estimator names; every task in mlops_template/core/tasks maps each (tests/unit/pipeline/test_training_tasks.py)
+ESTIMATOR_NAMES = ("linear", "logistic_regression", "random_forest", "hist_gradient_boosting")
+ESTIMATOR_ALIASES = {"linear": "logistic_regression", "logistic_regression": "linear"}
 STRATEGIES = ("direct", "canary")
 
 
@@ -111,27 +114,80 @@ class FeaturizeSection(Section):
 
 
 class TrainSection(Section):
-    """The train stage: which estimator, its seed, and hyperparameters per estimator."""
+    """The train stage: which estimator, its seed, and hyperparameters per estimator.
+
+    ``estimator`` names a kind of model every task offers (:data:`ESTIMATOR_NAMES`; the task maps
+    it to its sklearn class, e.g. ``linear`` is a logistic regression for a classifier and a ridge
+    regression for a regression). ``logistic_regression`` is ``linear``'s older name; each reads
+    the other's hyperparameters when it has none of its own.
+    """
 
     KEY: ClassVar[str] = "train"
     estimator: str
     seed: int
     hyperparameters: dict[str, dict[str, Any]] = {}
 
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        if value not in ESTIMATOR_NAMES:
+            raise ValueError(f"train.estimator must be one of {list(ESTIMATOR_NAMES)}, got {value!r}")
+        return value
+
     @property
     def chosen_hyperparameters(self) -> dict[str, Any]:
-        """The hyperparameters of the chosen estimator (none set: its own defaults)."""
-        return dict(self.hyperparameters.get(self.estimator) or {})
+        """The hyperparameters of the chosen estimator, else of its alias (none set: its own defaults)."""
+        own = self.hyperparameters.get(self.estimator)
+        if own is None and self.estimator in ESTIMATOR_ALIASES:
+            own = self.hyperparameters.get(ESTIMATOR_ALIASES[self.estimator])
+        return dict(own or {})
+
+
+class RegressionCosts(BaseModel):
+    """``evaluate.costs``: the cost of one unit of over- and of under-prediction (regression's business value)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    over: float = 1.0
+    under: float = 1.0
+
+    @field_validator("over", "under", mode="before")
+    @classmethod
+    def _a_cost(cls, value: Any, info: Any) -> Any:
+        if finite_number(value, f"evaluate.costs.{info.field_name}") < 0:
+            raise ValueError(f"evaluate.costs.{info.field_name} is a cost per unit, so not negative, got {value!r}")
+        return value
 
 
 class EvaluateSection(Section):
-    """The evaluate stage: the value of each decision, slices, the golden set's size."""
+    """The evaluate stage: the value of each decision (per task), slices, the golden set's size.
+
+    ``value_matrix`` is binary's (tp, fp, tn, fn); ``costs`` regression's (per unit over/under);
+    ``class_values`` multiclass's (actual class -> predicted class -> value; none: 1 per right answer).
+    Each task reads only its own (:mod:`mlops_template.pipeline.scoring`).
+    """
 
     KEY: ClassVar[str] = "evaluate"
-    value_matrix: dict[str, float]
+    value_matrix: dict[str, float] = {"tp": 1.0, "fp": 0.0, "tn": 1.0, "fn": 0.0}
+    costs: RegressionCosts = RegressionCosts()
+    class_values: dict[str, dict[str, float]] | None = None
     slices: tuple[str, ...] = ()
     min_slice_rows: int = Field(default=30, ge=0)
     golden_max_rows: int = Field(default=20000, gt=0)
+
+    @field_validator("class_values", mode="before")
+    @classmethod
+    def _a_value_table(cls, table: Any) -> Any:
+        if table is None:
+            return None
+        if not isinstance(table, Mapping) or not table:
+            raise ValueError("evaluate.class_values must map each actual class to {predicted class: value}, "
+                             f"got {table!r}")
+        for actual, row in table.items():
+            if not isinstance(row, Mapping) or not row:
+                raise ValueError(f"evaluate.class_values.{actual} must map predicted classes to values, got {row!r}")
+            for predicted, value in row.items():
+                finite_number(value, f"evaluate.class_values.{actual}.{predicted}")
+        return {str(a): {str(p): v for p, v in row.items()} for a, row in table.items()}
 
     @field_validator("value_matrix", mode="before")
     @classmethod
@@ -209,6 +265,9 @@ class MonitoringSection(Section):
     window_records: int = Field(default=5000, gt=0)
     min_window_records: int = Field(default=500, ge=0)
     drift_share_threshold: float = 0.2
+    prediction_psi_threshold: float = Field(default=0.2, gt=0)
+    model_package: str = "champion"  # the served model's package: champion (its record), a folder, or "" for none
+    importance: str = "metrics/importance.json"  # used when the package has no importance.json; "" for none
     quality_drop_fraction: float = 0.2
     quality_min_labelled: int = Field(default=100, ge=0)
     report_dir: str = "monitoring/reports"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops_template.core.package_files import FEATURE_SPEC_FILE
+from mlops_template.core.package_files import FEATURE_SPEC_FILE, IMPORTANCE_FILE
 
 PARAMS = Path("params.yaml")
 CONTRACTS = Path("contracts")
@@ -31,6 +31,7 @@ VALIDATION_METRICS = METRICS / "validation.json"
 EVALUATION = METRICS / "evaluation.json"
 SLICES = METRICS / "slices.json"
 GATE = METRICS / "gate.json"
+IMPORTANCE = METRICS / IMPORTANCE_FILE  # permutation importance per input column (evaluate; shipped by deploy)
 PLOTS = METRICS / "plots"
 INGEST_REPORTS = METRICS / "ingest"
 DEPLOYMENTS = Path("deployments")

@@ -3,9 +3,11 @@
 Two jobs, meant for cron (``mlops-template drift|quality``):
 
 - :mod:`.drift` compares a window of the inference log with the reference sample that featurize
-  keeps, column by column, with Evidently;
-- :mod:`.quality` joins ground truth that arrived later with the log and compares ROC AUC and
-  business value with the offline evaluation.
+  keeps, column by column with Evidently, each column weighed by the model's importance
+  (:mod:`.model`), and the logged predictions with the model's on the reference (:mod:`.predictions`);
+- :mod:`.quality` joins ground truth that arrived later with the log and compares the task's live
+  metrics (binary: ROC AUC and business value; multiclass: accuracy and macro-F1; regression:
+  RMSE and MAE) with the offline evaluation.
 
 Both write an HTML or JSON report, a Prometheus textfile (for node-exporter's textfile collector)
 and optionally push the same gauges to a Pushgateway; both alert through :mod:`.alerts`. This
@@ -45,6 +47,9 @@ class Settings:
     window_records: int
     min_window_records: int
     drift_share_threshold: float
+    prediction_psi_threshold: float
+    model_package: str  # "champion", a package folder, or "" (no prediction drift)
+    importance: Path | None  # importance file used when the package has none
     quality_drop_fraction: float
     quality_min_labelled: int
     report_dir: Path
@@ -64,6 +69,9 @@ class Settings:
             window_records=section.window_records,
             min_window_records=section.min_window_records,
             drift_share_threshold=section.drift_share_threshold,
+            prediction_psi_threshold=section.prediction_psi_threshold,
+            model_package=section.model_package,
+            importance=Path(section.importance) if section.importance else None,
             quality_drop_fraction=section.quality_drop_fraction,
             quality_min_labelled=section.quality_min_labelled,
             report_dir=Path(section.report_dir),

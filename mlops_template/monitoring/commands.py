@@ -1,12 +1,17 @@
 """The monitoring jobs' command lines, made for cron: ``mlops-template drift`` and ``mlops-template quality``.
 
-Settings come from the ``monitoring`` section of params.yaml; flags override them. Exit codes
+Settings come from the ``monitoring`` section of params.yaml; flags override them. ``drift`` weighs
+the input columns by the served model's importance and compares its answers with its answers on the
+reference: both need the model's package (``monitoring.model_package``: the champion's, found
+through ``deployments/champion.json``, or a folder; ``--model-package ''`` for none), and the
+importance (the package's ``importance.json``, else ``monitoring.importance``). Exit codes
 (:class:`~mlops_template.core.exitcodes.ExitCode`): 0 all well (or too few records / labels to
-judge: ``min_window_records``, ``quality_min_labelled``), 6 drift or a quality drop was detected
-(and alerted), 65 an input is wrong (a labels file without a needed column or with labels that
-are not the contract's classes, an empty window, a missing file), 1 the job failed. One summary
-line goes to standard output; details go to the log (standard error) and the report files; a
-wrong input is one line ``mlops-template drift: error: ...`` on standard error.
+judge: ``min_window_records``, ``quality_min_labelled``), 6 input drift, prediction drift or a
+quality drop was detected (and alerted), 65 an input is wrong (a labels file without a needed
+column or with labels that are not the contract's classes or numbers, an empty window, a missing
+file, a malformed importance file), 1 the job failed. One summary line goes to standard output;
+details go to the log (standard error) and the report files; a wrong input is one line
+``mlops-template drift: error: ...`` on standard error.
 
 Examples::
 
@@ -23,13 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlops_template.core import paths
-from mlops_template.core.contract import load_contract
+from mlops_template.core.contract import Contract, load_contract
 from mlops_template.core.exitcodes import ExitCode, UserError
 from mlops_template.core.params import load as load_params
+from mlops_template.core.tasks import Task, task_of
 from mlops_template.monitoring import EVALUATION_PATH, REFERENCE_PATH, Settings, Window, log_location
 from mlops_template.monitoring.alerts import AlertSink
 
 logger = logging.getLogger("mlops_template.monitoring")
+SHOWN_AS = {"value_per_row": "value/row"}  # how the quality line names a live figure
 
 
 def _timestamp(text: str) -> datetime:
@@ -56,6 +63,10 @@ def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
     _common_arguments(parser)
     parser.add_argument("--reference", type=Path, default=REFERENCE_PATH)
     parser.add_argument("--threshold", type=float, help="drifted-share threshold (default: params)")
+    parser.add_argument("--model-package", help="the served model's package folder, 'champion' (its record), "
+                        "or '' for none (default: monitoring.model_package)")
+    parser.add_argument("--importance", type=Path,
+                        help="importance file when the package has none (default: monitoring.importance)")
     parser.set_defaults(job="drift")
 
 
@@ -93,21 +104,9 @@ def _run(args: argparse.Namespace) -> int:
         if not pushgateway:
             logger.warning("ALERTMANAGER_URL is set but no Pushgateway: no alert will reach Alertmanager")
     alerts = AlertSink(report_dir, webhook, settings.alert_dedup_hours)
+    task = task_of(contract)
     if args.job == "drift":
-        from mlops_template.monitoring.drift import run_drift_job
-
-        time_bounded = args.since is not None or args.until is not None
-        last_n = args.last_n or (None if time_bounded else settings.window_records)
-        threshold = settings.drift_share_threshold if args.threshold is None else args.threshold
-        summary = run_drift_job(log_dir, args.reference, contract, Window(last_n, args.since, args.until),
-                                threshold, report_dir, alerts, pushgateway, settings.min_window_records)
-        state = ("DETECTED" if summary["drift_detected"]
-                 else "none" if summary["enough_records"] else "too few records")
-        print(f"drift: {state}; "
-              f"share {summary['drift_share']:.2f} (threshold {threshold:.2f}), "
-              f"{summary['rows_current']} records; drifted: {', '.join(summary['drifted_columns']) or '-'}; "
-              f"report {summary['report']}")
-        return ExitCode.ALERT if summary["drift_detected"] else ExitCode.OK
+        return _drift(args, settings, contract, task, log_dir, report_dir, alerts, pushgateway)
     from mlops_template.monitoring.quality import run_quality_job
 
     summary = run_quality_job(
@@ -117,7 +116,50 @@ def _run(args: argparse.Namespace) -> int:
     )
     live = summary["live"]
     state = "DROP" if summary["quality_drop"] else ("too few labels" if not summary["enough_labels"] else "ok")
-    print(f"quality: {state}; roc_auc {live['roc_auc']}, accuracy {live['accuracy']}, "
-          f"value/row {live['value_per_row']}, {live['labelled_records']} labelled; "
+    shown = list(task.live_metrics)
+    if "accuracy" in live and "accuracy" not in shown:
+        shown.insert(1, "accuracy")
+    figures = ", ".join(f"{SHOWN_AS.get(name, name)} {live.get(name)}" for name in shown)
+    print(f"quality: {state}; {figures}, {live['labelled_records']} labelled; "
           f"largest drop {summary['drop_fraction']:.1%} (threshold {summary['threshold']:.0%})")
     return ExitCode.ALERT if summary["quality_drop"] else ExitCode.OK
+
+
+def _drift(args: argparse.Namespace, settings: Settings, contract: Contract, task: Task, log_dir: Path | str,
+           report_dir: Path, alerts: AlertSink, pushgateway: str | None) -> int:
+    """Run the drift job with the served model's package and importance; print its line."""
+    from mlops_template.monitoring.drift import run_drift_job
+    from mlops_template.monitoring.model import (
+        CHAMPION,
+        ImportanceError,
+        champion_version,
+        find_importance,
+        model_package,
+    )
+
+    time_bounded = args.since is not None or args.until is not None
+    last_n = args.last_n or (None if time_bounded else settings.window_records)
+    threshold = settings.drift_share_threshold if args.threshold is None else args.threshold
+    setting = settings.model_package if args.model_package is None else args.model_package
+    try:
+        package = model_package(setting)
+        importance = find_importance(package, args.importance or settings.importance)
+    except (FileNotFoundError, ImportanceError) as exc:
+        raise UserError(str(exc)) from exc
+    summary = run_drift_job(log_dir, args.reference, contract, Window(last_n, args.since, args.until),
+                            threshold, report_dir, alerts, pushgateway, settings.min_window_records,
+                            importance=importance, package=package, task=task,
+                            prediction_threshold=settings.prediction_psi_threshold,
+                            model_version=champion_version() if package and setting == CHAMPION else None)
+    state = ("DETECTED" if summary["drift_detected"]
+             else "none" if summary["enough_records"] else "too few records")
+    predictions = summary["predictions"]
+    said = (f"predictions psi {predictions['psi']:.2f} (threshold {predictions['threshold']:.2f})"
+            + (" DETECTED" if predictions["drift_detected"] else "")
+            if predictions["compared"] else "predictions not compared")
+    print(f"drift: {state}; "
+          f"share {summary['drift_share']:.2f} (threshold {threshold:.2f}), "
+          f"{summary['rows_current']} records; drifted: {', '.join(summary['drifted_columns']) or '-'}; "
+          f"{said}; report {summary['report']}")
+    detected = summary["drift_detected"] or predictions["drift_detected"]
+    return ExitCode.ALERT if detected else ExitCode.OK

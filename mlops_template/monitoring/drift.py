@@ -4,7 +4,16 @@ The columns compared are the contract's model inputs with role ``numeric`` or ``
 (the target and ``ignore`` columns are left out), typed for Evidently by those roles. Evidently's
 ``DataDriftPreset`` picks a method per column (Wasserstein distance for numeric columns and
 Jensen-Shannon distance for categorical ones at these sizes, statistical tests on small samples)
-and flags each column; the job alerts when the share of drifted columns exceeds the threshold.
+and flags each column.
+
+Columns are weighed by what the model leans on: each compared column's weight is its permutation
+importance (:mod:`mlops_template.monitoring.model`; negative importance counts as 0), normalised
+over the compared columns the model reads, and ``drift_share`` is the weight of the drifted ones.
+Columns the importance lists as ``unused`` (dropped by featurize, never read) are still compared and
+reported (``unused_columns``), but neither counted nor in ``drifted_columns``. Without an importance
+file every compared column weighs the same, as the report's ``weighting`` says. The job alerts when
+``drift_share`` exceeds the threshold. It also compares the model's own answers with its answers on
+the reference (:mod:`mlops_template.monitoring.predictions`) and alerts on that separately.
 
 A drift column that no record of the window carries (absent, or null throughout: clients need
 not send columns the model does not use) is not compared but listed in ``columns_not_sent``; a
@@ -20,8 +29,9 @@ import math
 import time
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_template.core.contract import Contract
@@ -29,6 +39,12 @@ from mlops_template.core.io import write_json
 from mlops_template.core.params import MonitoringSection
 from mlops_template.monitoring import Window, publish
 from mlops_template.monitoring.alerts import Alert, AlertSink
+from mlops_template.monitoring.model import Importance
+from mlops_template.monitoring.predictions import ALERT_KEY as PREDICTION_ALERT_KEY
+from mlops_template.monitoring.predictions import not_compared, prediction_drift
+
+if TYPE_CHECKING:
+    from mlops_template.core.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +96,46 @@ def _column_results(snapshot_dict: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return columns
 
 
+def column_weights(compared: list[str], importance: Importance | None) -> dict[str, Any]:
+    """Each compared column's weight in ``drift_share`` (summing to 1, unrounded), the unused columns, and why.
+
+    With ``importance``: a column's importance (below 0, or not listed: 0) over the total of the
+    compared columns the model reads; ``unused`` ones weigh 0. Without it, or when no compared
+    column has a positive importance, every counted column weighs the same.
+    """
+    unused = [c for c in compared if importance is not None and c in importance.unused]
+    counted = [c for c in compared if c not in unused]
+    if importance is None:
+        raw = dict.fromkeys(counted, 1.0)
+        weighting = "equal: no importance file, every compared column counts the same"
+    else:
+        unknown = [c for c in counted if c not in importance.columns]
+        if unknown:
+            logger.warning("%s has no importance for %s: they weigh 0", importance.source, unknown)
+        raw = {c: max(importance.columns.get(c, 0.0), 0.0) for c in counted}
+        weighting = f"importance ({importance.metric or 'metric not named'}) from {importance.source}"
+        if not sum(raw.values()):
+            raw = dict.fromkeys(counted, 1.0)
+            weighting = f"equal: no compared column has a positive importance in {importance.source}"
+    total = sum(raw.values())
+    weights = {c: raw.get(c, 0.0) / total if total else 0.0 for c in compared}
+    return {"weights": weights, "unused": unused, "weighting": weighting}
+
+
 def detect_drift(
     current: pd.DataFrame,
     reference: pd.DataFrame,
     contract: Contract,
     threshold: float,
     html_path: Path | None = None,
+    importance: Importance | None = None,
 ) -> dict[str, Any]:
     """Compare ``current`` with ``reference`` and summarise; write Evidently's HTML if asked.
 
-    ``drift_detected`` is ``drift_share > threshold``, the share of compared columns that
-    Evidently flags as drifted. Columns ``current`` does not carry at all are not compared and
-    are listed in ``columns_not_sent``; ValueError when that leaves none.
+    ``drift_detected`` is ``drift_share > threshold``, the weight of the compared columns that
+    Evidently flags as drifted (:func:`column_weights`; ``column_share`` is their plain count
+    share among the counted columns). Columns ``current`` does not carry at all are not compared
+    and are listed in ``columns_not_sent``; ValueError when that leaves none.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -110,8 +154,11 @@ def detect_drift(
         Dataset.from_pandas(prepare(reference, contract, not_sent), data_definition=definition),
     )
     columns = _column_results(snapshot.dict())
-    drifted = [name for name, result in columns.items() if result["drifted"]]
-    share = len(drifted) / len(columns)
+    weighed = column_weights(list(columns), importance)
+    drifted = [n for n, result in columns.items() if result["drifted"] and n not in weighed["unused"]]
+    # rounded past float noise, so equal weights judge exactly as a count did (3 of 15 is 0.2, not above it)
+    share = round(min(sum(weighed["weights"][n] for n in drifted), 1.0), 9)
+    counted = len(columns) - len(weighed["unused"])
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
@@ -124,6 +171,10 @@ def detect_drift(
         "drift_detected": share > threshold,
         "columns": columns,
         "columns_not_sent": not_sent,
+        "weighting": weighed["weighting"],
+        "weights": {name: round(weight, 6) for name, weight in weighed["weights"].items()},
+        "unused_columns": weighed["unused"],
+        "column_share": round(len(drifted) / counted, 6) if counted else 0.0,
     }
 
 
@@ -135,7 +186,8 @@ def drift_registry(summary: dict[str, Any]):
     suppressed = summary.get("alert_suppressed") is not None
     # left out below min_window_records, so that a Prometheus rule on it never fires on noise
     if not suppressed:
-        Gauge("model_drift_share", "Share of input columns with detected drift", registry=registry).set(
+        Gauge("model_drift_share", "Importance-weighted share of input columns with detected drift "
+              "(equal weights without an importance file)", registry=registry).set(
             summary["drift_share"]
         )
     Gauge("model_drift_detected", "1 when the drifted share exceeds the threshold (0 on a too-small window)",
@@ -151,6 +203,17 @@ def drift_registry(summary: dict[str, Any]):
     for column, result in summary["columns"].items():
         if result["score"] is not None:
             scores.labels(column=column).set(result["score"])
+    weights = Gauge("model_drift_column_weight", "Weight of each input column in the drift share (its importance)",
+                    ["column"], registry=registry)
+    for column, weight in summary.get("weights", {}).items():
+        weights.labels(column=column).set(weight)
+    predictions = summary.get("predictions") or {}
+    if predictions.get("compared"):
+        if not suppressed:  # as the drift share: never a figure a rule could fire on from noise
+            Gauge("model_prediction_drift_psi", "PSI of the logged predictions against the model's on the reference",
+                  registry=registry).set(predictions["psi"])
+        Gauge("model_prediction_drift_detected", "1 when the predictions' PSI exceeds its threshold",
+              registry=registry).set(int(predictions["drift_detected"]))
     Gauge("model_drift_last_run_timestamp_seconds", "When the drift job last completed",
           registry=registry).set(summary["run_timestamp"])
     return registry
@@ -166,24 +229,36 @@ def run_drift_job(
     alerts: AlertSink,
     pushgateway_url: str | None = None,
     min_window_records: int = MonitoringSection().min_window_records,
+    importance: Importance | None = None,
+    package: Path | None = None,
+    task: Task | None = None,
+    prediction_threshold: float = MonitoringSection().prediction_psi_threshold,
+    model_version: str | None = None,
 ) -> dict[str, Any]:
     """Check a window of the log for drift: report, summary, gauges, and alert or resolve.
 
-    Writes ``drift.html``, ``drift.json`` and ``drift.prom`` in ``report_dir`` and returns the
-    summary. A window of fewer than ``min_window_records`` records neither alerts nor resolves:
-    ``drift_detected`` is then false and ``alert_suppressed`` says why. Raises ValueError when
-    the window holds no records.
+    Input columns are weighed by ``importance`` (:func:`column_weights`). With the served model's
+    ``package`` and its ``task``, the logged predictions are compared with the model's on the
+    reference (``predictions`` in the summary, its own alert ``prediction_drift``); with the package's
+    ``model_version``, only that version's answers (a canary's challenger answers differently). Writes
+    ``drift.html``, ``drift.json`` and ``drift.prom`` in ``report_dir`` and returns the summary. A
+    window of fewer than ``min_window_records`` records neither alerts nor resolves: both verdicts
+    are then false and ``alert_suppressed`` says why. Raises ValueError when the window holds no
+    records.
     """
     current = window.read(log_dir)
     if current.empty:
         raise ValueError(f"no inference records in {log_dir} for window {window}")
     reference = pd.read_parquet(reference_path)
     html_path = report_dir / "drift.html"
-    result = detect_drift(current, reference, contract, threshold, html_path)
+    result = detect_drift(current, reference, contract, threshold, html_path, importance)
     enough = len(current) >= min_window_records
+    predictions = _predictions(current, reference, package, task, prediction_threshold, model_version)
+    predictions["drift_detected"] = predictions["drift_detected"] and enough
     summary = {
         "window": window.describe(current),
         **result,
+        "predictions": predictions,
         "min_window_records": min_window_records,
         "enough_records": enough,
         "drift_detected": result["drift_detected"] and enough,
@@ -212,9 +287,52 @@ def run_drift_job(
                 "rows": f"{summary['rows_current']} current vs {summary['rows_reference']} reference",
                 **({"not sent (not compared)": ", ".join(summary["columns_not_sent"])}
                    if summary["columns_not_sent"] else {}),
+                **({"unused by the model (not counted)": ", ".join(summary["unused_columns"])}
+                   if summary["unused_columns"] else {}),
+                "weighting": summary["weighting"],
             },
             report_path=str(html_path),
         ))
     elif enough:
         alerts.resolve(ALERT_KEY, title)
+    _alert_predictions(summary, contract, alerts, report_dir / "drift.json")
     return summary
+
+
+def _predictions(current: pd.DataFrame, reference: pd.DataFrame, package: Path | None, task: Task | None,
+                 threshold: float, model_version: str | None = None) -> dict[str, Any]:
+    """The prediction-drift summary, or why the predictions were not compared."""
+    if package is None or task is None:
+        return not_compared("no model package (monitoring.model_package): the model's predictions on the "
+                            "reference are unknown", threshold)
+    from mlops_template.monitoring.model import reference_output
+
+    if model_version is not None:
+        current = current[current["model_version"].astype(str) == model_version]
+        if current.empty:
+            return not_compared(f"no record of model version {model_version} in the window", threshold)
+
+    try:
+        baseline: np.ndarray = reference_output(package, reference, task)
+        return {**prediction_drift(task, baseline, current, threshold), "model_version": model_version}
+    except Exception as exc:  # noqa: BLE001 - the input drift verdict stands without this one
+        logger.warning("predictions not compared: %s", exc)
+        return not_compared(f"{type(exc).__name__}: {exc}", threshold)
+
+
+def _alert_predictions(summary: dict[str, Any], contract: Contract, alerts: AlertSink, report: Path) -> None:
+    """Fire the prediction-drift alert, or resolve it on a full window that shows none."""
+    found = summary["predictions"]
+    title = f"Prediction drift on model {contract.name!r}"
+    if found["drift_detected"]:
+        alerts.fire(Alert(
+            key=PREDICTION_ALERT_KEY,
+            title=title,
+            severity="warning",
+            figures={"psi": f"{found['psi']:.3f} > {found['threshold']:.2f}",
+                     "watched": found["watched"],
+                     "reference": found["reference"], "current": found["current"]},
+            report_path=str(report),
+        ))
+    elif found["compared"] and summary["enough_records"]:
+        alerts.resolve(PREDICTION_ALERT_KEY, title)

@@ -11,11 +11,15 @@ made its own ids, when two clients could send the same one) is counted in
 ``duplicate_log_entries``; when its entries disagree on the prediction the key is ambiguous,
 left out of the join and counted in ``ambiguous_log_records``, since no label can be matched
 to one of them. Joined with the log on
-``(request_id, record_index)`` it gives ROC AUC from the logged probabilities, and accuracy and
-business value per row from the logged decisions (the label the service returned, so the
-threshold in force at the time counts, not today's). These are compared with the offline
-evaluation (``metrics/evaluation.json``): a relative drop of either ROC AUC or value per row
-beyond ``quality_drop_fraction`` raises an alert. Windows with fewer than ``min_labelled``
+``(request_id, record_index)`` it gives the task's live metrics
+(:attr:`~mlops_template.core.tasks.Task.live_metrics`), compared with the offline evaluation
+(``metrics/evaluation.json``): a relative drop of any of them beyond ``quality_drop_fraction``
+(for an error such as RMSE, a rise) raises an alert. Binary: ROC AUC from the logged
+probabilities, and accuracy and business value per row from the logged decisions (the label the
+service returned, so the threshold in force at the time counts, not today's). Multiclass: accuracy
+and macro-F1 (log loss too, reported) from the logged class probabilities, the label being a class
+name. Regression: RMSE and MAE (R², reported) of the logged predictions, the label being a number.
+Windows with fewer than ``min_labelled``
 labelled records are reported but never alert (nor publish a drop gauge), since their figures
 are noise.
 """
@@ -33,6 +37,7 @@ import pandas as pd
 
 from mlops_template.core.contract import Contract
 from mlops_template.core.io import read_json, write_json
+from mlops_template.core.tasks import Task, task_of
 from mlops_template.monitoring import Window, publish
 from mlops_template.monitoring.alerts import Alert, AlertSink
 from mlops_template.pipeline.evaluation import business_value, score_metrics
@@ -41,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 JOB = "model_quality"
 ALERT_KEY = "quality"
-COMPARED = ("roc_auc", "value_per_row")
+COMPARED = ("roc_auc", "value_per_row")  # binary's live metrics, compared when no task says otherwise
 KEYS = ["request_id", "record_index"]
 
 
@@ -98,7 +103,8 @@ def check_single_records(log: pd.DataFrame, truth: pd.DataFrame) -> None:
 def live_quality(
     log: pd.DataFrame, truth: pd.DataFrame, contract: Contract, value_matrix: Mapping[str, float]
 ) -> dict[str, Any]:
-    """ROC AUC, accuracy and business value of the logged predictions that have ground truth."""
+    """The task's live metrics of the logged predictions that have ground truth (see the module doc)."""
+    task = task_of(contract)
     allowed = contract.target_spec.allowed
     if allowed is not None:
         unknown = sorted(set(truth["label"]) - set(allowed))
@@ -109,6 +115,8 @@ def live_quality(
     joined = unique.merge(truth.rename(columns={"label": "actual"}), on=KEYS, how="inner")
     result: dict[str, Any] = {"labelled_records": len(joined), "duplicate_log_entries": duplicates,
                               "ambiguous_log_records": ambiguous}
+    if not contract.is_binary:
+        return {**result, **_task_figures(task, joined)}
     if joined.empty:
         return {**result, "roc_auc": None, "accuracy": None, "value_per_row": None}
     y = (joined["actual"] == contract.positive_class).to_numpy(dtype="int64")
@@ -126,6 +134,15 @@ def live_quality(
     }
 
 
+def _task_figures(task: Task, joined: pd.DataFrame) -> dict[str, Any]:
+    """Live and headline metrics of a task without a decision threshold (None for an empty join)."""
+    names = list(dict.fromkeys([*task.live_metrics, *task.headline_metrics]))
+    if joined.empty:
+        return dict.fromkeys(names)
+    figures = task.metrics(task.encode(joined["actual"]), task.output_of_answers(joined))
+    return {name: figures.get(name) for name in names}
+
+
 def unique_log_keys(log: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     """The log with one entry per ``(request_id, record_index)``, and what that took.
 
@@ -138,7 +155,7 @@ def unique_log_keys(log: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     if not repeated.any():
         return log, 0, 0
     duplicates = int(log.duplicated(KEYS, keep="first").sum())
-    prediction = [c for c in ("model_version", "probability", "label") if c in log.columns]
+    prediction = [c for c in ("model_version", "probability", "label", "prediction") if c in log.columns]
     variants = log.loc[repeated, [*KEYS, *prediction]].drop_duplicates().groupby(KEYS).size()
     conflicting = variants[variants > 1].index
     is_ambiguous = pd.MultiIndex.from_frame(log[KEYS]).isin(conflicting)
@@ -148,16 +165,23 @@ def unique_log_keys(log: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     return log[~is_ambiguous].drop_duplicates(KEYS, keep="last"), duplicates, ambiguous
 
 
-def compare(live: Mapping[str, Any], baseline: Mapping[str, Any], drop_fraction: float) -> dict[str, Any]:
+def compare(live: Mapping[str, Any], baseline: Mapping[str, Any], drop_fraction: float,
+            directions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Relative drop of each compared figure from the baseline, and whether any is too large.
 
-    A drop is ``(baseline - live) / |baseline|``; negative means the live figure is better.
-    Figures missing on either side (ROC AUC of a single-class window) are not compared.
+    ``directions`` maps each compared figure to ``higher_is_better`` or ``lower_is_better`` (the
+    task's :attr:`~mlops_template.core.tasks.Task.live_metrics`; default binary's :data:`COMPARED`).
+    A drop is ``(baseline - live) / |baseline|`` for a figure where higher is better, and
+    ``(live - baseline) / |baseline|`` for an error (RMSE 10% higher is a 10% drop); negative means
+    the live figure is better. Figures missing on either side (ROC AUC of a single-class window),
+    or with a zero baseline, are not compared.
     """
+    directions = directions or dict.fromkeys(COMPARED, "higher_is_better")
     drops = {}
-    for name in COMPARED:
+    for name, direction in directions.items():
         if live.get(name) is not None and baseline.get(name):
-            drops[name] = round((baseline[name] - live[name]) / abs(baseline[name]), 6)
+            drop = (baseline[name] - live[name]) / abs(baseline[name])
+            drops[name] = round(drop if direction == "higher_is_better" else -drop, 6)
     worst = max(drops.values(), default=0.0)
     return {"drops": drops, "drop_fraction": worst, "quality_drop": worst > drop_fraction}
 
@@ -168,10 +192,13 @@ def quality_registry(summary: Mapping[str, Any]):
 
     registry = CollectorRegistry()
     gauges = {
-        "model_live_roc_auc": ("ROC AUC of labelled live predictions", summary["live"]["roc_auc"]),
-        "model_live_accuracy": ("Accuracy of labelled live decisions", summary["live"]["accuracy"]),
+        "model_live_roc_auc": ("ROC AUC of labelled live predictions", summary["live"].get("roc_auc")),
+        "model_live_accuracy": ("Accuracy of labelled live decisions", summary["live"].get("accuracy")),
         "model_live_value_per_row": ("Business value per labelled live record",
-                                     summary["live"]["value_per_row"]),
+                                     summary["live"].get("value_per_row")),
+        "model_live_macro_f1": ("Macro-F1 of labelled live answers (multiclass)", summary["live"].get("macro_f1")),
+        "model_live_rmse": ("RMSE of labelled live predictions (regression)", summary["live"].get("rmse")),
+        "model_live_mae": ("MAE of labelled live predictions (regression)", summary["live"].get("mae")),
         "model_live_labelled_records": ("Live records with ground truth in the window",
                                         summary["live"]["labelled_records"]),
         "model_live_duplicate_log_entries": ("Inference-log entries repeating a (request_id, record_index) key",
@@ -217,14 +244,15 @@ def run_quality_job(
         raise ValueError(f"none of the {len(truth)} labels in {truth_path} match a logged record "
                          f"in {log_dir} for window {window}")
     baseline = read_json(baseline_path)
-    comparison = compare(live, baseline, drop_fraction)
+    directions = task_of(contract).live_metrics
+    comparison = compare(live, baseline, drop_fraction, directions)
     enough = live["labelled_records"] >= min_labelled
     summary_path = report_dir / "quality.json"
     summary = {
         "window": window.describe(log),
         "ground_truth": str(truth_path),
         "live": live,
-        "baseline": {name: baseline.get(name) for name in COMPARED},
+        "baseline": {name: baseline.get(name) for name in directions},
         **comparison,
         "threshold": drop_fraction,
         "min_labelled": min_labelled,

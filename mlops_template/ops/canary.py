@@ -18,7 +18,8 @@ share (:func:`mlops_template.serving.routing.routes_to_challenger`) to the chall
 ``--metrics-url``, or a captured ``--metrics-file``): the error rate
 (``model_version_requests_total``), the mean scoring latency
 (``model_prediction_latency_seconds``) and, with ``--labels`` (ground truth joined with the
-inference log), ROC AUC and value per row. The challenger is promoted unless its error rate
+inference log), the task's live metrics (binary: ROC AUC and value per row; multiclass: accuracy
+and macro-F1; regression: RMSE and MAE, where a rise is a drop). The challenger is promoted unless its error rate
 exceeds ``deploy.canary_max_error_rate``, its mean latency exceeds the champion's times
 ``deploy.canary_max_latency_ratio``, or its live quality is more than
 ``monitoring.quality_drop_fraction`` below the champion's; otherwise it is rolled back. Either
@@ -43,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_template.core.contract import load_contract
 from mlops_template.core.exitcodes import ExitCode, ServiceUnavailable, UserError
 from mlops_template.core.params import DeploySection, Params
 from mlops_template.core.params import load as load_params
+from mlops_template.core.tasks import task_of
 from mlops_template.monitoring import Settings as MonitoringSettings
 from mlops_template.ops import lease, records, transitions
 from mlops_template.serving import routing
@@ -176,8 +179,7 @@ def fetch_metrics(url: str) -> str:
 
 
 def live_quality_by_version(labels: Path, log_dir: Path | str, params: Params) -> dict[str, dict]:
-    """Live ROC AUC and value per row of each version, from ground truth joined with the log."""
-    from mlops_template.core.contract import load_contract
+    """The task's live metrics of each version, from ground truth joined with the log."""
     from mlops_template.monitoring.quality import live_quality, read_ground_truth
     from mlops_template.serving.inference_log import read_log
 
@@ -190,8 +192,12 @@ def live_quality_by_version(labels: Path, log_dir: Path | str, params: Params) -
 
 def judge(champion: str, challenger: str, figures: dict[str, VersionFigures], cfg: DeploySection,
           quality: dict[str, dict] | None = None, drop_fraction: float = 0.2,
-          min_labelled: int = 100) -> Decision:
-    """Promote, roll back or wait, from the two versions' live figures."""
+          min_labelled: int = 100, directions: dict[str, str] | None = None) -> Decision:
+    """Promote, roll back or wait, from the two versions' live figures.
+
+    ``directions`` are the task's live metrics (:attr:`~mlops_template.core.tasks.Task.live_metrics`;
+    default binary's ROC AUC and value per row), compared challenger against champion.
+    """
     new, old = figures.get(challenger, VersionFigures()), figures.get(champion, VersionFigures())
     summary = {v: {"requests": f.requests, "error_rate": f.error_rate, "mean_latency_s": f.mean_latency}
                for v, f in ((champion, old), (challenger, new))}
@@ -213,13 +219,13 @@ def judge(champion: str, challenger: str, figures: dict[str, VersionFigures], cf
     else:
         reasons.append("latency not compared: no champion latency observed")
     failed |= _judge_quality(champion, challenger, quality, drop_fraction, min_labelled, reasons,
-                             summary)
+                             summary, directions)
     return Decision("rollback" if failed else "promote", reasons, summary)
 
 
 def _judge_quality(champion: str, challenger: str, quality: dict[str, dict] | None,
                    drop_fraction: float, min_labelled: int, reasons: list[str],
-                   summary: dict[str, Any]) -> bool:
+                   summary: dict[str, Any], directions: dict[str, str] | None = None) -> bool:
     """Append the quality verdict to ``reasons``; True when the challenger is clearly worse."""
     if quality is None:
         reasons.append("quality not compared: no --labels given")
@@ -233,7 +239,7 @@ def _judge_quality(champion: str, challenger: str, quality: dict[str, dict] | No
     if labelled < min_labelled:
         reasons.append(f"quality not compared: {labelled} labelled records, fewer than {min_labelled}")
         return False
-    verdict = compare(new, old, drop_fraction)
+    verdict = compare(new, old, drop_fraction, directions)
     reasons.append(f"live quality drop vs champion {verdict['drop_fraction']:.3f} "
                    f"({'>' if verdict['quality_drop'] else '<='} {drop_fraction})")
     return bool(verdict["quality_drop"])
@@ -306,11 +312,12 @@ def _decide(params: Params, cfg: DeploySection, figures: dict[str, VersionFigure
         raise CanaryError("no canary is running: the routing file has no challenger")
     champion = document["champion"]["model_version"]
     challenger = document["challenger"]["model_version"]
-    quality = None
+    quality = directions = None
     if labels is not None:
         quality = live_quality_by_version(labels, MonitoringSettings.from_params(params).inference_log_dir, params)
+        directions = task_of(load_contract(params.data.contract)).live_metrics
     decision = judge(champion, challenger, figures, cfg, quality, params.monitoring.quality_drop_fraction,
-                     params.monitoring.quality_min_labelled)
+                     params.monitoring.quality_min_labelled, directions)
     logger.info("canary v%s vs v%s: %s (%s)", challenger, champion, decision.action,
                 "; ".join(decision.reasons))
     if decision.action != "wait" and not dry_run:

@@ -1,8 +1,10 @@
 """DVC experiments a person can read, and the promotion of one of them.
 
 ``mlops-template experiments show`` prints one line per experiment that fits an
-80-column terminal: the gate's metrics, whether it was blessed, and only the params it changed
-against the commit it ran from (``dvc exp show`` prints every param and metric, 200+ columns).
+80-column terminal: the task's two headline metrics (binary: ROC AUC and log loss; multiclass: log
+loss and accuracy; regression: RMSE and MAE) and value per row, whether it was blessed, and only
+the params it changed against the commit it ran from (``dvc exp show`` prints every param and
+metric, 200+ columns).
 
 ``mlops-template experiments promote NAME`` deploys a blessed experiment: experiment
 runs never deploy (the deploy stage records their gate decision and stops), so this applies
@@ -21,16 +23,20 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_template.core.exitcodes import ExitCode, UserError
 from mlops_template.ops import lease
 from mlops_template.ops.process import dvc
 from mlops_template.ops.records import outcome_of_pipeline
 
-METRICS = (("roc_auc", "metrics/evaluation.json", "roc_auc"),
-           ("log_loss", "metrics/evaluation.json", "log_loss"),
-           ("value/row", "metrics/evaluation.json", "value_per_row"))
+if TYPE_CHECKING:
+    from mlops_template.core.tasks import Task
+
+EVALUATION = "metrics/evaluation.json"
+METRICS = (("roc_auc", EVALUATION, "roc_auc"),  # binary's columns; :func:`metrics_of` gives any task's
+           ("log_loss", EVALUATION, "log_loss"),
+           ("value/row", EVALUATION, "value_per_row"))
 WIDTH = 80
 # What `dvc exp apply` and the evaluate/deploy re-run change in the workspace, put back when the
 # gate refuses the experiment; the history keeps its line (an audit trail is never rewritten).
@@ -86,15 +92,22 @@ def changed_params(row: dict[str, Any]) -> str:
                     if json.dumps(row["params"].get(k)) != json.dumps(baseline.get(k)))
 
 
-def table(rows: list[dict[str, Any]], width: int = WIDTH) -> str:
+def metrics_of(task: Task) -> tuple[tuple[str, str, str], ...]:
+    """The table's metric columns for ``task``: its first two headline metrics, then value per row."""
+    return (*((name, EVALUATION, name) for name in task.headline_metrics[:2]),
+            ("value/row", EVALUATION, "value_per_row"))
+
+
+def table(rows: list[dict[str, Any]], width: int = WIDTH,
+          metrics: tuple[tuple[str, str, str], ...] = METRICS) -> str:
     """Metrics, blessing and the params changed against the baseline, one line per row."""
     name_width = max([len("Experiment"), *(len(r["name"]) for r in rows)])
-    header = f"{'Experiment':<{name_width}}  " + "  ".join(f"{m:>9}" for m, _, _ in METRICS)
+    header = f"{'Experiment':<{name_width}}  " + "  ".join(f"{m:>9}" for m, _, _ in metrics)
     header += "  blessed  changed params"
     lines = [header, "-" * min(width, len(header) + 10)]
     for row in rows:
         figures = []
-        for _, path, key in METRICS:
+        for _, path, key in metrics:
             value = row["metrics"].get(path, {}).get(key)
             figures.append(f"{value:>9.4f}" if isinstance(value, (int, float)) else f"{'-':>9}")
         blessed = row["metrics"].get("metrics/gate.json", {}).get("blessed")
@@ -111,13 +124,13 @@ def table(rows: list[dict[str, Any]], width: int = WIDTH) -> str:
     return "\n".join(lines)
 
 
-def show() -> int:
-    """Print the experiments table."""
+def show(task: Task) -> int:
+    """Print the experiments table with ``task``'s metrics."""
     proc = dvc("exp", "show", "--json", capture=True)
     if proc.returncode != 0:
         print(proc.stderr.strip(), file=sys.stderr)
         return ExitCode.FAILED
-    print(table(experiment_rows(json.loads(proc.stdout or "[]"))))
+    print(table(experiment_rows(json.loads(proc.stdout or "[]")), metrics=metrics_of(task)))
     return ExitCode.OK
 
 
@@ -212,8 +225,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Show the experiments, or promote one."""
-    if args.command == "show":
-        return show()
+    from mlops_template.core.contract import load_contract
     from mlops_template.core.params import load as load_params
+    from mlops_template.core.tasks import task_of
 
-    return promote(args.name, load_params().deploy.model_name)
+    params = load_params()
+    if args.command == "show":
+        return show(task_of(load_contract(params.data.contract)))
+    return promote(args.name, params.deploy.model_name)

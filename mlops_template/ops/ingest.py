@@ -15,7 +15,9 @@ contract, plus batches accepted earlier in the same run) and, pooled with everyt
 since, with the fixed reference window (the raw data present when the guard first ran). Marginal
 checks: ``rows``, ``invalid``, ``duplicates``, ``label_shift``, ``drift``; joint checks:
 ``label_by_group``, ``trigger``, ``label_flips``, ``near_duplicates``; cumulative checks against
-the window: ``cumulative_label_by_group``, ``cumulative_trigger``, ``cumulative_drift``.
+the window: ``cumulative_label_by_group``, ``cumulative_label_given_inputs`` (each group's labels
+against what a model of the window predicts from the same rows' inputs: the boiling frog),
+``cumulative_trigger``, ``cumulative_drift``.
 Thresholds live in ``params.yaml`` under ``ingest:``. A passing check close to its limit is a
 warning in the report and in the log.
 

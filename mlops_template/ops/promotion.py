@@ -91,7 +91,7 @@ def package(cfg: DeploySection, contract_path: str, card: dict[str, Any], evalua
 
     packaged = package_model(
         model_dir=paths.CANDIDATE, contract_path=Path(contract_path),
-        threshold=evaluation["threshold"], model_name=cfg.model_name, service_name=cfg.service_name,
+        threshold=evaluation.get("threshold"), model_name=cfg.model_name, service_name=cfg.service_name,
         labels={"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]},
         archive=archive,
     )
@@ -99,9 +99,23 @@ def package(cfg: DeploySection, contract_path: str, card: dict[str, Any], evalua
         model_name=cfg.model_name, model_version=card["mlflow"]["model_version"],
         mlflow_run_id=card["mlflow"]["run_id"], bento_tag=packaged["bento_tag"],
         model_tag=packaged["model_tag"], archive=str(archive), archive_sha256=packaged["sha256"],
-        sha256=card["sha256"], threshold=evaluation["threshold"], test_roc_auc=evaluation["roc_auc"],
-        git_revision=card["git_revision"], deployed_at=utc_now(),
+        sha256=card["sha256"], threshold=evaluation.get("threshold"), test_roc_auc=evaluation.get("roc_auc"),
+        git_revision=card["git_revision"], deployed_at=utc_now(), **primary_metric_field(contract_path, evaluation),
     )
+
+
+def primary_metric_field(contract_path: str, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """``test_metric`` for the deployment record of a model whose task's primary metric is not ROC AUC.
+
+    Binary records keep the shape they always had (``test_roc_auc``), so this is empty for them.
+    """
+    from mlops_template.core.contract import load_contract
+    from mlops_template.core.tasks import task_of
+
+    metric = task_of(load_contract(contract_path)).primary_metric
+    if metric == "roc_auc":
+        return {}
+    return {"test_metric": {"name": metric, "value": evaluation.get(metric)}}
 
 
 def carry_out(deploy: DeploySection, mlflow_config: MlflowSection, contract_path: str, gate: dict[str, Any],

@@ -9,7 +9,10 @@ deploy stage, canary, rollback, retrain) leaves them in the one shape below.
 
 where a DEPLOYMENT has exactly :data:`DEPLOYMENT_FIELDS`: model name and version, MLflow run,
 bento and BentoML model tags, the exported archive and its sha256, the model's sha256, the
-decision threshold, the test ROC AUC, the git revision and when it was deployed. The archive of
+decision threshold, the test ROC AUC, the git revision and when it was deployed; a model of a task
+without a threshold or a ROC AUC (regression, multiclass) has them null and adds
+``test_metric`` (:data:`OPTIONAL_FIELDS`): its task's primary metric on the test set,
+``{"name": "rmse", "value": 3.1}``. The archive of
 the champion is always ``models/serving/champion.bento`` (what ``docker build`` takes), that of
 a challenger ``models/serving/challenger.bento``. ``last_decision`` says what happened last:
 ``action``, ``at``, ``from_version``, ``to_version``, ``reasons`` (a gate decision adds
@@ -46,6 +49,7 @@ HISTORY = paths.HISTORY
 RECORD = paths.CHAMPION_RECORD
 DEPLOYMENT_FIELDS = ("model_name", "model_version", "mlflow_run_id", "bento_tag", "model_tag", "archive",
                      "archive_sha256", "sha256", "threshold", "test_roc_auc", "git_revision", "deployed_at")
+OPTIONAL_FIELDS = ("test_metric",)  # kept when given: binary records stay as they always were
 ACTIONS = ("promote", "reject", "rollback", "canary_start", "canary_promote", "canary_rollback")
 CHAMPION_ACTIONS = ("promote", "rollback", "canary_promote")
 
@@ -218,12 +222,13 @@ class RecordError(ValueError):
 
 
 def deployment(**fields: Any) -> dict[str, Any]:
-    """A deployment record with exactly :data:`DEPLOYMENT_FIELDS` (missing ones are an error)."""
+    """A deployment record with exactly :data:`DEPLOYMENT_FIELDS` (missing ones are an error), and
+    those of :data:`OPTIONAL_FIELDS` given."""
     missing = [f for f in DEPLOYMENT_FIELDS if f not in fields]
-    unknown = sorted(set(fields) - set(DEPLOYMENT_FIELDS))
+    unknown = sorted(set(fields) - set(DEPLOYMENT_FIELDS) - set(OPTIONAL_FIELDS))
     if missing or unknown:
         raise RecordError(f"deployment record: missing {missing}, unknown {unknown}")
-    return {f: fields[f] for f in DEPLOYMENT_FIELDS}
+    return {f: fields[f] for f in (*DEPLOYMENT_FIELDS, *OPTIONAL_FIELDS) if f in fields}
 
 
 def read_record(path: str | Path = RECORD) -> dict[str, Any]:
@@ -282,13 +287,15 @@ def deployment_of(entries: list[dict[str, Any]], mlflow_config: dict[str, Any] |
 
 def full_deployment(partial: dict[str, Any]) -> dict[str, Any]:
     """A deployment record from what is known, unknown fields None (older records lack some)."""
-    return deployment(**{f: partial.get(f) for f in DEPLOYMENT_FIELDS})
+    return deployment(**{f: partial.get(f) for f in DEPLOYMENT_FIELDS},
+                      **{f: partial[f] for f in OPTIONAL_FIELDS if partial.get(f) is not None})
 
 
 # --- what a pipeline run decided ----------------------------------------------------------------
 
-def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
-    """What the pipeline decided: candidate, blessing, reasons and the champion now serving.
+def outcome_of_pipeline(model_name: str, metric: str = "roc_auc") -> dict[str, Any]:
+    """What the pipeline decided: candidate, blessing, reasons, the champion now serving, and the
+    candidate's test ``metric`` (the task's primary metric) under its own name.
 
     From ``metrics/gate.json``, ``metrics/evaluation.json`` and ``deployments/champion.json``;
     retrain and ``experiments promote`` report it after their ``dvc repro``.
@@ -307,6 +314,6 @@ def outcome_of_pipeline(model_name: str) -> dict[str, Any]:
         "blessed": bool(gate["blessed"]),
         "promoted": promoted,
         "champion_version": champion.get("model_version"),
-        "roc_auc": evaluation.get("roc_auc"),
+        metric: evaluation.get(metric),
         "reasons": decision.get("reasons", gate["reasons"]),
     }

@@ -69,9 +69,12 @@ def raw_changed_since_repro(raw: str) -> bool:
                if isinstance(change, dict))
 
 
-def commit_message(result: dict[str, Any]) -> str:
-    """A one-line commit subject such as ``retrain: adult-income v5 promoted (roc_auc 0.927)``."""
-    auc = f"roc_auc {result['roc_auc']:.3f}" if result.get("roc_auc") is not None else "no roc_auc"
+def commit_message(result: dict[str, Any], metric: str = "roc_auc") -> str:
+    """A one-line commit subject such as ``retrain: adult-income v5 promoted (roc_auc 0.927)``.
+
+    ``metric`` is the task's primary metric, read from ``result`` under its name (``rmse 3.142``).
+    """
+    auc = f"{metric} {result[metric]:.3f}" if result.get(metric) is not None else f"no {metric}"
     name, candidate = result["model_name"], result["candidate_version"]
     if result["promoted"]:
         return f"retrain: {name} v{candidate} promoted ({auc})"
@@ -101,6 +104,7 @@ def run(incoming: str | None, commit: bool, command: str = "mlops-template retra
     """
     from mlops_template.core.contract import load_contract
     from mlops_template.core.features import FeatureError
+    from mlops_template.core.tasks import task_of
     from mlops_template.ops.ingest import ingest
     from mlops_template.pipeline.validation import DataValidationError
 
@@ -142,13 +146,15 @@ def run(incoming: str | None, commit: bool, command: str = "mlops-template retra
     if dvc("repro").returncode != 0:
         return finish("failed", ExitCode.FAILED,
                       f"retrain failed: dvc repro failed ({intake}); rerun after fixing, it resumes")
-    result = records.outcome_of_pipeline(params.deploy.model_name)
-    line = f"retrain: {intake}; {commit_message(result).removeprefix('retrain: ')}"
-    if commit and not git_commit(commit_message(result), [*COMMIT_PATHS, raw, source]):
+    metric = task_of(contract).primary_metric
+    result = records.outcome_of_pipeline(params.deploy.model_name, metric)
+    subject = commit_message(result, metric)
+    line = f"retrain: {intake}; {subject.removeprefix('retrain: ')}"
+    if commit and not git_commit(subject, [*COMMIT_PATHS, raw, source]):
         return finish("failed", ExitCode.FAILED, f"{line}; git commit FAILED", **result)
     if not commit:
         line += (f"; not committed: git add {' '.join([*COMMIT_PATHS, raw, source])} && "
-                 f"git commit -m {shlex.quote(commit_message(result))} (or run with --commit)")
+                 f"git commit -m {shlex.quote(subject)} (or run with --commit)")
     return finish("promoted" if result["promoted"] else "kept", ExitCode.OK, line, **result)
 
 

@@ -7,6 +7,10 @@ written by more hands than the repository, and loading a model file builds objec
 champion whose alias or bytes differ from what was deployed is refused before it is loaded.
 With a golden set, both models also answer its rows: their metrics there, the per-slice losses
 and where the answers changed (:mod:`mlops_template.pipeline.comparison`) go to the gate.
+
+Every task goes through the same steps; what differs (metrics and value, baseline, slices, plots,
+what a model "answers") is asked of the task's :class:`mlops_template.pipeline.scoring.Scoring`.
+The candidate's permutation importance (:mod:`mlops_template.pipeline.importance`) is computed here too.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ from mlops_template.core.features import FeatureSpec, build_features
 from mlops_template.core.io import sha256_of
 from mlops_template.core.package_files import FEATURE_SPEC_FILE, MODEL_FILE
 from mlops_template.core.params import AnswerChangeGate, EvaluateSection, GateSection
-from mlops_template.pipeline import comparison
+from mlops_template.core.tasks import Task, task_of
+from mlops_template.pipeline import comparison, importance
 from mlops_template.pipeline import evaluation as ev
-from mlops_template.pipeline.gate import decide
+from mlops_template.pipeline.gate import GateConfigError, check_metric_names, decide
+from mlops_template.pipeline.scoring import binary_score, scoring_for, target_summary
 
 logger = logging.getLogger(__name__)
 
 Predictor = Callable[[pd.DataFrame], np.ndarray]
-TASK = "binary"  # the only task the pipeline trains today
 
 
 class ChampionUnscorable(RuntimeError):
@@ -57,35 +62,29 @@ class Evaluation:
     blessed: bool
     reasons: list[str]
     golden: dict
+    importance: dict | None = None
 
 
-def load_predictor(package: Path, expected_sha256: str | None = None) -> Predictor:
-    """The positive-class probability function of the model in ``package`` (checked, then loaded)."""
+def load_predictor(package: Path, task: Task | None = None, expected_sha256: str | None = None) -> Predictor:
+    """The output function (raw rows -> :meth:`Task.predict`) of the model in ``package``, checked, then loaded.
+
+    ``task`` defaults to binary's positive-class probability, for callers from before tasks.
+    """
     model = load_model(package / MODEL_FILE, expected_sha256)
     spec = FeatureSpec.from_json(package / FEATURE_SPEC_FILE)
-    return lambda frame: model.predict_proba(build_features(frame, spec))[:, 1]
+    if task is None:
+        return lambda frame: model.predict_proba(build_features(frame, spec))[:, 1]
+    return lambda frame: task.predict(model, build_features(frame, spec))
 
 
 def score(labels: np.ndarray, proba: np.ndarray, value_matrix: Mapping[str, float],
           threshold: float | None = None) -> dict:
-    """Metrics and business value at ``threshold`` (default: the best one on these rows)."""
-    if threshold is None:
-        threshold, _ = ev.best_threshold(labels, proba, value_matrix)
-    metrics = ev.score_metrics(labels, proba, threshold)
-    metrics.update(ev.business_value(labels, proba, threshold, value_matrix))
-    metrics["threshold"] = threshold
-    return metrics
-
-
-def score_package(package: Path, test: pd.DataFrame, labels: np.ndarray,
-                  value_matrix: Mapping[str, float]) -> tuple[dict, np.ndarray]:
-    """Metrics of the model in ``package`` on ``test``, at its own best decision threshold."""
-    proba = load_predictor(package)(test)
-    return score(labels, proba, value_matrix), proba
+    """Binary metrics and business value at ``threshold`` (default: the best one on these rows)."""
+    return binary_score(labels, proba, value_matrix, threshold)
 
 
 def verified_champion(name: str, mlflow_config: Any, record: dict | None,
-                      directory: Path) -> tuple[Predictor, dict] | None:
+                      directory: Path, task: Task | None = None) -> tuple[Predictor, dict] | None:
     """The registry's champion of model ``name``, loaded only if it is the one ``record`` says was deployed.
 
     ``mlflow_config`` is the ``mlflow`` section; ``record`` is the ``champion`` of
@@ -122,7 +121,7 @@ def verified_champion(name: str, mlflow_config: Any, record: dict | None,
         raise ChampionRefused(f"{where}: its model.skops has sha256 {actual} but deployments/champion.json records "
                               f"{expected}; refusing to load it")
     try:
-        predictor = load_predictor(package, expected)
+        predictor = load_predictor(package, task, expected)
     except Exception as exc:
         raise ChampionUnscorable(f"{where}: {exc}") from exc
     info = {"model_version": str(version.version), "mlflow_run_id": version.run_id, "sha256": expected,
@@ -130,59 +129,72 @@ def verified_champion(name: str, mlflow_config: Any, record: dict | None,
     return predictor, info
 
 
-def _answers(proba: np.ndarray, threshold: float) -> comparison.Answers:
-    return comparison.Answers(proba, (proba >= threshold).astype("int64"))
-
-
-def _changes_report(frame: pd.DataFrame, old: comparison.Answers, new: comparison.Answers,
+def _changes_report(task: str, frame: pd.DataFrame, old: comparison.Answers, new: comparison.Answers,
                     groups: list, cfg: AnswerChangeGate, columns: list[str]) -> dict:
-    report = comparison.answer_changes(TASK, frame, old, new, groups, cfg.min_rows, cfg.score_bins)
+    report = comparison.answer_changes(task, frame, old, new, groups, cfg.min_rows, cfg.score_bins)
     masks = {(c, v): m for c, v, m in groups}
     ranked = sorted(report["groups"], key=lambda g: -abs(g["z"]))
     for i, g in enumerate(ranked):  # flagged groups and the three most out of line, with changed rows
         if i < 3 or (abs(g["shift"]) >= cfg.max_shift and abs(g["z"]) >= cfg.min_z):
-            g["examples"] = comparison.examples(frame, masks[(g["column"], g["value"])], old, new, columns)
+            g["examples"] = comparison.examples(frame, masks[(g["column"], g["value"])], old, new, columns,
+                                                task=task)
     report["groups"] = ranked
     return report
 
 
 def compare_on_golden(contract: Contract, cfg: EvaluateSection, gate: GateSection, rows: pd.DataFrame,
-                      candidate: Predictor, candidate_threshold: float, champion: Predictor | None,
-                      champion_threshold: float | None, log_sample: pd.DataFrame | None = None) -> dict:
-    """Both models on the golden rows: metrics, slice losses, answer changes and the gate's checks."""
+                      candidate: Predictor, candidate_threshold: float | None, champion: Predictor | None,
+                      champion_threshold: float | None, log_sample: pd.DataFrame | None = None,
+                      summary: Mapping[str, Any] | None = None) -> dict:
+    """Both models on the golden rows: metrics, slice losses, answer changes and the gate's checks.
+
+    ``summary`` is the candidate's training target summary (regression reads its spread: the unit of
+    the checks); thresholds are binary's (None for the other tasks).
+    """
     started = time.monotonic()
-    labels = (rows[contract.target] == contract.positive_class).astype(int).to_numpy()
-    new = _answers(candidate(rows), candidate_threshold)
-    result: dict[str, Any] = {"challenger": score(labels, new.score, cfg.value_matrix, candidate_threshold),
-                              "champion": None, "checks": [], "slices": [], "served_recall": [], "answer_changes": {}}
+    task = task_of(contract)
+    scoring = scoring_for(task, cfg, summary)
+    labels = task.encode(rows[contract.target])
+    candidate_output = candidate(rows)
+    new = scoring.answers(candidate_output, candidate_threshold)
+    result: dict[str, Any] = {"challenger": scoring.score(labels, candidate_output, candidate_threshold),
+                              "champion": None, "checks": [], "slices": [], "served_recall": [], "served": None,
+                              "answer_changes": {}}
     if champion is not None:
-        old = _answers(champion(rows), champion_threshold)
-        result["champion"] = score(labels, old.score, cfg.value_matrix, champion_threshold)
+        champion_output = champion(rows)
+        old = scoring.answers(champion_output, champion_threshold)
+        result["champion"] = scoring.score(labels, champion_output, champion_threshold)
         categorical = [c for c in contract.columns_with_role("categorical") if c in rows.columns]
         explicit = list(cfg.slices)
         slices_cfg, changes_cfg = gate.slices, gate.answer_changes
         min_rows = {c: slices_cfg.min_rows for c in categorical} | {c: cfg.min_slice_rows for c in explicit}
         groups = comparison.categorical_groups(rows, list(dict.fromkeys([*explicit, *categorical])))
-        # What serving does (recall at each model's threshold), for the report; the gate uses the configured metric.
-        result["served_recall"] = comparison.slice_losses(TASK, "recall", labels, old, new, groups, min_rows)
+        # What serving does (binary: recall at each model's threshold), for the report; the gate uses the
+        # configured metric.
+        served = comparison.SERVED_SLICE_METRIC[task.name]
+        result["served"] = {"metric": served,
+                            "slices": comparison.slice_losses(task.name, served, labels, old, new, groups, min_rows)}
+        if served == "recall":
+            result["served_recall"] = result["served"]["slices"]
         if slices_cfg.enabled:
-            result["slices"] = comparison.slice_losses(TASK, slices_cfg.metric, labels, old, new, groups, min_rows)
+            result["slices"] = comparison.slice_losses(task.name, slices_cfg.metric, labels, old, new, groups,
+                                                       min_rows)
             result["checks"] += comparison.slice_checks(result["slices"], slices_cfg.metric,
                                                         slices_cfg.max_drop, slices_cfg.min_z)
         if changes_cfg.enabled:
             numeric = [c for c in contract.columns_with_role("numeric") if c in rows.columns]
             groups += comparison.numeric_groups(rows, numeric, changes_cfg.numeric_bins)
             inputs = [c.name for c in contract.input_columns]
-            report = _changes_report(rows, old, new, groups, changes_cfg, inputs)
+            report = _changes_report(task.name, rows, old, new, groups, changes_cfg, inputs)
             result["answer_changes"]["golden set"] = report
             result["checks"] += comparison.change_checks(report, "golden set", changes_cfg.max_shift,
                                                          changes_cfg.min_z)
             if log_sample is not None and len(log_sample):
                 log_groups = comparison.categorical_groups(log_sample, categorical) + \
                     comparison.numeric_groups(log_sample, numeric, changes_cfg.numeric_bins)
-                log_old = _answers(champion(log_sample), champion_threshold)
-                log_new = _answers(candidate(log_sample), candidate_threshold)
-                report = _changes_report(log_sample, log_old, log_new, log_groups, changes_cfg, inputs)
+                log_old = scoring.answers(champion(log_sample), champion_threshold)
+                log_new = scoring.answers(candidate(log_sample), candidate_threshold)
+                report = _changes_report(task.name, log_sample, log_old, log_new, log_groups, changes_cfg, inputs)
                 result["answer_changes"]["inference log"] = report
                 result["checks"] += comparison.change_checks(report, "inference log", changes_cfg.max_shift,
                                                              changes_cfg.min_z)
@@ -210,6 +222,22 @@ def inference_log_sample(rows: int, location: str | None, contract: Contract) ->
     return frame[inputs].reset_index(drop=True)
 
 
+def check_gate_fits(gate_cfg: GateSection, metrics: Mapping[str, Any], task: Task) -> None:
+    """GateConfigError when a threshold or ``gate.slices.metric`` names something ``task`` does not produce."""
+    problems = []
+    try:
+        check_metric_names(gate_cfg, metrics, task.name)
+    except GateConfigError as exc:
+        problems.append(str(exc))
+    if gate_cfg.slices.enabled:
+        try:
+            comparison.slice_metric(task.name, gate_cfg.slices.metric)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise GateConfigError("; ".join(problems))
+
+
 def evaluate_candidate(cfg: EvaluateSection, gate_cfg: GateSection, model_name: str, mlflow_config: Any,
                        inference_log_dir: str | None, contract: Contract, card: dict, test: pd.DataFrame,
                        package: Path, champion_record: dict | None = None,
@@ -218,49 +246,73 @@ def evaluate_candidate(cfg: EvaluateSection, gate_cfg: GateSection, model_name: 
 
     The sections the evaluate stage declares: ``evaluate`` (``cfg``), ``gate``, ``deploy.model_name``,
     ``mlflow`` and ``monitoring.inference_log_dir`` (where the answer-change check reads live requests).
+    The candidate is the model in ``package``; the champion is the registry's, verified (see :func:`judge`).
     """
-    labels = (test[contract.target] == contract.positive_class).astype(int).to_numpy()
-    candidate = load_predictor(package)
-    proba = candidate(test)
-    metrics = score(labels, proba, cfg.value_matrix)
-    threshold = metrics["threshold"]
+    task = task_of(contract)
+    candidate = load_predictor(package, task)
+    used = FeatureSpec.from_json(package / FEATURE_SPEC_FILE).source_columns
     with tempfile.TemporaryDirectory() as tmp:
-        loaded = verified_champion(model_name, mlflow_config, champion_record, Path(tmp))
-        champion, champion_info = loaded if loaded else (None, None)
-        champion_metrics = None
-        if champion is not None:
-            champion_metrics = score(labels, champion(test), cfg.value_matrix)
-            logger.info("champion v%s scored ROC AUC %.4f on this test set", champion_info["model_version"],
-                        champion_metrics["roc_auc"])
-        golden_result = None
-        if golden is not None:
-            served = (champion_info or {}).get("threshold")
-            log_sample = None if champion is None else inference_log_sample(
-                gate_cfg.answer_changes.inference_log_rows, inference_log_dir, contract)
-            golden_result = compare_on_golden(
-                contract, cfg, gate_cfg, golden[0], candidate, threshold, champion,
-                served if served is not None else (champion_metrics or {}).get("threshold"), log_sample)
-    baseline = ev.baseline_metrics(labels, card["training_data"]["positive_share"], cfg.value_matrix)
+        return judge(cfg, gate_cfg, contract, card, test, candidate, used,
+                     lambda: verified_champion(model_name, mlflow_config, champion_record, Path(tmp), task),
+                     inference_log_dir, golden)
+
+
+def judge(cfg: EvaluateSection, gate_cfg: GateSection, contract: Contract, card: dict, test: pd.DataFrame,
+          candidate: Predictor, used_columns: list[str],
+          load_champion: Callable[[], tuple[Predictor, dict] | None] = lambda: None,
+          inference_log_dir: str | None = None, golden: tuple[pd.DataFrame, dict] | None = None) -> Evaluation:
+    """The evaluate stage's work on a loaded candidate (raw rows -> :meth:`Task.predict` output).
+
+    ``card`` is the candidate's model card (its ``training_data.target`` gives the baseline);
+    ``used_columns`` the contract columns its features read (the others are ``unused`` in the
+    importance); ``load_champion`` is called once the gate is known to fit the task, and returns
+    the champion's predictor and record, or None. GateConfigError (before the champion is loaded)
+    when the gate names metrics the task lacks; ModelCardError when the card does not describe the target.
+    """
+    task = task_of(contract)
+    summary = target_summary(card, task)
+    scoring = scoring_for(task, cfg, summary)
+    labels = task.encode(test[contract.target])
+    output = candidate(test)
+    metrics = {"task": task.name, **scoring.score(labels, output)}
+    threshold = metrics["threshold"]
+    baseline = scoring.baseline(labels)
+    check_gate_fits(gate_cfg, metrics, task)
+    loaded = load_champion()
+    champion, champion_info = loaded if loaded else (None, None)
+    champion_metrics = None
+    if champion is not None:
+        try:  # a champion of another task (the contract changed) or a broken one cannot answer these rows
+            champion_metrics = scoring.score(labels, champion(test))
+        except Exception as exc:
+            raise ChampionUnscorable(f"champion v{champion_info['model_version']} cannot be scored as a "
+                                     f"{task.name} model on this test set: {exc}") from exc
+        logger.info("champion v%s scored %s on this test set", champion_info["model_version"],
+                    scoring.headline(champion_metrics))
+    golden_result = None
+    if golden is not None:
+        served = (champion_info or {}).get("threshold")
+        log_sample = None if champion is None else inference_log_sample(
+            gate_cfg.answer_changes.inference_log_rows, inference_log_dir, contract)
+        golden_result = compare_on_golden(
+            contract, cfg, gate_cfg, golden[0], candidate, threshold, champion,
+            served if served is not None else (champion_metrics or {}).get("threshold"), log_sample, summary)
     decision = decide(metrics, champion_metrics, gate_cfg, baseline, golden_result)
-    plots = {
-        "roc": ev.roc_points(labels, proba),
-        "precision_recall": ev.pr_points(labels, proba),
-        "calibration": ev.calibration_points(labels, proba),
-        "confusion": ev.confusion_rows(labels, proba, threshold,
-                                    labels=(contract.negative_class, contract.positive_class)),
-    }
-    slices = ev.slice_metrics(test, labels, proba, threshold, list(cfg.slices), cfg.min_slice_rows)
+    plots = scoring.plots(labels, output, threshold)
+    slices = scoring.slices(test, labels, output, threshold, list(cfg.slices), cfg.min_slice_rows)
     gate = decision.to_dict()
     gate["candidate"] = {"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]}
     gate["champion"] = None if champion_info is None else {**champion_info, "metrics": champion_metrics}
-    gate["baseline"] = {"model": "prior-only (predicts the training positive share)", "metrics": baseline}
+    gate["baseline"] = {"model": scoring.baseline_model, "metrics": baseline}
     gate["golden"] = _golden_summary(golden, golden_result)
     report = {"golden_set": gate["golden"], "metric": gate_cfg.slices.metric,
               **{k: (golden_result or {}).get(k, default) for k, default in
-                 (("slices", []), ("served_recall", []), ("answer_changes", {}))}}
-    for data in (metrics, slices, gate, plots, report):
+                 (("slices", []), ("served", None), ("served_recall", []), ("answer_changes", {}))}}
+    columns = [c.name for c in contract.input_columns if c.name in test.columns]
+    weights = importance.permutation_importance(candidate, test, labels, task, columns, used_columns)
+    for data in (metrics, slices, gate, plots, report, weights):
         ev.assert_finite(data)
-    return Evaluation(metrics, slices, gate, plots, decision.blessed, decision.reasons, report)
+    return Evaluation(metrics, slices, gate, plots, decision.blessed, decision.reasons, report, weights)
 
 
 def _golden_summary(golden: tuple[pd.DataFrame, dict] | None, result: dict | None) -> dict | None:

@@ -2,7 +2,8 @@
 
 Most of it is pure computation on arrays (labels as 0/1, scores as positive-class
 probabilities) so the evaluate stage, notebooks and tests share it; the stage's own work
-(candidate, baseline and champion scored, then the gate) is :mod:`mlops_template.pipeline.assessment`.
+(candidate, baseline and champion scored, then the gate) is :mod:`mlops_template.pipeline.assessment`,
+and how every task (binary through these functions) is scored is :mod:`mlops_template.pipeline.scoring`.
 Plot data is plain lists of dicts with no NaN or Infinity, because DVC refuses plot JSON that
 holds them.
 """
@@ -40,8 +41,12 @@ def _as_arrays(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
     return y.astype("int64"), p
 
 
-def _round(value: float) -> float:
+def rounded(value: float) -> float:
+    """A figure as the JSON files carry it: a plain float rounded to 6 decimals."""
     return round(float(value), DECIMALS)
+
+
+_round = rounded
 
 
 def _both_classes(y: np.ndarray) -> bool:
@@ -152,7 +157,7 @@ def business_value(
     }
 
 
-def _slice_keys(column: pd.Series) -> np.ndarray:
+def slice_keys(column: pd.Series) -> np.ndarray:
     """The slice key of each row as a string, with missing values as ``<missing>``."""
     keys = column.astype(object).where(column.notna(), MISSING_KEY)
     return keys.map(str).to_numpy()
@@ -193,7 +198,7 @@ def slice_metrics(
         raise ValueError(f"slice columns not in the frame: {unknown}")
     result: dict[str, dict] = {}
     for column in slice_columns:
-        keys = _slice_keys(frame[column])
+        keys = slice_keys(frame[column])
         result[column] = {
             key: _slice_scores(y[keys == key], p[keys == key], threshold, min_rows)
             for key in sorted(set(keys))
@@ -221,7 +226,7 @@ def roc_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict]:
     return _finite_rows(rows)
 
 
-def _downsample(n: int, max_points: int) -> np.ndarray:
+def downsample(n: int, max_points: int) -> np.ndarray:
     """At most ``max_points`` evenly spaced indices into ``range(n)``, first and last kept."""
     if n <= max_points:
         return np.arange(n)
@@ -241,7 +246,7 @@ def pr_points(y_true: np.ndarray, proba: np.ndarray, max_points: int = 500) -> l
     thresholds = np.append(thresholds, 1.0)
     rows = [
         {"recall": _round(recall[i]), "precision": _round(precision[i]), "threshold": _round(thresholds[i])}
-        for i in _downsample(len(precision), max_points)
+        for i in downsample(len(precision), max_points)
     ]
     return _finite_rows(rows)
 

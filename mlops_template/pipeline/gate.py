@@ -29,7 +29,11 @@ from mlops_template.core.params import DIRECTIONS, ChangeLimit, GateSection, Val
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DIRECTIONS", "GateDecision", "decide", "parse_config"]
+__all__ = ["DIRECTIONS", "GateConfigError", "GateDecision", "check_metric_names", "decide", "parse_config"]
+
+
+class GateConfigError(ValueError):
+    """The gate names a metric (or slice metric) the task's models do not produce: a params.yaml mistake."""
 
 
 @dataclass
@@ -57,6 +61,23 @@ THRESHOLD_SECTIONS = GateSection.THRESHOLD_SECTIONS
 def parse_config(config: GateSection | Mapping[str, Any] | None) -> GateSection:
     """The ``gate`` params section, checked (see :class:`GateSection`); ValueError names the malformed key."""
     return GateSection.parse(config)
+
+
+def check_metric_names(config: GateSection | Mapping[str, Any] | None, produced: Mapping[str, Any],
+                       task: str) -> None:
+    """Refuse thresholds on metrics a ``task`` model does not have (GateConfigError naming each).
+
+    ``produced`` is the candidate's metrics. Without this, a gate carried over from another task
+    (``roc_auc`` for a regression) would refuse every model with "missing" and never say the key is wrong.
+    """
+    parsed = parse_config(config)
+    known = sorted(k for k, v in produced.items() if v is None or (isinstance(v, (int, float))
+                                                                  and not isinstance(v, bool)))
+    problems = [f"gate.{section}.{metric} names {metric!r}, which a {task} model does not have; its metrics: "
+                f"{', '.join(known)}" for section in THRESHOLD_SECTIONS for metric in getattr(parsed, section)
+                if metric not in produced]
+    if problems:
+        raise GateConfigError("; ".join(problems))
 
 
 def _observed(metrics: dict, metric: str, whose: str) -> tuple[float | None, str | None]:

@@ -31,6 +31,7 @@ from mlops_template.core import paths
 from mlops_template.core.contract import Contract
 from mlops_template.core.exitcodes import ExitCode, UserError
 from mlops_template.core.io import read_json, sha256_of, utc_now, write_frame, write_json
+from mlops_template.core.tasks import task_of
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,16 @@ def freeze(source: pd.DataFrame, contract: Contract, max_rows: int, seed: int, r
         raise GoldenSetError(f"the source {source_name} lacks contract columns {missing}")
     labels = source[contract.target]
     if labels.nunique() < 2:
-        raise GoldenSetError(f"the source {source_name} holds a single class: a golden set needs both")
+        what = "class" if contract.classes else "target value"
+        raise GoldenSetError(f"the source {source_name} holds a single {what}: a golden set needs more than one")
     rows = source[contract.column_names]
     if len(rows) > max_rows:
         rows = rows.sample(n=max_rows, random_state=seed).sort_index()
     write_frame(rows.reset_index(drop=True), rows_path)
+    task = task_of(contract)
+    summary = task.target_summary(task.encode(rows[contract.target]))
     manifest = {"rows": int(len(rows)), "sha256": sha256_of(rows_path), "source": source_name,
-                "positive_share": round(float((rows[contract.target] == contract.positive_class).mean()), 6),
+                **({"positive_share": summary["positive_share"]} if contract.is_binary else {"target": summary}),
                 "frozen_at": utc_now(), "frozen_by": who, "reason": reason,
                 "replaced": [] if previous is None else [*previous.pop("replaced", []), previous]}
     write_json(manifest_path, manifest)

@@ -8,7 +8,6 @@ params.yaml at it.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mlops_template.core.contract import ContractError, load_contract
+from mlops_template.core.contract import TASKS, ContractError, load_contract
+from mlops_template.pipeline.target_inference import BOUND_MODES, infer_target, numeric_bounds, plain_number
 
 NA_MARKERS = ("", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "?", "#N/A", "-")
 IDENTIFIER_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|^(id|uuid|guid)([_\W]|$)", re.IGNORECASE)
 INTEGRAL_FLOAT = re.compile(r"^\s*[+-]?\d+\.0*\s*$")
-BOUND_MODES = ("none", "widened")
 MIN_ROWS_FOR_IDENTIFIER = 20
 IDENTIFIER_DISTINCT_SHARE = 0.9
 DATE_PARSED_SHARE = 0.95
-WIDEN_FRACTION = 0.5
 
 
 @dataclass
@@ -36,6 +34,8 @@ class Draft:
     contract: dict[str, Any]
     notes: dict[str, str]  # column -> what was decided and why
     warnings: list[str]
+    task: str = "binary"  # what the model predicts (mlops_template.core.tasks)
+    choice: str = ""  # the task chosen and why, in one line (what the CLI prints first)
 
     def review(self) -> str:
         """The review printed by the CLI: one line per column, then the warnings."""
@@ -84,41 +84,6 @@ def _looks_like_dates(values: pd.Series) -> bool:
     return bool(parsed.notna().mean() >= DATE_PARSED_SHARE)
 
 
-def _bounds(numbers: pd.Series, mode: str) -> dict[str, int | float]:
-    """No bounds by default; ``widened``: the observed range widened by half its span each side."""
-    if mode == "none":
-        return {}
-    low, high = float(numbers.min()), float(numbers.max())
-    margin = (high - low) * WIDEN_FRACTION or abs(high) * WIDEN_FRACTION or 1.0
-    lower = low - margin
-    if low >= 0:
-        lower = max(lower, 0.0)
-    return {"min": _plain(math.floor(lower)), "max": _plain(math.ceil(high + margin))}
-
-
-def _infer_target(series: pd.Series, name: str, positive: str | None) -> tuple[dict, str, str]:
-    values = sorted(str(v) for v in series.dropna().unique())
-    if len(values) != 2:
-        shown = values[:10] + (["..."] if len(values) > 10 else [])
-        raise ContractError(
-            f"target column {name!r} holds {len(values)} distinct values {shown}; this template "
-            "trains binary classifiers: the target needs exactly two values")
-    if positive is None:
-        positive = values[-1]
-    elif str(positive) not in values:
-        numeric = {v: pd.to_numeric(v, errors="coerce") for v in values}
-        wanted = pd.to_numeric(str(positive), errors="coerce")
-        matches = [v for v, n in numeric.items() if pd.notna(n) and n == wanted]
-        if not matches:
-            raise ContractError(f"positive class {positive!r} not among target values {values}")
-        positive = matches[0]
-    missing = int(series.isna().sum())
-    note = f"target, classes {values}, positive {positive!r}"
-    if missing:
-        note += f"; {missing} rows have no label and will be rejected by validate"
-    return {"type": "str", "role": "target", "allowed": values}, str(positive), note
-
-
 def infer_contract(
     frame: pd.DataFrame,
     target: str,
@@ -126,6 +91,7 @@ def infer_contract(
     max_categories: int = 50,
     bounds: str = "none",
     open_categories: bool = False,
+    task: str | None = None,
 ) -> Draft:
     """Draft a contract that accepts the data it was drafted from and the next batch like it.
 
@@ -138,6 +104,12 @@ def infer_contract(
     list (``open_categories`` leaves it open); more values make an open vocabulary, which the
     model encodes with rare and unseen values together. Identifier-like columns (nearly every
     value distinct) and dates are drafted as ``role: ignore``. Every decision is in the notes.
+
+    The task follows from the target's values unless ``task`` names it: two values are binary
+    (``positive`` as given, else the minority class); numbers that are not all whole, or more than
+    ``max_categories`` whole numbers, are a regression; 3 to ``max_categories`` text values or whole
+    numbers are multiclass classes. A target that cannot be the task asked for (or has more text
+    values than ``max_categories``) is a ContractError that says why.
     """
     if target not in frame.columns:
         raise ContractError(f"target column {target!r} not in {list(frame.columns)}")
@@ -145,17 +117,17 @@ def infer_contract(
         raise ContractError(f"bounds must be one of {BOUND_MODES}, got {bounds!r}")
     markers, marker_counts = _na_markers(frame)
     frame = frame.mask(frame.isin(markers))
+    chosen = infer_target(frame[target], target, positive, task, max_categories, bounds)
     columns: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    warnings: list[str] = []
+    warnings: list[str] = list(chosen.warnings)
     rows = len(frame)
     for name in frame.columns:
         series = frame[name]
         known = series.dropna().astype(str)
         missing = int(series.isna().sum())
         if name == target:
-            spec, positive, notes[name] = _infer_target(series, name, positive)
-            columns[name] = spec
+            columns[name], notes[name] = chosen.spec, chosen.note
             continue
         if known.empty:
             columns[name] = {"type": "str", "role": "ignore", "nullable": True}
@@ -168,8 +140,8 @@ def infer_contract(
                            and distinct >= IDENTIFIER_DISTINCT_SHARE * len(known))
         if numbers.notna().all():
             integral = bool((numbers % 1 == 0).all()) and bool((numbers.abs() < 2**53).all())
-            spec = {"type": "int" if integral else "float", "role": "numeric", **_bounds(numbers, bounds)}
-            observed = f"observed {_plain(numbers.min())} to {_plain(numbers.max())}"
+            spec = {"type": "int" if integral else "float", "role": "numeric", **numeric_bounds(numbers, bounds)}
+            observed = f"observed {plain_number(numbers.min())} to {plain_number(numbers.max())}"
             spec["description"] = f"{observed}; review the bounds"
             ordered = numbers.is_monotonic_increasing or numbers.is_monotonic_decreasing
             if integral and distinct == len(known) and identifier_like and (
@@ -219,15 +191,10 @@ def infer_contract(
         "name": "model",
         "read": {"na_values": markers, "strip_whitespace": True},
         "unique_rows": False,
-        "target": {"column": target, "positive": str(positive)},
+        "target": chosen.block,
         "columns": columns,
     }
-    return Draft(drafted, notes, warnings)
-
-
-def _plain(value: Any) -> int | float:
-    as_float = float(value)
-    return int(as_float) if as_float.is_integer() else as_float
+    return Draft(drafted, notes, warnings, chosen.task, chosen.choice)
 
 
 def write_contract(draft: dict[str, Any], path: str | Path, source: str) -> None:
@@ -264,23 +231,27 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     draft = infer_contract(read_csv_for_inference(args.csv), target=args.target, positive=args.positive,
                            max_categories=args.max_categories, bounds=args.bounds,
-                           open_categories=args.open_categories)
+                           open_categories=args.open_categories, task=args.task)
     if args.name:
         draft.contract["name"] = args.name
     if args.output:
         write_contract(draft.contract, args.output, args.csv)
-        print(f"drafted {args.output} from {args.csv}:\n{draft.review()}")
+        print(f"drafted {args.output} from {args.csv}; {draft.choice}:\n{draft.review()}")
     else:
+        print(f"# {draft.choice}")  # a YAML comment: the output stays a contract
         print(yaml.safe_dump(draft.contract, sort_keys=False, width=100, default_flow_style=None), end="")
     return 0
 
 
-def add_inference_arguments(parser: argparse.ArgumentParser, positive_required: bool = False) -> None:
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of contract inference, shared by ``mlops-template contract infer`` and ``onboard``."""
     parser.add_argument("csv")
     parser.add_argument("--target", required=True, help="the column to predict")
-    parser.add_argument("--positive", required=positive_required,
-                        help="the target value that counts as positive")
+    parser.add_argument("--task", choices=TASKS, default=None,
+                        help="what to predict (default: from the target's values: two values binary, 3 to "
+                             "--max-categories classes multiclass, other numbers regression)")
+    parser.add_argument("--positive", default=None,
+                        help="binary: the target value that counts as positive (default: the minority class)")
     parser.add_argument("--name", default=None, help="contract/model name (default: from the file name)")
     parser.add_argument("--bounds", choices=BOUND_MODES, default="none",
                         help="numeric bounds: none (default) or the observed range widened by half its span")

@@ -1,23 +1,27 @@
 """Adopt a team's own CSV: draft its contract and point ``params.yaml`` at it, in one command.
 
-``mlops-template onboard data/raw/mine.csv --target churned --positive yes``
+``mlops-template onboard data/raw/mine.csv --target churned`` (``--positive yes``, ``--task ...``)
 
 1. Keeps ``data.raw`` the folder of batches (``data/raw/``): the CSV is copied there if it lies
    elsewhere, and raw files whose header differs from it (the bundled Adult data) are moved to
    ``data/archive/``, so validate reads only the new dataset. Nothing is deleted.
-2. Drafts ``contracts/<name>.yaml`` from every raw batch (:func:`~mlops_template.pipeline.inference.infer_contract`).
+2. Drafts ``contracts/<name>.yaml`` from every raw batch (:func:`~mlops_template.pipeline.inference.infer_contract`),
+   with the task the target's values suggest (binary, multiclass, regression) or ``--task``.
 3. Rewrites the params that name the old dataset's columns or describe its business, keeping
    every comment and every other key: ``data.contract``, ``featurize.drop`` and
    ``featurize.derived`` (emptied), ``evaluate.slices`` (up to two small closed categorical
-   columns), ``evaluate.value_matrix`` (one per correct decision), ``gate.value_thresholds``
-   (emptied: the baseline and champion checks apply), ``deploy.model_name``,
-   ``deploy.service_name`` and ``mlflow.experiment``.
-4. Prints every decision worth reviewing, then what to run next.
+   columns), ``deploy.model_name``, ``deploy.service_name`` and ``mlflow.experiment``; and for the
+   task (:func:`task_params`): ``gate.baseline_thresholds`` and ``gate.change_thresholds`` on its
+   metrics, ``gate.value_thresholds`` (emptied: the baseline and champion checks apply),
+   ``gate.slices.metric``, and the ``evaluate`` key that prices its answers (binary
+   ``value_matrix``, one per correct decision; regression ``costs``), the other tasks' removed.
+4. Prints the task and every decision worth reviewing, then what to run next.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import shutil
@@ -27,8 +31,10 @@ from typing import Any
 import pandas as pd
 
 from mlops_template.core import paths
-from mlops_template.core.contract import ContractError
+from mlops_template.core.contract import Contract, ContractError, contract_from_dict
 from mlops_template.core.exitcodes import UserError
+from mlops_template.core.gate_params import SliceGate
+from mlops_template.core.tasks import Task, task_of
 from mlops_template.pipeline.inference import (
     add_inference_arguments,
     infer_contract,
@@ -42,7 +48,14 @@ logger = logging.getLogger(__name__)
 PARAMS_FILE, RAW_DIR, ARCHIVE_DIR, CONTRACTS_DIR = paths.PARAMS, paths.RAW, paths.ARCHIVE, paths.CONTRACTS
 MAX_SLICES = 2
 MAX_SLICE_VALUES = 10
-NEUTRAL_VALUE_MATRIX = {"tp": 1.0, "fp": 0.0, "tn": 1.0, "fn": 0.0}
+# The evaluate keys that price one task's answers (Task.value_params drafts its own; the others are removed).
+PRICING_COMMENTS = {
+    "value_matrix": "1 per correct decision: put your own values here",
+    "costs": "cost of one unit of over- and of under-prediction: put your own here",
+    "class_values": "actual class -> predicted class -> value (none: 1 per right answer)",
+}
+PRICING_KEYS = tuple(PRICING_COMMENTS)
+REMOVE = object()  # a rewrite_params value: delete the key
 
 
 def model_slug(text: str) -> str:
@@ -102,11 +115,13 @@ def _slices(contract: dict[str, Any]) -> list[str]:
     return small[:MAX_SLICES]
 
 
-def rewrite_params(path: Path, updates: dict[tuple[str, str], tuple[Any, str]]) -> None:
-    """Set ``section.key`` values in params.yaml, keeping its layout and every other comment.
+def rewrite_params(path: Path, updates: dict[tuple[str, ...], tuple[Any, str]]) -> list[str]:
+    """Set ``section.key`` (or ``section.key.subkey``) values in params.yaml, keeping its layout and comments.
 
-    ``updates`` maps (section, key) to (value, comment); the key's end-of-line comment, which
-    described the old value, is replaced by ``comment``.
+    ``updates`` maps (section, key, ...) to (value, comment); the key's end-of-line comment, which
+    described the old value, is replaced by ``comment``; a key that already holds the value is left
+    as it is. The value :data:`REMOVE` deletes the key (a missing one stays missing); a missing
+    parent mapping is created. Returns the dotted names of the keys removed.
     """
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -115,8 +130,20 @@ def rewrite_params(path: Path, updates: dict[tuple[str, str], tuple[Any, str]]) 
     yaml.preserve_quotes = True
     yaml.width = 4096
     params = yaml.load(path.read_text(encoding="utf-8"))
-    for (section, key), (value, comment) in updates.items():
-        mapping = params[section]
+    removed: list[str] = []
+    for (*parents, key), (value, comment) in updates.items():
+        mapping = params
+        for name in parents:
+            if mapping.get(name) is None:
+                mapping[name] = CommentedMap()
+            mapping = mapping[name]
+        if value is REMOVE:
+            if key in mapping:
+                del mapping[key]
+                removed.append(".".join([*parents, key]))
+            continue
+        if key in mapping and mapping[key] == value:
+            continue  # already so: its layout and comment stay
         if isinstance(value, dict):
             value = CommentedMap(value)
             value.fa.set_flow_style()
@@ -129,6 +156,9 @@ def rewrite_params(path: Path, updates: dict[tuple[str, str], tuple[Any, str]]) 
             first, newline, rest = token.value.partition("\n")
             if first.lstrip().startswith("#"):
                 padding = first[: len(first) - len(first.lstrip())]
+                # Lines aligned under the old comment continued it: they described the old value too.
+                rest = "\n".join(line for line in rest.split("\n") if not (
+                    line.lstrip().startswith("#") and len(line) - len(line.lstrip()) == token.column))
                 token.value = f"{padding}# {comment}{newline}{rest}"
         else:
             mapping.yaml_add_eol_comment(comment, key)
@@ -136,14 +166,60 @@ def rewrite_params(path: Path, updates: dict[tuple[str, str], tuple[Any, str]]) 
     with open(tmp, "w", encoding="utf-8") as fh:
         yaml.dump(params, fh)
     tmp.replace(path)
+    return removed
 
 
-def init_project(csv: str | Path, target: str, positive: str, name: str | None = None,
+def _slice_metric(task: Task) -> str | None:
+    """``gate.slices.metric`` for ``task``: the default (``soft_recall``) where the task has it, else its first.
+
+    The slice metrics each task offers are :data:`mlops_template.pipeline.comparison.SLICE_METRICS`;
+    None when the task has none.
+    """
+    from mlops_template.pipeline.comparison import SLICE_METRICS
+
+    known = list(SLICE_METRICS.get(task.name, {}))
+    default = SliceGate().metric
+    return default if default in known else (known[0] if known else None)
+
+
+def task_params(contract: Contract) -> dict[tuple[str, ...], tuple[Any, str]]:
+    """The params.yaml edits that suit the contract's task: gate thresholds, slice metric, value matrix."""
+    task = task_of(contract)
+    gate = task.gate_thresholds()
+    side = "lower" if task.primary_direction == "higher_is_better" else "upper"
+    updates: dict[tuple[str, ...], tuple[Any, str]] = {
+        ("gate", "baseline_thresholds"): (gate["baseline_thresholds"],
+                                          f"{task.name}: the candidate against the know-nothing model (same test set)"),
+        ("gate", "change_thresholds"): (gate["change_thresholds"],
+                                        f"{task.name}: challenger minus champion, both scored on this test set"),
+        ("gate", "value_thresholds"): ({}, f"absolute bounds, e.g. {{{task.primary_metric}: {{{side}: ...}}}}"),
+    }
+    metric = _slice_metric(task)
+    if metric is not None:
+        updates[("gate", "slices", "metric")] = (metric, f"a {task.name} slice metric "
+                                                         "(mlops_template/pipeline/comparison.py)")
+    values = task.value_params()
+    for key in PRICING_KEYS:
+        updates[("evaluate", key)] = (values[key], PRICING_COMMENTS[key]) if key in values else (REMOVE, "")
+    return updates
+
+
+def _described(updates: dict[tuple[str, ...], tuple[Any, str]], removed: list[str]) -> str:
+    """The task's params as ``key=value`` lines, then the other tasks' keys removed."""
+    lines = [f"{'.'.join(key)}={json.dumps(value)}" for key, (value, _) in updates.items() if value is not REMOVE]
+    if removed:
+        lines.append(f"removed (another task's): {', '.join(removed)}")
+    return "\n  ".join(lines)
+
+
+def init_project(csv: str | Path, target: str, positive: str | None = None, name: str | None = None,
                  bounds: str = "none", open_categories: bool = False, max_categories: int = 50,
-                 force: bool = False) -> int:
+                 force: bool = False, task: str | None = None) -> int:
     """Adopt ``csv`` as the project's dataset (see the module docstring); returns an exit code.
 
-    A file that is not there or cannot be read, or a contract that exists, is a UserError.
+    The task is ``task`` when given, else what the target's values suggest
+    (:func:`~mlops_template.pipeline.inference.infer_contract`). A file that is not there or cannot
+    be read, a target that cannot be that task, or a contract that exists, is a UserError.
     """
     csv = Path(csv)
     if not csv.is_file():
@@ -157,42 +233,45 @@ def init_project(csv: str | Path, target: str, positive: str, name: str | None =
         frames = [read_csv_for_inference(batch) for batch in batches]
         draft = infer_contract(pd.concat(frames, ignore_index=True), target=target, positive=positive,
                                max_categories=max_categories, bounds=bounds,
-                               open_categories=open_categories)
+                               open_categories=open_categories, task=task)
+        draft.contract["name"] = slug
+        contract = contract_from_dict(draft.contract)
     except (ContractError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(str(exc)) from exc
-    draft.contract["name"] = slug
     write_contract(draft.contract, contract_path, ", ".join(str(b) for b in batches))
     slices = _slices(draft.contract)
     service = slug.replace("-", "_") + "_service"
-    rewrite_params(PARAMS_FILE, {
+    per_task = task_params(contract)
+    removed = rewrite_params(PARAMS_FILE, {
         ("data", "raw"): (str(RAW_DIR), "a folder of *.csv / *.csv.gz batches, read in name order"),
         ("data", "contract"): (str(contract_path), f"drafted from {csv.name}: review it"),
         ("featurize", "derived"): ({}, "new numeric columns: arithmetic over contract columns (core/expressions.py)"),
         ("featurize", "drop"): ([], "contract columns the model should not use"),
-        ("evaluate", "value_matrix"): (NEUTRAL_VALUE_MATRIX, "1 per correct decision: put your own values here"),
         ("evaluate", "slices"): (slices, "metrics per value of these columns (metrics/slices.json)"),
-        ("gate", "value_thresholds"): ({}, "absolute bounds, e.g. {roc_auc: {lower: 0.8}}"),
         ("deploy", "model_name"): (slug, "MLflow registered model and BentoML model name"),
         ("deploy", "service_name"): (service, "BentoML service (bento) name"),
         ("mlflow", "experiment"): (slug, "MLflow experiment of every run"),
+        **per_task,
     })
     rows = sum(len(f) for f in frames)
-    print(f"Drafted {contract_path} from {len(batches)} file(s), {rows} rows x {len(draft.notes)} columns:")
+    print(f"Drafted {contract_path} from {len(batches)} file(s), {rows} rows x {len(draft.notes)} columns; "
+          f"{draft.choice}:")
     print(draft.review())
     print("\nFiles:")
     for line in moves or ["data/raw/ already held only this dataset"]:
         print(f"  - {line}")
     print(f"\nparams.yaml now points at it: data.contract={contract_path}, deploy.model_name={slug}, "
           f"deploy.service_name={service}, mlflow.experiment={slug}, evaluate.slices={slices}, "
-          "featurize.drop=[], featurize.derived={}, evaluate.value_matrix=accuracy, "
-          "gate.value_thresholds={} (the baseline and champion checks apply).")
+          "featurize.drop=[], featurize.derived={}, and for the task:")
+    print(f"  {_described(per_task, removed)}")
+    print("  (gate.value_thresholds={}: the baseline and champion checks apply.)")
     print("\nNext: review the contract, then run `dvc repro`.")
     return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``mlops-template onboard``."""
-    add_inference_arguments(parser, positive_required=True)
+    add_inference_arguments(parser)
     parser.add_argument("--force", action="store_true", help="overwrite an existing contract")
 
 
@@ -200,5 +279,5 @@ def handle(args: argparse.Namespace) -> int:
     """Adopt a CSV as the project's dataset."""
     return init_project(args.csv, args.target, args.positive, name=args.name, bounds=args.bounds,
                         open_categories=args.open_categories, max_categories=args.max_categories,
-                        force=args.force)
+                        force=args.force, task=args.task)
 

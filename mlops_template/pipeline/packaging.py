@@ -6,6 +6,10 @@ exact model version through the ``model_tag`` bento argument read by
 exported archive. Beside it, the ``model_sha256`` argument records the skops file's digest: the
 service checks the model against that, not against the ``.sha256`` file in the model's own
 directory, which whoever alters the stored model can rewrite too.
+
+Beside the trained files the BentoML model holds the contract, ``serving.json`` (the task, its
+classes, the training target's summary, and for a binary model the threshold and class names) and,
+when the evaluate stage wrote it, ``importance.json`` (each input column's permutation importance).
 """
 
 from __future__ import annotations
@@ -18,21 +22,30 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlops_template.core import paths
 from mlops_template.core.artifacts import ModelIntegrityError, checksum_path
 from mlops_template.core.contract import load_contract
-from mlops_template.core.io import sha256_of
-from mlops_template.core.package_files import CONTRACT_FILE, MODEL_FILE, SERVING_FILE, TRAINED_FILES
+from mlops_template.core.io import read_json, sha256_of
+from mlops_template.core.package_files import (
+    CONTRACT_FILE,
+    IMPORTANCE_FILE,
+    MODEL_CARD_FILE,
+    MODEL_FILE,
+    SERVING_FILE,
+    TRAINED_FILES,
+)
 
 logger = logging.getLogger(__name__)
 
 SERVICE_MODULE = "mlops_template.serving.service"
 SERVICE_IMPORT = f"{SERVICE_MODULE}:PredictionService"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-SHIPPED = ("__init__.py", "core/*.py", "serving/*.py")  # what the bento runs; nothing offline
+SHIPPED = ("__init__.py", "core/*.py", "core/tasks/*.py", "serving/*.py")  # what the bento runs; nothing offline
 # The hashed serving lock (scripts/lock.py): the bento's env/python/requirements.txt keeps its
 # hashes, so an image BentoML builds from the bento installs exactly these files.
 REQUIREMENTS_FILE = PACKAGE_DIR.parent / "constraints-serve.txt"
 MODEL_FILES = TRAINED_FILES
+IMPORTANCE_SOURCE = paths.METRICS / IMPORTANCE_FILE  # the evaluate stage's, of the candidate it scored
 
 
 def _verified_model_sha256(model_dir: Path) -> str:
@@ -48,31 +61,46 @@ def _verified_model_sha256(model_dir: Path) -> str:
     return actual
 
 
-def _serving_config(contract_path: Path, threshold: float, labels: dict[str, str]) -> dict:
-    """Threshold and class names the service labels predictions with."""
+def _serving_config(contract_path: Path, threshold: float | None, labels: dict[str, str],
+                    model_dir: Path | None = None) -> dict:
+    """What the service answers with: the task, its classes, the training target's summary, the threshold.
+
+    ``target_summary`` is the model card's ``training_data.target`` (serving buckets its prediction
+    histogram by it; None without a card that records one). A binary model also names its positive
+    and negative class; ``threshold`` is None for a task without one.
+    """
     contract = load_contract(contract_path)
-    return {
-        "threshold": float(threshold),
-        "positive_class": contract.positive_class,
-        "negative_class": contract.negative_class,
-        "model_version": labels.get("model_version"),
+    card_path = None if model_dir is None else Path(model_dir) / MODEL_CARD_FILE
+    card = read_json(card_path) if card_path is not None and card_path.exists() else {}
+    config: dict[str, Any] = {
+        "task": contract.task,
+        "classes": list(contract.classes),
+        "target_summary": (card.get("training_data") or {}).get("target"),
+        "threshold": None if threshold is None else float(threshold),
     }
+    if contract.is_binary:
+        config |= {"positive_class": contract.positive_class, "negative_class": contract.negative_class}
+    config["model_version"] = labels.get("model_version")
+    return config
 
 
 def save_bento_model(
     model_dir: Path, contract_path: Path, serving: dict, model_name: str,
-    labels: dict[str, str], sha256: str,
+    labels: dict[str, str], sha256: str, importance: Path | None = None,
 ) -> str:
-    """Copy model files, contract and serving config into a new BentoML model; return its tag."""
+    """Copy model files, contract, serving config and importance (if given) into a new BentoML model; its tag."""
     import bentoml
 
-    metadata = {**serving, "sha256": sha256}
+    # BentoML refuses None among metadata (a task without threshold, a card without target summary).
+    metadata = {**{k: v for k, v in serving.items() if v is not None}, "sha256": sha256}
     with bentoml.models.create(name=model_name, labels=labels, metadata=metadata) as bento_model:
         target = Path(bento_model.path)
         for name in MODEL_FILES:
             shutil.copy2(model_dir / name, target / name)
         shutil.copy2(contract_path, target / CONTRACT_FILE)
         (target / SERVING_FILE).write_text(json.dumps(serving, indent=2) + "\n", encoding="utf-8")
+        if importance is not None:
+            shutil.copy2(importance, target / IMPORTANCE_FILE)
     logger.info("saved BentoML model %s", bento_model.tag)
     return str(bento_model.tag)
 
@@ -133,23 +161,27 @@ def export_archive(bento_tag: str, archive: Path) -> Path:
 def package_model(
     model_dir: Path,
     contract_path: Path,
-    threshold: float,
+    threshold: float | None,
     model_name: str,
     service_name: str,
     labels: dict[str, str],
     archive: Path,
+    importance: Path | None = IMPORTANCE_SOURCE,
 ) -> dict:
     """Save the model to the BentoML store, build its bento and export it to ``archive``.
 
+    ``threshold`` is the binary decision threshold (None for other tasks); ``importance``, the
+    evaluate stage's column importance, ships with the model when that file exists.
     Returns ``bento_tag``, ``model_tag``, ``sha256`` (of the archive), ``model_sha256`` and
     ``archive`` (its path), for the deploy stage to record.
     """
     model_dir, contract_path = Path(model_dir), Path(contract_path)
     labels = {str(k): str(v) for k, v in labels.items()}
     model_sha256 = _verified_model_sha256(model_dir)
-    serving = _serving_config(contract_path, threshold, labels)
+    serving = _serving_config(contract_path, threshold, labels, model_dir)
+    shipped = importance if importance is not None and Path(importance).is_file() else None
     model_tag = save_bento_model(
-        model_dir, contract_path, serving, model_name, labels, model_sha256
+        model_dir, contract_path, serving, model_name, labels, model_sha256, shipped
     )
     bento_tag = build_bento(model_tag, service_name, labels, model_sha256)
     archive = export_archive(bento_tag, archive)

@@ -40,6 +40,7 @@ SALT_ENV = "SPLIT_SALT"
 SALT_FILE_ENV = "SPLIT_SALT_FILE"
 DEFAULT_SALT_FILE = Path(".dvc/tmp/split-salt")
 MIN_SALT_CHARS = 16
+MAX_LOGGED_CLASSES = 50  # the test share is logged per target value up to this many values
 
 
 class SplitSaltError(RuntimeError):
@@ -123,8 +124,11 @@ def split_train_test(
     columns = [c for c in (columns if columns is not None else data.columns) if c != target]
     in_test = in_test_set(data, test_size, seed, salt, columns)
     train, test = data[~in_test], data[in_test]
-    for label, share in test.groupby(target).size().div(data.groupby(target).size()).items():
-        logger.info("class %s: %.1f%% of rows in the test set", label, 100 * share)
+    if data[target].nunique() <= MAX_LOGGED_CLASSES:  # classes; a numeric target's values are not
+        for label, share in test.groupby(target).size().div(data.groupby(target).size()).items():
+            logger.info("class %s: %.1f%% of rows in the test set", label, 100 * share)
+    else:
+        logger.info("%.1f%% of rows in the test set", 100 * len(test) / max(len(data), 1))
     reference = train.sample(n=min(reference_rows, len(train)), random_state=seed)
     return (
         train.reset_index(drop=True),

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlops_template.core.config import project_root
 from mlops_template.core.params import MlflowSection
+
+if TYPE_CHECKING:
+    from mlops_template.core.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -90,24 +93,30 @@ def log_training_run(
     pipeline: Any,
     input_example: pd.DataFrame,
     params: dict[str, Any],
-    metrics: dict[str, float],
+    metrics: dict[str, float | None],
     tags: dict[str, str],
     package_dir: Path,
     pip_requirements: list[str],
     trusted_types: list[str],
+    task: Task | None = None,
 ) -> dict[str, str]:
     """Log params, metrics, tags and the model (registered under ``model_name``) as one run.
 
-    Returns the run id and the new registered model version.
+    The model's signature is its ``task``'s output on ``input_example`` (binary: the positive
+    class's probability, also without a task; multiclass: one probability per class; regression:
+    the value). Metrics that are None (undefined on these rows) are not logged. Returns the run id
+    and the new registered model version.
     """
     import mlflow
     from mlflow.models import infer_signature
 
+    output = (task.predict(pipeline, input_example) if task is not None
+              else pipeline.predict_proba(input_example)[:, 1])
     connect(config)
     with mlflow.start_run(tags=tags) as run:
         mlflow.log_params(flatten(params))
-        mlflow.log_metrics(metrics)
-        signature = infer_signature(input_example, pipeline.predict_proba(input_example)[:, 1])
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
+        signature = infer_signature(input_example, output)
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",

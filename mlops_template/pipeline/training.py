@@ -2,6 +2,8 @@
 
 Fitted transforms (imputation, encoding, scaling) live inside the Pipeline, so the one artifact
 the service loads carries them; row-wise features stay in :mod:`mlops_template.core.features`.
+The contract's task (:mod:`mlops_template.core.tasks`) turns the target into labels, names the
+estimator behind ``train.estimator`` and scores the fit; training itself is the same for every task.
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sklearn.base import ClassifierMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -28,23 +27,26 @@ from mlops_template.core.features import FeatureSpec, build_features
 from mlops_template.core.io import write_json
 from mlops_template.core.package_files import FEATURE_SPEC_FILE, MODEL_CARD_FILE, MODEL_FILE
 from mlops_template.core.params import TrainSection
-from mlops_template.pipeline.evaluation import score_metrics
+from mlops_template.core.tasks import TASKS, Task, task_of
+from mlops_template.core.tasks.binary import BinaryTask
 
 logger = logging.getLogger(__name__)
 
-ESTIMATORS: dict[str, type[ClassifierMixin]] = {
-    "logistic_regression": LogisticRegression,
-    "random_forest": RandomForestClassifier,
-    "hist_gradient_boosting": HistGradientBoostingClassifier,
-}
+# Every train.estimator name some task knows (each task maps it to its own sklearn class).
+ESTIMATORS: tuple[str, ...] = tuple(sorted(set().union(*(task.estimators for task in TASKS.values()))))
+# The task of callers that name none (tests, scripts written before tasks): a binary classifier on 0/1 labels.
+BINARY_ON_LABELS = BinaryTask("label", ("0", "1"), positive="1")
 
 
 def build_pipeline(
-    spec: FeatureSpec, estimator: str, hyperparameters: dict[str, Any], seed: int
+    spec: FeatureSpec, estimator: str, hyperparameters: dict[str, Any], seed: int, task: Task | None = None,
 ) -> Pipeline:
-    """Imputation, encoding and scaling fitted with the estimator, so they ship as one artifact."""
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"train.estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")
+    """Imputation, encoding and scaling fitted with the task's estimator, so they ship as one artifact.
+
+    ``estimator`` is a ``train.estimator`` name; ``task`` (default: binary classification) says which
+    sklearn class it means. Hyperparameters that class does not take are dropped with a warning.
+    """
+    model = (task or BINARY_ON_LABELS).estimator(estimator, hyperparameters, seed)
     numeric = Pipeline(
         [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
     )
@@ -63,11 +65,7 @@ def build_pipeline(
         remainder="drop",
         verbose_feature_names_out=False,
     )
-    estimator_cls = ESTIMATORS[estimator]
-    params = dict(hyperparameters)
-    if "random_state" in estimator_cls().get_params():
-        params.setdefault("random_state", seed)
-    return Pipeline([("preprocess", preprocess), ("estimator", estimator_cls(**params))])
+    return Pipeline([("preprocess", preprocess), ("estimator", model)])
 
 
 def git_revision() -> str:
@@ -86,24 +84,34 @@ def git_revision() -> str:
 
 
 def model_card(train: TrainSection, model_name: str, contract: Contract, spec: FeatureSpec, rows: int,
-               data_sha256: str, positive_share: float, train_metrics: dict[str, Any],
+               data_sha256: str, target_summary: dict[str, Any], train_metrics: dict[str, Any],
                model_sha256: str, types: list[str] | None = None) -> dict[str, Any]:
     """What was trained, on what, from which revision: saved beside the model and logged.
 
-    ``types`` lists every type the saved skops file holds; loading checks the file against it
-    (and against the fixed allow-list in :mod:`mlops_template.core.artifacts`).
+    ``target_summary`` is the task's :meth:`~mlops_template.core.tasks.Task.target_summary` of the
+    training labels (``training_data.target``; a binary card also keeps ``positive_share`` beside it);
+    ``train_metrics`` keeps the task's headline metrics. ``types`` lists every type the saved skops
+    file holds; loading checks the file against it (and against the fixed allow-list in
+    :mod:`mlops_template.core.artifacts`).
     """
+    task = task_of(contract)
+    training_data: dict[str, Any] = {"rows": rows, "sha256": data_sha256}
+    if contract.is_binary:
+        training_data["positive_share"] = target_summary["positive_share"]
+    training_data["target"] = target_summary
     card = {
         "model_name": model_name,
         "contract": contract.name,
+        "task": task.name,
         "target": contract.target,
+        "classes": list(contract.classes),
         "positive_class": contract.positive_class,
         "estimator": train.estimator,
         "hyperparameters": train.chosen_hyperparameters,
         "seed": train.seed,
         "features": spec.columns,
-        "training_data": {"rows": rows, "sha256": data_sha256, "positive_share": round(positive_share, 6)},
-        "train_metrics": {k: train_metrics[k] for k in ("roc_auc", "log_loss", "accuracy")},
+        "training_data": training_data,
+        "train_metrics": {k: train_metrics[k] for k in task.headline_metrics},
         "git_revision": git_revision(),
         "sha256": model_sha256,
     }
@@ -127,17 +135,19 @@ def train_candidate(cfg: TrainSection, model_name: str, contract: Contract, spec
 
     ``cfg`` is the ``train`` section; ``model_name`` (``deploy.model_name``) goes into the card.
     """
+    task = task_of(contract)
     features = build_features(train, spec)
-    labels = (train[contract.target] == contract.positive_class).astype(int)
-    pipeline = build_pipeline(spec, cfg.estimator, cfg.chosen_hyperparameters, cfg.seed)
-    logger.info("fitting %s on %d rows x %d features", cfg.estimator, *features.shape)
+    labels = task.encode(train[contract.target])
+    pipeline = build_pipeline(spec, cfg.estimator, cfg.chosen_hyperparameters, cfg.seed, task)
+    logger.info("fitting %s (%s, %s) on %d rows x %d features", cfg.estimator,
+                type(pipeline[-1]).__name__, task.name, *features.shape)
     pipeline.fit(features, labels)
-    train_metrics = score_metrics(labels.to_numpy(), pipeline.predict_proba(features)[:, 1], 0.5)
+    train_metrics = task.metrics(labels, task.predict(pipeline, features))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     digest = save_model(pipeline, out_dir / MODEL_FILE)
     shutil.copy(spec_path, out_dir / FEATURE_SPEC_FILE)
-    card = model_card(cfg, model_name, contract, spec, len(train), data_sha256, float(labels.mean()), train_metrics,
-                      digest, model_types(out_dir / MODEL_FILE))
+    card = model_card(cfg, model_name, contract, spec, len(train), data_sha256, task.target_summary(labels),
+                      train_metrics, digest, model_types(out_dir / MODEL_FILE))
     write_json(out_dir / MODEL_CARD_FILE, card)
     return Candidate(pipeline, features.head(5), card)

@@ -4,11 +4,19 @@ The names and labels are an interface: alert rules are written against them. Cre
 :func:`service_metrics` from the service's ``__init__``, never at import: BentoML points
 ``PROMETHEUS_MULTIPROC_DIR`` at a shared directory before a worker starts, and only metrics
 created after that are aggregated across workers.
+
+What a model's answers are counted in depends on its task: binary, ``model_predicted_class_total``
+by label and the ``model_predicted_probability`` histogram (as before tasks); multiclass, the
+label counters ``model_predicted_class_total`` and ``model_predictions_by_class_total`` (every
+class's series exists at 0); regression, the ``model_prediction`` histogram, bucketed at the
+training target's quantiles (``target_summary.quantiles`` of the model that serves when the
+service starts: a histogram's buckets are fixed once created).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,6 +32,15 @@ UNAUTHORIZED_REASONS = ("missing_key", "unknown_key", "key_file_unusable")
 ISOLATION_CAUSES = ("input", "service")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+TASK_NAMES = ("binary", "multiclass", "regression")
+
+
+def prediction_buckets(summary: Mapping[str, Any] | None) -> tuple[float, ...] | None:
+    """Histogram bounds for a regression's predictions: the training target's distinct quantiles,
+    ascending (None when the summary has none: prometheus_client's default buckets are used)."""
+    quantiles = (summary or {}).get("quantiles") or {}
+    values = sorted({float(v) for v in quantiles.values() if v is not None and np.isfinite(float(v))})
+    return tuple(values) or None
 
 
 class ServiceMetrics:
@@ -33,11 +50,20 @@ class ServiceMetrics:
     ``model_version``, so a canary's champion and challenger can be compared side by side.
     """
 
-    def __init__(self, model_name: str) -> None:
-        """Register the metrics; :meth:`serving` names the models being served."""
+    def __init__(self, model_name: str, task: str = "binary", classes: tuple[str, ...] = (),
+                 buckets: tuple[float, ...] | None = None) -> None:
+        """Register the metrics; :meth:`serving` names the models being served.
+
+        ``task`` chooses the prediction metrics (see the module docstring); ``classes`` are a
+        multiclass model's, ``buckets`` a regression histogram's bounds (:func:`prediction_buckets`).
+        """
         from prometheus_client import Counter, Gauge, Histogram
 
+        if task not in TASK_NAMES:
+            raise ValueError(f"no prediction metrics for task {task!r}; known: {TASK_NAMES}")
         self.model_name = model_name
+        self.task = task
+        self.classes = classes
         self.latency = Histogram(
             "model_prediction_latency_seconds", "Time to score one batch of records",
             ["model_version"], buckets=LATENCY_BUCKETS,
@@ -51,13 +77,27 @@ class ServiceMetrics:
                                ["outcome"])
         self.rejections = Counter("model_rejected_requests_total",
                                   "Prediction requests refused, by reason", ["reason"])
-        self.predicted_class = Counter("model_predicted_class_total",
-                                       "Records scored, by predicted label",
-                                       ["model_version", "label"])
-        self.probability = Histogram(
-            "model_predicted_probability", "Predicted probability of the positive class",
-            ["model_version"], buckets=PROBABILITY_BUCKETS,
-        )
+        self.predicted_class: Any = None
+        self.probability: Any = None
+        self.by_class: Any = None
+        self.prediction: Any = None
+        if task in ("binary", "multiclass"):
+            self.predicted_class = Counter("model_predicted_class_total", "Records scored, by predicted label",
+                                           ["model_version", "label"])
+        if task == "binary":
+            self.probability = Histogram(
+                "model_predicted_probability", "Predicted probability of the positive class",
+                ["model_version"], buckets=PROBABILITY_BUCKETS,
+            )
+        elif task == "multiclass":
+            self.by_class = Counter("model_predictions_by_class_total",
+                                    "Records scored, by predicted class (every class listed)",
+                                    ["model_version", "label"])
+        else:
+            self.prediction = Histogram(
+                "model_prediction", "Predicted value, bucketed at the training target's quantiles",
+                ["model_version"], buckets=buckets or Histogram.DEFAULT_BUCKETS,
+            )
         self.info = Gauge("model_info", "The models being served (1; 0 once replaced)",
                           ["model_name", "model_version", "sha256", "role"],
                           multiprocess_mode="max")
@@ -116,7 +156,12 @@ class ServiceMetrics:
         for version, sha256, role in models:
             self.info.labels(self.model_name, version, sha256, role).set(1)
             self.latency.labels(version)
-            self.probability.labels(version)
+            if self.probability is not None:
+                self.probability.labels(version)
+            if self.prediction is not None:
+                self.prediction.labels(version)
+            for label in self.classes if self.by_class is not None else ():
+                self.by_class.labels(version, label)
             for outcome in MODEL_OUTCOMES:
                 self.version_requests.labels(version, outcome)
         self._info_labels = set(models)
@@ -143,15 +188,24 @@ class ServiceMetrics:
         self.isolated_failures.labels("input").inc(input_failures)
         self.isolated_failures.labels("service").inc(service_failures)
 
-    def scored(self, model_version: str, seconds: float, probabilities: np.ndarray,
-               labels: np.ndarray) -> None:
-        """Record one scoring call: its latency, and the distribution of its predictions."""
+    def scored(self, model_version: str, seconds: float, output: np.ndarray,
+               answers: list[dict[str, Any]]) -> None:
+        """Record one scoring call: its latency, and the distribution of its predictions.
+
+        ``output`` is the task's output for the call's records, ``answers`` their response bodies.
+        """
         self.latency.labels(model_version).observe(seconds)
-        self.records.labels("scored").inc(len(probabilities))
-        values, counts = np.unique(labels, return_counts=True)
-        for label, count in zip(values, counts, strict=True):
-            self.predicted_class.labels(model_version, str(label)).inc(int(count))
-        observe_many(self.probability.labels(model_version), probabilities)
+        self.records.labels("scored").inc(len(answers))
+        if self.predicted_class is not None:
+            values, counts = np.unique([answer["label"] for answer in answers], return_counts=True)
+            for label, count in zip(values.tolist(), counts.tolist(), strict=True):
+                self.predicted_class.labels(model_version, label).inc(count)
+                if self.by_class is not None:
+                    self.by_class.labels(model_version, label).inc(count)
+        if self.probability is not None:
+            observe_many(self.probability.labels(model_version), output)
+        if self.prediction is not None:
+            observe_many(self.prediction.labels(model_version), output)
 
 
 def observe_many(histogram: Any, values: np.ndarray) -> None:
@@ -174,6 +228,7 @@ def observe_many(histogram: Any, values: np.ndarray) -> None:
 
 
 @functools.cache
-def service_metrics(model_name: str) -> ServiceMetrics:
+def service_metrics(model_name: str, task: str = "binary", classes: tuple[str, ...] = (),
+                    buckets: tuple[float, ...] | None = None) -> ServiceMetrics:
     """The process's metrics, created once (a second registration would raise)."""
-    return ServiceMetrics(model_name)
+    return ServiceMetrics(model_name, task, classes, buckets)

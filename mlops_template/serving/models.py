@@ -1,8 +1,10 @@
 """Loading and verifying served models from the BentoML store.
 
 A BentoML model directory (written by :mod:`mlops_template.pipeline.packaging`) holds the skops
-pipeline and its sha256, the feature spec, the contract and the serving config (threshold and
-class names). The pipeline is loaded only after its checksum is verified against a digest the
+pipeline and its sha256, the feature spec, the contract and the serving config (``serving.json``:
+the task, its classes and the training target's summary; for binary, the threshold and class
+names). A package whose ``serving.json`` names no task predates tasks and is binary. The
+pipeline is loaded only after its checksum is verified against a digest the
 caller takes from a record the model's writer cannot also rewrite: the bento's ``model_sha256``
 argument (written by packaging beside ``model_tag``) for the pinned model, the routing document's
 ``model_sha256`` for the models it names. Only a model served outside a bento without routing
@@ -15,9 +17,9 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bentoml
-import numpy as np
 from bentoml.exceptions import NotFound as NotInStore
 
 from mlops_template.core.artifacts import ModelIntegrityError, load_model
@@ -25,13 +27,13 @@ from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec
 from mlops_template.core.io import sha256_of
 from mlops_template.core.package_files import FEATURE_SPEC_FILE, MODEL_FILE, SERVING_FILE
+from mlops_template.core.tasks import TASKS, Task
 from mlops_template.serving import routing
 from mlops_template.serving.microbatch import MicroBatcher
-from mlops_template.serving.scoring import ModelScorer
+from mlops_template.serving.scoring import ModelScorer, contract_sample
 from mlops_template.serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
-
 
 
 def model_reference(settings: ServingSettings) -> str:
@@ -48,14 +50,27 @@ def pinned_sha256() -> str | None:
     return str(recorded) if recorded else None
 
 
-def _positive_index(classes: np.ndarray, positive: str) -> int:
-    """Column of ``predict_proba`` that holds the positive class (string or 0/1 targets)."""
-    as_text = [str(c) for c in classes]
-    if positive in as_text:
-        return as_text.index(positive)
-    if set(as_text) <= {"0", "1", "False", "True"} and len(as_text) == 2:
-        return 1
-    raise ValueError(f"model classes {as_text} do not include {positive!r}")
+def read_serving_config(model_dir: Path) -> dict[str, Any]:
+    """The package's ``serving.json``."""
+    config: dict[str, Any] = json.loads((model_dir / SERVING_FILE).read_text(encoding="utf-8"))
+    return config
+
+
+def served_task(serving: dict[str, Any], contract: Contract) -> Task:
+    """The task a package answers for, from its ``serving.json`` (no ``task``: binary, as packaged
+    before tasks), with its classes and positive class; ValueError when it contradicts the contract.
+
+    The request model is the contract's, so a package of another task than its contract (a
+    regression model behind a classification contract) is refused rather than served.
+    """
+    name = str(serving.get("task") or "binary")
+    if name not in TASKS:
+        raise ValueError(f"serving.json names task {name!r}, not one of {sorted(TASKS)}")
+    if name != contract.task:
+        raise ValueError(f"serving.json names task {name!r} but the contract's task is {contract.task!r}")
+    classes = tuple(str(c) for c in serving.get("classes") or contract.classes)
+    positive = serving.get("positive_class")
+    return TASKS[name](contract.target, classes, None if positive is None else str(positive))
 
 
 class ModelDigestMismatch(ModelIntegrityError):
@@ -69,17 +84,24 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass(eq=False)
 class ServedModel:
-    """One verified model ready to score, with its micro-batcher (set by the service)."""
+    """One verified model ready to score, with its task and micro-batcher (set by the service).
+
+    ``threshold`` is the binary decision threshold (None for other tasks); ``target_summary`` the
+    training target's (regression histogram buckets); both from ``serving.json``.
+    """
 
     tag: str
     version: str
     sha256: str
-    threshold: float
-    positive: str
-    negative: str
-    positive_index: int
+    task: Task
+    threshold: float | None
     scorer: ModelScorer
+    target_summary: dict[str, Any] | None = None
     batcher: MicroBatcher | None = None
+
+    def answers(self, output: Any) -> list[dict[str, Any]]:
+        """The response body of each row (without ``model_version``), from the task's output."""
+        return self.task.answers(output, self.threshold)
 
 
 @dataclass(frozen=True)
@@ -120,21 +142,22 @@ def load_served_model(tag: str, contract: Contract, use_replay: bool,
         if actual is not None and actual != expected_sha256:
             raise ModelDigestMismatch(f"model {tag} has sha256 {actual}, its record says {expected_sha256}: "
                                       "refusing to load")
-    serving = json.loads((model_dir / SERVING_FILE).read_text(encoding="utf-8"))
+    serving = read_serving_config(model_dir)
+    task = served_task(serving, contract)
+    threshold = serving.get("threshold")
     pipeline = load_model(model_dir / MODEL_FILE, expected_sha256=expected_sha256)
-    positive = str(serving["positive_class"])
     spec = FeatureSpec.from_json(model_dir / FEATURE_SPEC_FILE)
-    scorer = ModelScorer(pipeline, spec, contract, use_replay=use_replay)
-    logger.info("model %s scores with %s", stored.tag, scorer.describe())
+    scorer = ModelScorer(pipeline, spec, contract, use_replay=use_replay, task=task)
+    scorer.output(contract_sample(contract, rows=2))  # a model the task cannot read fails here, not per request
+    logger.info("model %s (%s) scores with %s", stored.tag, task.name, scorer.describe())
     return ServedModel(
         tag=str(stored.tag),
         version=str(serving.get("model_version") or stored.tag.version),
         sha256=expected_sha256 or str(stored.info.metadata.get("sha256", "")),
-        threshold=float(serving["threshold"]),
-        positive=positive,
-        negative=str(serving["negative_class"]),
-        positive_index=_positive_index(pipeline.classes_, positive),
+        task=task,
+        threshold=None if threshold is None else float(threshold),
         scorer=scorer,
+        target_summary=serving.get("target_summary"),
     )
 
 

@@ -2,6 +2,8 @@
 
 The contract that validated the training data defines what a record may hold, so a request is
 checked against the same declaration (types, ranges, allowed values, nulls) before it is scored.
+The answer's model is the task's (:func:`prediction_model`): binary ``probability`` and ``label``,
+multiclass ``label`` and ``probabilities`` (one per class), regression ``prediction``.
 
 :func:`document_predict` completes the OpenAPI operation BentoML publishes for ``/predict``
 (``/docs.json``) with what the request guard enforces, and :func:`document_readyz` the
@@ -10,7 +12,7 @@ checked against the same declaration (types, ranges, allowed values, nulls) befo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +28,7 @@ from pydantic import (
 )
 
 from mlops_template.core.contract import ColumnSpec, Contract
+from mlops_template.core.tasks import Task
 
 
 def _reject_text(value: Any) -> Any:
@@ -85,6 +88,36 @@ class Prediction(BaseModel):
     probability: float = Field(description="probability of the contract's positive class")
     label: str = Field(description="positive class when probability >= threshold, else negative")
     model_version: str
+
+
+def _class_prediction(task: Task) -> type[BaseModel]:
+    classes: Any = Literal[tuple(task.classes)]
+    return create_model(
+        "Prediction", __doc__="The model's answer for one record: the most probable class.",
+        label=(classes, Field(description="the most probable class")),
+        probabilities=(dict[classes, float], Field(description="every class's probability (they sum to 1): "
+                                                               + ", ".join(task.classes))),
+        model_version=(str, Field(...)))
+
+
+def _value_prediction(task: Task) -> type[BaseModel]:
+    return create_model(
+        "Prediction", __doc__=f"The model's answer for one record: the predicted {task.target}.",
+        prediction=(float, Field(description=f"the predicted value of {task.target!r}")),
+        model_version=(str, Field(...)))
+
+
+# Serving's answer model per task (core.tasks.TASKS): a fourth task adds its builder here.
+PREDICTION_MODELS: dict[str, Callable[[Task], type[BaseModel]]] = {
+    "binary": lambda task: Prediction, "multiclass": _class_prediction, "regression": _value_prediction}
+
+
+def prediction_model(task: Task) -> type[BaseModel]:
+    """The response model of one record for ``task``: its fields are ``task.answers``' plus
+    ``model_version`` (binary: :class:`Prediction`, as before tasks)."""
+    if task.name not in PREDICTION_MODELS:
+        raise ValueError(f"no response model for task {task.name!r}")
+    return PREDICTION_MODELS[task.name](task)
 
 
 def request_models(contract: Contract, used: list[str], max_records: int) -> tuple[Any, TypeAdapter, type[BaseModel]]:

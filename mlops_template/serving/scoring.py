@@ -5,13 +5,17 @@ small batches (frame construction, dtype coercion, ColumnTransformer's
 checks; ``python -m benchmarks.serving`` measures it). :func:`compile_scorer` reads the fitted
 parameters of the preprocessing that :func:`mlops_template.pipeline.training.build_pipeline` builds
 (imputation, standard scaling, one-hot encoding) and applies them with numpy, column by column,
-then hands the matrix to the fitted estimator (for a binary HistGradientBoostingClassifier,
-small batches walk all its trees at once with numpy instead of one call per tree).
+then hands the matrix to the fitted estimator (for a HistGradientBoosting classifier, binary or
+multiclass, or regressor, small batches walk all its trees at once with numpy instead of one call
+per tree). What a scorer returns is the task's output (:meth:`ModelScorer.output`, see
+:mod:`mlops_template.core.tasks.base`): the positive class's probability, every class's
+probability in the contract's order, or the predicted value.
 
 It is never trusted blindly: before returning a scorer, :func:`compile_scorer` scores a sample
 generated from the contract (every allowed category, nulls, range bounds) both ways and returns
-None unless the probabilities agree to 1e-9. The service then scores with the pipeline itself,
-so a pipeline this module does not recognise is slower, never wrong.
+None unless the outputs agree to 1e-9 (and 1e-12 relative, for large predicted values). The
+service then scores with the pipeline itself, so a pipeline this module does not recognise is
+slower, never wrong.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import pandas as pd
 from mlops_template.core.contract import Contract, pandas_dtype
 from mlops_template.core.expressions import evaluate
 from mlops_template.core.features import FeatureSpec, build_features
+from mlops_template.core.tasks import Task, task_of
+from mlops_template.serving.tree_walk import boosted_tree_walk as _boosted_tree_walk
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ Row = dict[str, Any]
 # A fitted step replayed on a 2-D block of columns.
 BlockStep = Callable[[np.ndarray], np.ndarray]
 AGREEMENT_TOLERANCE = 1e-9
+AGREEMENT_RELATIVE = 1e-12  # a regression's values may be large: summation order moves their last digits
 SAMPLE_ROWS = 256
 # Batch sizes at which the numpy walk of all boosted trees is raced against the estimator's own
 # predict_proba when a model loads; the walk serves batches up to the largest size it won.
@@ -46,13 +53,24 @@ class UnsupportedPipeline(Exception):
     """The pipeline holds a step or setting the numpy scorer does not replay."""
 
 
-def pipeline_probabilities(pipeline: Any, spec: FeatureSpec, contract: Contract,
-                           rows: Sequence[Row]) -> np.ndarray:
-    """``predict_proba`` of the sklearn pipeline on records, exactly as the offline stages do."""
+def pipeline_features(spec: FeatureSpec, contract: Contract, rows: Sequence[Row]) -> pd.DataFrame:
+    """The pipeline's input frame for records, built exactly as the offline stages build it."""
     used = set(spec.source_columns)  # columns the model does not use may be absent from requests
     dtypes = {c.name: pandas_dtype(c) for c in contract.input_columns if c.name in used}
     frame = pd.DataFrame.from_records(list(rows), columns=list(dtypes)).astype(dtypes)
-    return pipeline.predict_proba(build_features(frame, spec))
+    return build_features(frame, spec)
+
+
+def pipeline_probabilities(pipeline: Any, spec: FeatureSpec, contract: Contract,
+                           rows: Sequence[Row]) -> np.ndarray:
+    """``predict_proba`` of the sklearn pipeline on records, exactly as the offline stages do."""
+    return pipeline.predict_proba(pipeline_features(spec, contract, rows))
+
+
+def pipeline_output(pipeline: Any, spec: FeatureSpec, contract: Contract, rows: Sequence[Row],
+                    task: Task) -> np.ndarray:
+    """The task's output of the sklearn pipeline on records (what evaluate scored, row for row)."""
+    return task.predict(pipeline, pipeline_features(spec, contract, rows))
 
 
 @dataclass(frozen=True)
@@ -64,22 +82,41 @@ class _Block:
     steps: tuple[BlockStep, ...]
 
 
+class _Walked:
+    """The estimator as :meth:`Task.predict` sees it, answering with the numpy tree walk."""
+
+    def __init__(self, classes: Any, method: str, walk: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.classes_ = classes
+        setattr(self, method, walk)
+
+
 class NumpyScorer:
-    """Probabilities for validated records, computed with numpy from the fitted parameters."""
+    """The task's output for validated records, computed with numpy from the fitted parameters."""
 
     def __init__(self, contract: Contract, spec: FeatureSpec, blocks: list[_Block],
-                 estimator: Any) -> None:
+                 estimator: Any, task: Task | None = None) -> None:
         """Use :func:`compile_scorer`, which checks the result against the pipeline."""
         self._numeric_inputs = [c.name for c in contract.input_columns if c.type != "str"]
         self._text_inputs = [c.name for c in contract.input_columns if c.type == "str"]
         self._derived = dict(spec.derived)
         self._blocks = blocks
         self._estimator = estimator
+        self._task = task if task is not None else task_of(contract)
+        # What the estimator answers with: probabilities for a classifier, values for a regressor.
+        self._method = "predict_proba" if hasattr(estimator, "predict_proba") else "predict"
         self._tree_walk = _boosted_tree_walk(estimator)
         self.walk_max_rows = max(WALK_TRIAL_SIZES) if self._tree_walk is not None else 0
 
+    def output(self, rows: Sequence[Row]) -> np.ndarray:
+        """The task's output, one entry per record (records as validated dicts; absent = null)."""
+        matrix = self.model_inputs(rows)
+        model = self._estimator
+        if self._tree_walk is not None and len(rows) <= self.walk_max_rows:
+            model = _Walked(getattr(self._estimator, "classes_", None), self._method, self._tree_walk)
+        return self._task.predict(model, matrix)
+
     def predict_proba(self, rows: Sequence[Row]) -> np.ndarray:
-        """Class probabilities, one row per record (records as validated dicts; absent = null)."""
+        """Class probabilities of a classifier, one row per record, in the estimator's class order."""
         matrix = self.model_inputs(rows)
         if self._tree_walk is not None and len(rows) <= self.walk_max_rows:
             return self._tree_walk(matrix)
@@ -91,7 +128,7 @@ class NumpyScorer:
         Where the walk wins depends on the model (trees, depth, features) and the CPU, so it is
         measured when the model loads instead of fixed: at each of :data:`WALK_TRIAL_SIZES`, the
         best of :data:`WALK_TRIAL_REPEATS` timings of each. Both paths give the same
-        probabilities, so a noisy measurement costs speed, never correctness.
+        outputs, so a noisy measurement costs speed, never correctness.
         """
         if self._tree_walk is None:
             return
@@ -99,7 +136,7 @@ class NumpyScorer:
         for size in WALK_TRIAL_SIZES:
             block = np.resize(matrix, (size, matrix.shape[1]))  # the sample's rows, repeated
             walk = _best_time(self._tree_walk, block)
-            own = _best_time(self._estimator.predict_proba, block)
+            own = _best_time(getattr(self._estimator, self._method), block)
             if walk > own:
                 figures += f"; from {size} rows sklearn is faster ({own * 1e3:.2f} ms against {walk * 1e3:.2f} ms)"
                 break
@@ -135,20 +172,25 @@ class NumpyScorer:
         return columns
 
 
-def compile_scorer(pipeline: Any, spec: FeatureSpec, contract: Contract) -> NumpyScorer | None:
-    """A :class:`NumpyScorer` equal to ``pipeline`` on a contract sample, else None (with why)."""
+def compile_scorer(pipeline: Any, spec: FeatureSpec, contract: Contract,
+                   task: Task | None = None) -> NumpyScorer | None:
+    """A :class:`NumpyScorer` equal to ``pipeline`` on a contract sample, else None (with why).
+
+    ``task`` (default: the contract's) says what is compared: the task's output of each path.
+    """
+    task = task if task is not None else task_of(contract)
     try:
-        scorer = NumpyScorer(contract, spec, _blocks(pipeline), pipeline.steps[-1][1])
+        scorer = NumpyScorer(contract, spec, _blocks(pipeline), pipeline.steps[-1][1], task)
         sample = contract_sample(contract)
-        expected = pipeline_probabilities(pipeline, spec, contract, sample)
-        actual = scorer.predict_proba(sample)
+        expected = pipeline_output(pipeline, spec, contract, sample, task)
+        actual = scorer.output(sample)
     except UnsupportedPipeline as exc:
         logger.warning("numpy scorer not used, scoring with the sklearn pipeline: %s", exc)
         return None
     except Exception:
         logger.exception("numpy scorer failed its check, scoring with the sklearn pipeline")
         return None
-    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=0,
+    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=AGREEMENT_RELATIVE,
                                                          atol=AGREEMENT_TOLERANCE):
         gap = float(np.max(np.abs(actual - expected))) if actual.shape == expected.shape else None
         logger.warning("numpy scorer disagrees with the pipeline (max gap %s): scoring with the "
@@ -176,17 +218,32 @@ class ModelScorer:
     """
 
     def __init__(self, pipeline: Any, spec: FeatureSpec, contract: Contract,
-                 use_replay: bool = True) -> None:
-        """Compile the replay (unless ``use_replay`` is False) and keep the pipeline as fallback."""
+                 use_replay: bool = True, task: Task | None = None) -> None:
+        """Compile the replay (unless ``use_replay`` is False) and keep the pipeline as fallback.
+
+        ``task`` (default: the contract's) is what :meth:`output` answers for.
+        """
         self.pipeline, self.spec, self.contract = pipeline, spec, contract
-        self.replay = compile_scorer(pipeline, spec, contract) if use_replay else None
+        self.task = task if task is not None else task_of(contract)
+        self.replay = compile_scorer(pipeline, spec, contract, self.task) if use_replay else None
 
     def describe(self) -> str:
         """Which path scores, for the server log."""
         return "the numpy replay of its pipeline" if self.replay else "its sklearn pipeline"
 
+    def output(self, rows: Sequence[Row]) -> np.ndarray:
+        """The task's output for the records (binary: positive-class probability, (n,); multiclass:
+        every class's probability in the contract's order, (n, K); regression: the value, (n,))."""
+        if self.replay is not None:
+            try:
+                return self.replay.output(rows)
+            except Exception:
+                logger.exception("numpy replay failed on a batch of %d records: scored with the "
+                                 "sklearn pipeline instead", len(rows))
+        return pipeline_output(self.pipeline, self.spec, self.contract, rows, self.task)
+
     def predict_proba(self, rows: Sequence[Row]) -> np.ndarray:
-        """Class probabilities, one row per record."""
+        """Class probabilities of a classifier, one row per record."""
         if self.replay is not None:
             try:
                 return self.replay.predict_proba(rows)
@@ -231,8 +288,8 @@ def _blocks(pipeline: Any) -> list[_Block]:
         raise UnsupportedPipeline("the estimator was fitted on named (pandas) features")
     blocks = []
     for name, transformer, columns in pipeline.steps[0][1].transformers_:
-        if transformer == "drop":
-            continue
+        if transformer == "drop" or (isinstance(columns, list) and not columns):
+            continue  # a branch over no columns (an all-numeric contract's categorical one) is never fitted
         if not isinstance(transformer, Pipeline) or not isinstance(columns, list):
             raise UnsupportedPipeline(f"transformer {name!r} is not a Pipeline over named columns")
         numeric = not any(type(step).__name__ == "OneHotEncoder" or _is_text_imputer(step)
@@ -240,49 +297,6 @@ def _blocks(pipeline: Any) -> list[_Block]:
         blocks.append(_Block(tuple(columns), numeric,
                              tuple(_replay(step) for _, step in transformer.steps)))
     return blocks
-
-
-def _boosted_tree_walk(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
-    """``predict_proba`` of a binary HistGradientBoostingClassifier walking all trees at once.
-
-    None for any other estimator, or one with categorical splits: its own predict_proba is used.
-    """
-    if type(estimator).__name__ != "HistGradientBoostingClassifier" or \
-            estimator.n_trees_per_iteration_ != 1 or \
-            getattr(estimator, "_preprocessor", None) is not None:
-        return None
-    from scipy.special import expit
-
-    trees = [predictors[0].nodes for predictors in estimator._predictors]
-    nodes = np.concatenate(trees)
-    if nodes["is_categorical"].any():
-        return None
-    roots = np.cumsum([0] + [len(tree) for tree in trees[:-1]])
-    tree_start = np.repeat(roots, [len(tree) for tree in trees])
-    is_leaf = nodes["is_leaf"].astype(bool)
-    here = np.arange(len(nodes))
-    left = np.where(is_leaf, here, nodes["left"].astype(np.int64) + tree_start)  # leaves stay
-    right = np.where(is_leaf, here, nodes["right"].astype(np.int64) + tree_start)
-    feature = nodes["feature_idx"].astype(np.int64)
-    threshold = nodes["num_threshold"]
-    missing_left = nodes["missing_go_to_left"].astype(bool)
-    baseline = float(np.ravel(estimator._baseline_prediction)[0])
-
-    def predict_proba(matrix: np.ndarray) -> np.ndarray:
-        rows = matrix.shape[0]
-        node = np.tile(roots, rows)
-        row_start = np.repeat(np.arange(rows) * matrix.shape[1], len(roots))
-        flat = matrix.ravel()
-        walking = np.arange(node.size)
-        while walking.size:
-            at = node[walking]
-            value = flat[row_start[walking] + feature[at]]
-            go_left = np.where(np.isnan(value), missing_left[at], value <= threshold[at])
-            node[walking] = np.where(go_left, left[at], right[at])
-            walking = walking[~is_leaf[node[walking]]]
-        positive = expit(nodes["value"][node].reshape(rows, -1).sum(axis=1) + baseline)
-        return np.column_stack([1.0 - positive, positive])
-    return predict_proba
 
 
 def _is_text_imputer(step: Any) -> bool:

@@ -30,7 +30,11 @@ without ever slowing or failing the request; dropped entries are counted in
 ``model_inference_log_dropped_total``.
 
 The model directory holds the contract, so the request model (``Record``) is built from the
-same declaration that validated the training data. The sklearn pipeline is loaded only after
+same declaration that validated the training data; its ``serving.json`` names the task
+(:mod:`mlops_template.core.tasks`), which shapes the answer (``Prediction``: binary ``probability``
+and ``label``, multiclass ``label`` and ``probabilities``, regression ``prediction``), the
+inference log's fields and the prediction metrics. Models served through routing answer for
+the same task. The sklearn pipeline is loaded only after
 its sha256 is verified: a tampered model leaves the service running but not ready (``/readyz``
 answers 503 with ``{"ready": false, "reason": ...}`` naming the model and the failed check,
 ``/predict`` answers 503 saying the same, ``model_ready`` is 0) instead of serving it.
@@ -55,7 +59,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import bentoml
-import numpy as np
 from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from starlette.responses import JSONResponse
 
@@ -64,13 +67,13 @@ from mlops_template.core.contract import load_contract
 from mlops_template.core.features import FeatureSpec
 from mlops_template.core.package_files import CONTRACT_FILE, FEATURE_SPEC_FILE
 from mlops_template.serving import routing
-from mlops_template.serving.auth import KEY_NAME_STATE, ApiKeyAuth
+from mlops_template.serving.auth import ApiKeyAuth
 from mlops_template.serving.guard import GuardRuntime, GuardSettings, RequestGuard
 from mlops_template.serving.inference_log import InferenceLog, inference_entries
 from mlops_template.serving.loading import ModelLoader
 from mlops_template.serving.log_filters import install_log_filter
 from mlops_template.serving.log_shipping import LogShipper
-from mlops_template.serving.metrics import service_metrics
+from mlops_template.serving.metrics import prediction_buckets, service_metrics
 from mlops_template.serving.microbatch import InputError, Isolation, MicroBatcher
 from mlops_template.serving.models import (
     ServedModel,
@@ -79,10 +82,13 @@ from mlops_template.serving.models import (
     is_explained_load_failure,
     model_reference,
     pinned_sha256,
+    read_serving_config,
+    served_task,
 )
 from mlops_template.serving.openapi import declare_json_responses, document_openapi
 from mlops_template.serving.reloader import ReloadHooks, RoutingReloader
-from mlops_template.serving.schema import Prediction, request_models
+from mlops_template.serving.request_context import client_request_id_of, request_id_of, routing_key_of
+from mlops_template.serving.schema import Prediction, prediction_model, request_models  # noqa: F401 (Prediction: benchmarks.constant_service answers with it)
 from mlops_template.serving.scoring import contract_sample
 from mlops_template.serving.settings import ServingSettings
 from mlops_template.serving.tuning import freeze_startup_objects, limit_native_threads
@@ -103,6 +109,8 @@ SETTINGS = ServingSettings.from_env()
 _STORED_MODEL = bentoml.models.get(model_reference(SETTINGS))
 MODEL_DIR = Path(_STORED_MODEL.path)
 CONTRACT = load_contract(MODEL_DIR / CONTRACT_FILE)
+SERVING_CONFIG = read_serving_config(MODEL_DIR)
+TASK = served_task(SERVING_CONFIG, CONTRACT)  # every model served answers for this task
 # The routing document's signature is checked with the deploy key's public half (ROUTING_VERIFY_KEY_FILE);
 # team mode refuses to start without one. The pinned model is checked against the bento's model_sha256.
 ROUTING_VERIFY_KEY = (routing.verify_key_from_env(objectstore.is_url(SETTINGS.routing_location))
@@ -112,10 +120,14 @@ LOADER = ModelLoader(CONTRACT, use_replay=SETTINGS.scorer == "auto", routing_loc
                      verify_key=ROUTING_VERIFY_KEY)
 _RECORD_LIST, RECORDS, PredictRequest = request_models(
     CONTRACT, FeatureSpec.from_json(MODEL_DIR / FEATURE_SPEC_FILE).source_columns, SETTINGS.max_records)
+# The task's answer model (binary: Prediction); the API's return annotation, so /docs.json shows it.
+PREDICTION = prediction_model(TASK)
 if TYPE_CHECKING:
     RecordList = list[Any]  # what a type checker can know of a model built from the contract at run time
+    PredictionList = list[Any]
 else:
     RecordList = _RECORD_LIST  # the contract's record model in a length-bounded list: BentoML's request schema
+    PredictionList = list[PREDICTION]
 # Filled in by each worker's service instance; read by that worker's RequestGuard.
 GUARD_RUNTIME = GuardRuntime()
 # A record the model is checked to score: when a request fails alone, the model still scoring this
@@ -131,24 +143,6 @@ def guard_settings() -> GuardSettings:
                          send_timeout_s=SETTINGS.request_timeout)
 
 
-def _request_id(ctx: bentoml.Context) -> str:
-    """The id the request guard gave this request (``-`` when called without the guard)."""
-    return str(getattr(ctx.request.state, "request_id", "-"))
-
-
-def _client_request_id(ctx: bentoml.Context) -> str | None:
-    """The client's own ``X-Request-ID`` the guard kept apart, if it sent a sane one."""
-    return getattr(ctx.request.state, "client_request_id", None)
-
-
-def _routing_key(ctx: bentoml.Context, request_id: str) -> str:
-    """What the canary split hashes: the request's API key name, else the service's request id.
-
-    Never a header: a client that chose its model could steer the canary's verdict.
-    """
-    return getattr(ctx.request.state, KEY_NAME_STATE, None) or request_id
-
-
 @bentoml.service(traffic={"timeout": SETTINGS.request_timeout}, workers=SETTINGS.workers)
 class PredictionService:
     """Scores records with the served model(s); not ready when no verified model is loaded."""
@@ -157,7 +151,8 @@ class PredictionService:
 
     def __init__(self) -> None:
         """Load and verify the model(s), then set up scoring, metrics and the inference log."""
-        self.metrics = service_metrics(_STORED_MODEL.tag.name)
+        self.metrics = service_metrics(_STORED_MODEL.tag.name, TASK.name, TASK.classes,
+                                       prediction_buckets(SERVING_CONFIG.get("target_summary")))
         limit_native_threads()
         # One scoring thread (sklearn-pipeline scoring): model calls never compete for the GIL.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
@@ -324,15 +319,16 @@ class PredictionService:
         if self.shipper is not None:
             self.shipper.close()
 
-    def score_rows(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
-        """Score validated records (dicts) in one call; record latency and prediction metrics."""
+    def score_rows(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Score validated records (dicts) in one call into the task's answers (without
+        ``model_version``); record latency and prediction metrics."""
         started = time.perf_counter()
-        proba = model.scorer.predict_proba(rows)[:, model.positive_index]
-        labels = np.where(proba >= model.threshold, model.positive, model.negative)
-        self.metrics.scored(model.version, time.perf_counter() - started, proba, labels)
-        return list(zip(proba.tolist(), labels.tolist(), strict=True))
+        output = model.scorer.output(rows)
+        answers = model.answers(output)
+        self.metrics.scored(model.version, time.perf_counter() - started, output, answers)
+        return answers
 
-    async def _score_on(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    async def _score_on(self, model: ServedModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Score rows with ``model``: through its batcher, or alone on the scoring thread.
 
         A failure is judged as the batcher judges one (:class:`~mlops_template.serving.microbatch.Isolation`):
@@ -344,7 +340,7 @@ class PredictionService:
         try:
             return await loop.run_in_executor(self.executor, self.score_rows, model, rows)
         except Exception as exc:
-            isolation: Isolation[tuple[float, str]] = Isolation(
+            isolation: Isolation[dict[str, Any]] = Isolation(
                 functools.partial(self.score_rows, model), self.executor, CONTROL_ROWS, self.metrics.isolated)
             verdict = (await isolation.judge([(rows, exc)], others_scored=False))[0]
             if verdict is exc:
@@ -352,13 +348,13 @@ class PredictionService:
             raise verdict from exc
 
     @bentoml.api
-    async def predict(self, records: RecordList, ctx: bentoml.Context) -> list[Prediction]:
+    async def predict(self, records: RecordList, ctx: bentoml.Context) -> PredictionList:
         """Score a list of records; concurrent requests share one vectorised model call."""
         serving = self.serving  # one snapshot: a reload meanwhile does not affect this request
         if serving is None:
             raise ServiceUnavailable("model failed its integrity check")
-        request_id = _request_id(ctx)
-        model = serving.pick(_routing_key(ctx, request_id))
+        request_id = request_id_of(ctx)
+        model = serving.pick(routing_key_of(ctx, request_id))
         rows = RECORDS.dump_python(records, exclude_unset=True)
         try:
             results = await self._score_on(model, rows)
@@ -376,9 +372,8 @@ class PredictionService:
         self.metrics.answered(model.version, "success")
         if self.inference_log is not None:
             self.inference_log.submit(inference_entries(request_id, model.version, rows, results,
-                                                        _client_request_id(ctx)))
-        return [Prediction(probability=probability, label=label, model_version=model.version)
-                for probability, label in results]
+                                                        client_request_id_of(ctx)))
+        return [PREDICTION(**answer, model_version=model.version) for answer in results]
 
 
 # @bentoml.service made the class a bentoml.Service object (type checkers do not apply class decorators).

@@ -49,6 +49,12 @@ def with_accepted_params(cls: type, hyperparameters: Mapping[str, Any], seed: in
         params.setdefault("random_state", seed)
     return cls(**params)
 
+def answer_field(answers: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` of logged answers; ValueError when they lack it or it is empty somewhere."""
+    if name not in answers.columns or answers[name].isna().any():
+        raise ValueError(f"the answers lack {name!r} (a record of another task, or an older log?)")
+    return answers[name]
+
 
 class Task(ABC):
     """One prediction task: target encoding, estimators, outputs, metrics, baseline and answers."""
@@ -59,6 +65,11 @@ class Task(ABC):
     primary_direction: ClassVar[str]
     #: ``train.estimator`` names and the sklearn class each means for this task.
     estimators: ClassVar[dict[str, type]]
+    #: The few :meth:`metrics` keys a model card's ``train_metrics`` keeps (MLflow logs them as ``train_<key>``).
+    headline_metrics: ClassVar[tuple[str, ...]]
+    #: What live quality compares with the offline evaluation (and the canary between two versions):
+    #: metric name -> direction (``higher_is_better`` / ``lower_is_better``).
+    live_metrics: ClassVar[dict[str, str]]
 
     def __init__(self, target: str, classes: tuple[str, ...] = (), positive: str | None = None) -> None:
         self.target = target
@@ -92,6 +103,26 @@ class Task(ABC):
         It is what the baseline predicts from and what serving's prediction histogram is bucketed by.
         """
 
+    def gate_thresholds(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Default ``gate.baseline_thresholds`` and ``gate.change_thresholds`` (what onboarding writes).
+
+        On the primary metric: at least 5% better than the know-nothing model (:meth:`baseline_output`),
+        and at most 2% worse than the champion, both relative to the reference's value.
+        """
+        better = -1.0 if self.primary_direction == "lower_is_better" else 1.0
+        return {"baseline_thresholds": {self.primary_metric: {"direction": self.primary_direction,
+                                                              "relative": 0.05 * better}},
+                "change_thresholds": {self.primary_metric: {"direction": self.primary_direction,
+                                                            "relative": -0.02 * better}}}
+
+    def value_params(self) -> dict[str, Any]:
+        """The ``evaluate`` keys that price this task's answers, as onboarding drafts them (none: the default).
+
+        Onboarding writes these and removes the other tasks' pricing keys (a stale one names another dataset's
+        classes or values).
+        """
+        return {}
+
     # -- evaluation ------------------------------------------------------------------------
     @abstractmethod
     def metrics(self, labels: np.ndarray, output: np.ndarray) -> dict[str, Any]:
@@ -109,6 +140,19 @@ class Task(ABC):
     @abstractmethod
     def answers(self, output: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
         """The response body of each row, without ``model_version`` (binary: ``probability`` and ``label``)."""
+
+    @abstractmethod
+    def output_of_answers(self, answers: pd.DataFrame) -> np.ndarray:
+        """The output that logged answers hold (the inverse of :meth:`answers`), one row per answer.
+
+        Monitoring scores the inference log with it; ValueError names a field the answers lack.
+        """
+
+    def watched_prediction(self, output: np.ndarray) -> pd.Series:
+        """What the prediction monitor compares between the reference and live traffic: the number
+        the model outputs (binary: the probability; regression: the value), or, for a task that
+        answers a class, the class names."""
+        return pd.Series(np.asarray(output, dtype="float64"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self.target!r})"

@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from mlops_template.core.tasks.base import Task, rounded
+from mlops_template.core.tasks.base import Task, answer_field, rounded
 
 CLASSIFIERS: dict[str, type] = {
     "linear": LogisticRegression,
@@ -79,6 +79,8 @@ class BinaryTask(Task):
     primary_metric: ClassVar[str] = "roc_auc"
     primary_direction: ClassVar[str] = "higher_is_better"
     estimators: ClassVar[dict[str, type]] = CLASSIFIERS
+    headline_metrics: ClassVar[tuple[str, ...]] = ("roc_auc", "log_loss", "accuracy")
+    live_metrics: ClassVar[dict[str, str]] = {"roc_auc": "higher_is_better", "value_per_row": "higher_is_better"}
 
     def __init__(self, target: str, classes: tuple[str, ...] = (), positive: str | None = None) -> None:
         if positive is None:
@@ -102,7 +104,16 @@ class BinaryTask(Task):
 
     def predict(self, model: Any, features: pd.DataFrame) -> np.ndarray:
         """The positive class's probability per row."""
-        return model.predict_proba(features)[:, positive_column(model.classes_, "1")]
+        return model.predict_proba(features)[:, self.positive_index(model.classes_)]
+
+    def positive_index(self, classes: Any) -> int:
+        """Column of ``predict_proba`` holding the positive class: 1 for a model fitted on the 0/1
+        labels :meth:`encode` gives, else the positive label's own column (a model fitted on the
+        contract's labels, as packages served before tasks may be)."""
+        as_text = [str(c) for c in classes]
+        if self.positive_label in as_text and not set(as_text) <= {"0", "1"}:
+            return as_text.index(self.positive_label)
+        return positive_column(classes, "1")
 
     def target_summary(self, labels: np.ndarray) -> dict[str, Any]:
         """The training positive share (what the prior-only baseline predicts)."""
@@ -111,6 +122,16 @@ class BinaryTask(Task):
     def metrics(self, labels: np.ndarray, output: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
         """Ranking, calibration and decision metrics at ``threshold``."""
         return score_metrics(labels, output, threshold)
+
+    def gate_thresholds(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Log loss 5% below the prior's and ROC AUC 0.05 above its 0.5; ROC AUC at most 0.005 below the champion's."""
+        return {"baseline_thresholds": {"log_loss": {"direction": "lower_is_better", "relative": -0.05},
+                                        "roc_auc": {"direction": "higher_is_better", "absolute": 0.05}},
+                "change_thresholds": {"roc_auc": {"direction": "higher_is_better", "absolute": -0.005}}}
+
+    def value_params(self) -> dict[str, Any]:
+        """A value matrix worth 1 per correct decision (the threshold then maximises accuracy)."""
+        return {"value_matrix": {"tp": 1.0, "fp": 0.0, "tn": 1.0, "fn": 0.0}}
 
     def baseline_output(self, summary: Mapping[str, Any], rows: int) -> np.ndarray:
         """The training positive share for every row."""
@@ -121,3 +142,7 @@ class BinaryTask(Task):
         cut = 0.5 if threshold is None else threshold
         labels = np.where(output >= cut, self.positive_label, self.negative)
         return [{"probability": p, "label": lab} for p, lab in zip(output.tolist(), labels.tolist(), strict=True)]
+
+    def output_of_answers(self, answers: pd.DataFrame) -> np.ndarray:
+        """The logged ``probability`` of each answer."""
+        return answer_field(answers, "probability").to_numpy(dtype="float64")

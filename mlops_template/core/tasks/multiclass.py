@@ -16,7 +16,7 @@ from sklearn import metrics as skm
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from mlops_template.core.tasks.base import Task, rounded
+from mlops_template.core.tasks.base import Task, answer_field, rounded
 
 CLASSIFIERS: dict[str, type] = {
     "linear": LogisticRegression,
@@ -34,6 +34,8 @@ class MulticlassTask(Task):
     primary_metric: ClassVar[str] = "log_loss"
     primary_direction: ClassVar[str] = "lower_is_better"
     estimators: ClassVar[dict[str, type]] = CLASSIFIERS
+    headline_metrics: ClassVar[tuple[str, ...]] = ("log_loss", "accuracy", "macro_f1")
+    live_metrics: ClassVar[dict[str, str]] = {"accuracy": "higher_is_better", "macro_f1": "higher_is_better"}
 
     def encode(self, target: pd.Series) -> np.ndarray:
         """The index of each row's class in :attr:`classes` (ValueError on a class not listed)."""
@@ -96,3 +98,16 @@ class MulticlassTask(Task):
         best = output.argmax(axis=1)
         return [{"label": self.classes[int(b)], "probabilities": dict(zip(self.classes, row.tolist(), strict=True))}
                 for b, row in zip(best, output, strict=True)]
+
+    def output_of_answers(self, answers: pd.DataFrame) -> np.ndarray:
+        """The logged ``probabilities`` of each answer, one column per class of :attr:`classes`."""
+        rows = answer_field(answers, "probabilities").tolist()
+        missing = sorted({c for row in rows for c in self.classes if c not in row})
+        if missing:
+            raise ValueError(f"logged probabilities lack the classes {missing[:5]} of {list(self.classes)}")
+        return np.array([[float(row[c]) for c in self.classes] for row in rows], dtype="float64").reshape(
+            len(rows), len(self.classes))
+
+    def watched_prediction(self, output: np.ndarray) -> pd.Series:
+        """The answered class of each row (the prediction monitor compares class shares)."""
+        return pd.Series(self.decode(np.asarray(output).argmax(axis=1)), dtype="str")

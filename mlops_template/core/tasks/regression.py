@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 
-from mlops_template.core.tasks.base import Task, rounded
+from mlops_template.core.tasks.base import Task, answer_field, rounded
 
 REGRESSORS: dict[str, type] = {
     "linear": Ridge,
@@ -29,6 +29,8 @@ class RegressionTask(Task):
     primary_metric: ClassVar[str] = "rmse"
     primary_direction: ClassVar[str] = "lower_is_better"
     estimators: ClassVar[dict[str, type]] = REGRESSORS
+    headline_metrics: ClassVar[tuple[str, ...]] = ("rmse", "mae", "r2")
+    live_metrics: ClassVar[dict[str, str]] = {"rmse": "lower_is_better", "mae": "lower_is_better"}
 
     def encode(self, target: pd.Series) -> np.ndarray:
         """The target as floats (ValueError when a value is not a number)."""
@@ -64,6 +66,10 @@ class RegressionTask(Task):
             "n": int(len(y)),
         }
 
+    def value_params(self) -> dict[str, Any]:
+        """A cost of 1 per unit of over- and of under-prediction (value per row: minus the mean absolute error)."""
+        return {"costs": {"over": 1.0, "under": 1.0}}
+
     def baseline_output(self, summary: Mapping[str, Any], rows: int) -> np.ndarray:
         """The training mean for every row (what minimises squared error knowing nothing)."""
         return np.full(rows, float(summary["mean"]))
@@ -71,3 +77,7 @@ class RegressionTask(Task):
     def answers(self, output: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
         """``prediction`` per row."""
         return [{"prediction": value} for value in np.asarray(output, dtype="float64").tolist()]
+
+    def output_of_answers(self, answers: pd.DataFrame) -> np.ndarray:
+        """The logged ``prediction`` of each answer."""
+        return answer_field(answers, "prediction").to_numpy(dtype="float64")

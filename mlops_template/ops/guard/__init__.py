@@ -2,6 +2,8 @@
 
 - :mod:`.marginal`: rows, invalid, duplicates, label_shift, drift (one column at a time);
 - :mod:`.joint`: label_by_group, trigger, label_flips, near_duplicates (the label with the inputs);
+- :mod:`.expected`: cumulative_label_given_inputs (labels against what the window's model predicts
+  from the inputs: many small relabelling steps in one direction, the boiling frog);
 - :mod:`.accepted`: the accepted data and the fixed reference window the cumulative checks use;
 - :mod:`.checks`: :func:`check_batch`, every check on one batch; :mod:`.report`: the report.
 

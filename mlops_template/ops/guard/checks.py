@@ -9,6 +9,7 @@ import pandas as pd
 
 from mlops_template.core.contract import Contract
 from mlops_template.ops.guard.accepted import Accepted
+from mlops_template.ops.guard.expected import label_given_inputs
 from mlops_template.ops.guard.joint import (
     JointSettings,
     input_columns,
@@ -21,11 +22,10 @@ from mlops_template.ops.guard.marginal import (
     drift_scores,
     duplicate_mask,
     invalid_share,
-    positive_share,
     row_keys,
 )
 from mlops_template.ops.guard.report import BatchReport, Check, bound, near_limit_warnings
-from mlops_template.ops.guard.target import target_view
+from mlops_template.ops.guard.target import label_shift, target_view
 from mlops_template.pipeline.validation import DataValidationError, validate_frame
 
 
@@ -48,14 +48,7 @@ def marginal_checks(raw: pd.DataFrame, valid: pd.DataFrame, rejected: pd.DataFra
     checks.append(bound("duplicates", float(duplicates.mean()), thresholds["max_duplicate_share"],
                         "share of duplicate rows (within the batch or already accepted)",
                         {"rows": int(duplicates.sum())}))
-    batch_share = positive_share(raw[contract.target], contract.positive_class)
-    accepted_share = positive_share(accepted.frame[contract.target], contract.positive_class)
-    shift = abs(batch_share - accepted_share)
-    limit = thresholds["max_label_shift"]
-    checks.append(Check("label_shift", round(shift, 6), limit, bool(shift <= limit),
-                        f"positive share {batch_share:.3f} vs {accepted_share:.3f} accepted: "
-                        f"shift {shift:.3f} {'within' if shift <= limit else 'above'} the limit {limit}",
-                        {"batch": round(batch_share, 6), "accepted": round(accepted_share, 6)}))
+    checks.append(label_shift(raw[contract.target], accepted.frame[contract.target], contract, thresholds))
     if not valid.empty:
         checks.append(_drift_check("drift", accepted.frame, valid, contract, thresholds))
     return checks
@@ -63,13 +56,15 @@ def marginal_checks(raw: pd.DataFrame, valid: pd.DataFrame, rejected: pd.DataFra
 
 def joint_checks(valid: pd.DataFrame, accepted: Accepted, contract: Contract, thresholds: dict[str, Any],
                  model_columns: Sequence[str] | None = None) -> list[Check]:
-    """label_by_group, trigger, label_flips, near_duplicates, and the cumulative checks.
+    """label_by_group, trigger, label_flips, near_duplicates, and the cumulative checks
+    (``cumulative_label_by_group``, ``cumulative_label_given_inputs``, ``cumulative_trigger``,
+    ``cumulative_drift``: everything accepted since the reference window plus the batch, against it).
 
     ``model_columns`` are the contract columns the model reads (default: every numeric and
     categorical one); rows equal in those are near-duplicates to the model.
     """
     s = JointSettings.from_thresholds(thresholds)
-    view = target_view(contract)
+    view = target_view(contract, accepted.frame[contract.target])
     reference = accepted.frame
     checks = [label_by_group("label_by_group", valid, reference, contract, view, s),
               trigger("trigger", valid, reference, contract, view, s)]
@@ -90,10 +85,12 @@ def joint_checks(valid: pd.DataFrame, accepted: Accepted, contract: Contract, th
     if since.empty:
         skipped = "no rows accepted since the reference window: the per-batch checks cover it"
         return checks + [Check(n, None, 0.0, True, skipped) for n in
-                         ("cumulative_label_by_group", "cumulative_trigger", "cumulative_drift")]
+                         ("cumulative_label_by_group", "cumulative_label_given_inputs", "cumulative_trigger",
+                          "cumulative_drift")]
     pooled = pd.concat([since, valid], ignore_index=True)
     extent = {"window": len(window), "since_window": len(pooled)}
     for check in (label_by_group("cumulative_label_by_group", pooled, window, contract, view, s),
+                  label_given_inputs("cumulative_label_given_inputs", pooled, window, contract, view, s),
                   trigger("cumulative_trigger", pooled, window, contract, view, s),
                   _drift_check("cumulative_drift", window, pooled, contract, thresholds)):
         check.details.update(extent)

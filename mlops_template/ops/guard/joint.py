@@ -27,7 +27,9 @@ These checks look at the label together with the inputs, for any contract:
   binomial).
 
 The same ``label_by_group`` and ``trigger`` checks run on everything accepted since the
-reference window plus the batch, against the window (``cumulative_*``).
+reference window plus the batch, against the window (``cumulative_*``), beside
+``cumulative_label_given_inputs`` (:mod:`.expected`), which weighs those labels against what the
+inputs predict.
 """
 
 from __future__ import annotations

@@ -53,12 +53,18 @@ class BatchReport:
         return list(dict.fromkeys(w.split(":")[0] for w in self.warnings))
 
     def cumulative(self) -> dict[str, Any]:
-        """The cumulative drift against the fixed reference window, for the report's summary."""
+        """The cumulative drift against the fixed reference window, for the report's summary.
+
+        Per cumulative check: its value and limit, the rows in the window and since it, a one-line
+        summary and the groups that moved most (``cumulative_label_given_inputs``: each group's
+        observed and predicted share, excess rows and the direction its labels moved).
+        """
         out = {}
         for c in self.checks:
             if c.name.startswith("cumulative_") and c.value is not None:
                 out[c.name] = {"value": c.value, "threshold": c.threshold, "passed": c.passed,
-                               **{k: v for k, v in c.details.items() if k in ("window", "since_window", "top")}}
+                               **{k: v for k, v in c.details.items()
+                                  if k in ("window", "since_window", "summary", "top")}}
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,6 +23,8 @@ SERVICE_METRICS = {
     "model_prediction_latency_seconds", "model_requests_total", "model_records_total",
     "model_rejected_requests_total", "model_predicted_class_total", "model_predicted_probability",
     "model_info", "model_inference_log_dropped_total",
+    # per task: regression's predicted-value histogram, multiclass's per-class counter
+    "model_prediction", "model_predictions_by_class_total",
 }
 BENTOML_METRICS = {
     "bentoml_service_request_total", "bentoml_service_request_duration_seconds",
@@ -33,6 +35,8 @@ PUSHED_METRICS = {
     "model_drift_share", "model_drift_detected", "model_drift_column_score",
     "model_drift_last_run_timestamp_seconds", "model_live_roc_auc", "model_live_accuracy",
     "model_live_value_per_row", "model_live_labelled_records", "model_quality_drop_fraction",
+    "model_drift_column_weight", "model_prediction_drift_psi", "model_prediction_drift_detected",
+    "model_live_rmse", "model_live_mae", "model_live_macro_f1",
 }
 KNOWN_FAMILIES = SERVICE_METRICS | BENTOML_METRICS | PUSHED_METRICS | {"up"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -56,6 +60,11 @@ PANEL_COVERAGE = {
     "model version": {"model_info"},
     "drift": {"model_drift_share", "model_drift_column_score"},
     "live quality": {"model_live_roc_auc", "model_live_accuracy"},
+    "multiclass class share": {"model_predictions_by_class_total"},
+    "regression prediction distribution": {"model_prediction_bucket"},
+    "prediction drift": {"model_prediction_drift_psi"},
+    "drift weights": {"model_drift_column_weight"},
+    "live errors (regression, multiclass)": {"model_live_rmse", "model_live_mae", "model_live_macro_f1"},
     "inference log": {"model_inference_log_dropped_total"},
     "http errors": {"bentoml_service_request_total"},
 }

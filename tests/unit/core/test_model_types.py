@@ -2,10 +2,11 @@
 
 :data:`mlops_template.core.artifacts.ALLOWED_MODEL_TYPES` is written out in code, so it cannot
 follow a change of the training code by itself. This test fits every ``train.estimator`` the
-project offers (with params.yaml's hyperparameters and with the defaults) and the test model of
-``scripts/make_test_bento.py``, on data of several shapes (nullable ints and floats, an all-null
-column, open vocabularies with infrequent categories, numeric-only, categorical-only, string or
-0/1 labels), saves each with skops and reads the types its schema asks for. The union must equal
+project offers for every task (binary, multiclass, regression; with params.yaml's hyperparameters
+and with the defaults) and the test model of ``scripts/make_test_bento.py``, on data of several
+shapes (nullable ints and floats, an all-null column, open vocabularies with infrequent categories,
+numeric-only, categorical-only, string or 0/1 labels), saves each with skops and reads the types
+its schema asks for. The union must equal
 the allow-list: a type the training code now needs fails here (add it), and one no pipeline
 holds any more fails too (remove it). Run this file as a script to print the derived list.
 """
@@ -27,7 +28,9 @@ from mlops_template.core import artifacts  # noqa: E402
 from mlops_template.core.config import load_params  # noqa: E402
 from mlops_template.core.contract import contract_from_dict, load_contract  # noqa: E402
 from mlops_template.core.features import build_features, feature_spec_from  # noqa: E402
-from mlops_template.pipeline.training import ESTIMATORS, build_pipeline  # noqa: E402
+from mlops_template.core.params import TrainSection  # noqa: E402
+from mlops_template.core.tasks import MulticlassTask, RegressionTask, Task, task_of  # noqa: E402
+from mlops_template.pipeline.training import build_pipeline  # noqa: E402
 from mlops_template.pipeline.validation import validate_file, validate_frame  # noqa: E402
 
 ROWS = 400
@@ -99,16 +102,24 @@ def derived_types(tmp: Path) -> dict[str, set[str]]:
 
     for shape, contract, spec, valid in shapes():
         features = build_features(valid, spec)
-        as_int = (valid[contract.target] == contract.positive_class).astype(int)  # what training fits
-        for estimator in ESTIMATORS:
-            configured = params["train"]["hyperparameters"][estimator]
-            # defaults and params.yaml's settings; string labels as the tests' logistic models use them
-            runs = [("int", as_int, {}), ("int", as_int, configured)]
-            if estimator == "logistic_regression":
-                runs.append(("str", valid[contract.target], configured))
-            for kind, labels, hyper in runs:
-                pipeline = build_pipeline(spec, estimator, hyper, params["train"]["seed"])
-                record(pipeline.fit(features, labels), f"{shape}-{estimator}-{kind}-{len(hyper)}")
+        rng = np.random.default_rng(len(valid))
+        tasks: list[tuple[Task, np.ndarray]] = [
+            (task_of(contract), task_of(contract).encode(valid[contract.target]))]  # what training fits
+        if shape == "mixed":  # an estimator's own types do not depend on the columns: one shape is enough
+            classes = MulticlassTask("kind", ("a", "b", "c"))
+            amount = RegressionTask("amount")
+            tasks += [(classes, classes.encode(pd.Series(rng.choice(["a", "b", "c"], len(valid))))),
+                      (amount, amount.encode(pd.Series(rng.gamma(2.0, 10.0, len(valid)))))]
+        for task, labels in tasks:
+            for estimator in task.estimators:
+                configured = TrainSection.parse({**params["train"], "estimator": estimator}).chosen_hyperparameters
+                # defaults and params.yaml's settings; string labels as the tests' logistic models use them
+                runs = [("int", labels, {}), ("int", labels, configured)]
+                if estimator == "logistic_regression" and task.name == "binary":
+                    runs.append(("str", valid[contract.target], configured))
+                for kind, fitted_on, hyper in runs:
+                    pipeline = build_pipeline(spec, estimator, hyper, params["train"]["seed"], task)
+                    record(pipeline.fit(features, fitted_on), f"{shape}-{task.name}-{estimator}-{kind}-{len(hyper)}")
     sys.path.insert(0, str(REPO / "scripts"))
     import make_test_bento
 

@@ -29,7 +29,7 @@ from tests.support.guard_data import LOADERS
 SIZES = {"adult": {"batch": 3000, "backdoor": 250, "copies": 300, "variants": (60, 5), "step": 1900, "frog": 0.25},
          "fair": {"batch": 1000, "backdoor": 60, "copies": 100, "variants": (20, 5), "step": 300, "frog": 0.5}}
 THRESHOLDS = {**load_params()["ingest"], "seed": 0}  # the twin checks' random subsets, fixed for the tests
-CUMULATIVE = ("cumulative_label_by_group", "cumulative_trigger", "cumulative_drift")
+CUMULATIVE = ("cumulative_label_by_group", "cumulative_label_given_inputs", "cumulative_trigger", "cumulative_drift")
 
 
 @pytest.fixture(scope="module", params=sorted(SIZES))
@@ -127,4 +127,58 @@ def test_small_steps_in_one_direction_are_stopped_by_the_cumulative_check(settin
         if report.accepted:
             accepted = accepted.extend(valid, data.contract)
     assert outcomes[0] == []
-    assert any("cumulative_label_by_group" in names for names in outcomes), outcomes
+    # Either pooled label check: labels given inputs usually stops the frog steps before the raw share can.
+    assert any({"cumulative_label_by_group", "cumulative_label_given_inputs"} & set(names) for names in outcomes), \
+        outcomes
+
+
+# Other shuffles of the data than the fixture's (``Dataset.split(0.7, seed)``). On Adult's 3 and 7
+# the raw label share pooled since the window (cumulative_label_by_group) let all five frog steps
+# in; on fair it stopped every shuffle, and these pin down that the labels-given-inputs check
+# stops it too and reports the group's cumulative drift.
+SHUFFLES = {"adult": (3, 7), "fair": (0, 1, 2)}
+
+
+def frog(data, accepted, held_out, size, share):
+    """Five steps of ``size["step"]`` held-out rows, each with ``share`` of the group's positives
+    relabelled negative, judged in turn (accepted ones join the data); each step's report."""
+    reports = []
+    for i in range(5):
+        rows = held_out.iloc[i * size["step"]:(i + 1) * size["step"]].reset_index(drop=True)
+        report, valid = check_batch(f"step-{i + 1}", targeted_flip(rows, data, share, seed=i), accepted,
+                                    data.contract, THRESHOLDS, data.model_columns)
+        reports.append(report)
+        if report.accepted:
+            accepted = accepted.extend(valid, data.contract)
+    return reports
+
+
+def test_a_boiling_frog_is_stopped_in_every_shuffle_by_labels_given_inputs(setting):
+    """Each group's labels pooled since the window, weighed against what the window's model
+    predicts from the same rows' inputs: the women's lost positives show, whoever the women are."""
+    data, _, _, size = setting
+    column, value = data.group
+    for shuffle in SHUFFLES[data.name]:
+        accepted, held_out = data.split(0.7, seed=shuffle)
+        reports = frog(data, accepted, held_out, size, size["frog"])
+        stopped = [r for r in reports if not r.accepted]
+        assert stopped, (shuffle, [r.reasons for r in reports])
+        first = stopped[0]
+        assert "cumulative_label_given_inputs" in failed(first), (shuffle, first.reasons)
+        assert [n for n in failed(first) if n not in CUMULATIVE] == [], (shuffle, first.reasons)
+        drift = first.to_dict()["cumulative"]["cumulative_label_given_inputs"]
+        named = [g for g in drift["top"] if g["group"] == f"{column}={value}"]
+        assert named and named[0]["direction"] == "lost", (shuffle, drift["top"])
+        assert named[0]["share"] < named[0]["expected_share"] and named[0]["excess_rows"] < 0
+        assert drift["since_window"] > size["step"]  # the steps before it count
+
+
+def test_five_clean_steps_pass_labels_given_inputs(setting):
+    """The control: the same five steps unpoisoned are all accepted on the same shuffles."""
+    data, _, _, size = setting
+    for shuffle in SHUFFLES[data.name]:
+        accepted, held_out = data.split(0.7, seed=shuffle)
+        reports = frog(data, accepted, held_out, size, 0.0)
+        assert all(r.accepted for r in reports), (shuffle, [r.reasons for r in reports])
+        assert all(next(c for c in r.checks if c.name == "cumulative_label_given_inputs").value is not None
+                   for r in reports[1:])  # it ran from the second step on

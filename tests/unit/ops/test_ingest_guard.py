@@ -63,7 +63,7 @@ def accepted() -> Accepted:
 
 
 JOINT = ["label_by_group", "trigger", "label_flips", "near_duplicates",
-         "cumulative_label_by_group", "cumulative_trigger", "cumulative_drift"]
+         "cumulative_label_by_group", "cumulative_label_given_inputs", "cumulative_trigger", "cumulative_drift"]
 
 
 def failed(report) -> list[str]:

@@ -126,8 +126,8 @@ def test_numeric_groups_are_quantile_ranges_with_ties_merged():
 def test_unknown_task_or_metric_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="soft_recall"):
         C.slice_metric("binary", "f2")
-    with pytest.raises(ValueError, match="binary task only"):
-        C.signed_change("regression", answers(np.zeros(2)), answers(np.zeros(2)))
+    with pytest.raises(ValueError, match="not defined for a 'ranking' task"):  # regression is a task now
+        C.signed_change("ranking", answers(np.zeros(2)), answers(np.zeros(2)))
 
 
 @pytest.mark.parametrize("config, message", [

@@ -1,0 +1,141 @@
+"""What starts the jobs: a sensor on the incoming folder, the schedules, a sensor on the canary.
+
+- ``incoming_batches`` (sensor, every 60 s): new or changed batch files (``*.csv``, ``*.csv.gz``)
+  in ``ingest.incoming`` (``data/incoming/``) start a retrain. The cursor holds the name, size and
+  modification time of every file already handed to a retrain, so the same batch never starts a
+  second run; a file modified within ``$INCOMING_SETTLE_S`` (10 s) is still being written and
+  waits for the next tick. Batches leave the folder when retrain ingests or quarantines them.
+  One machine only: ``retrain`` reads batches from a local folder in every mode (team mode shares
+  the registry, the DVC remote and the routing document, not an incoming prefix), so there is no
+  object-store prefix for a sensor to list.
+- ``weekly_retrain`` (Mondays 03:17 UTC, like ``scripts/cron.example``), ``hourly_drift``,
+  ``daily_quality`` (04:37 UTC, needs ``$QUALITY_LABELS``, the ground truth file; skipped without).
+- ``canary_challenger_present`` (sensor, every 15 min): runs ``canary status`` and starts a
+  canary decide while the routing document names a challenger.
+
+Schedules and sensors start running with ``dagster dev`` (set ``ORCHESTRATION_AUTOSTART=0`` to
+have them stopped until switched on in the UI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SkipReason,
+    schedule,
+    sensor,
+)
+
+from mlops_orchestration import commands
+from mlops_orchestration.jobs import canary_decide_job, drift_job, quality_job, retrain_job
+
+BATCH_SUFFIXES = (".csv", ".csv.gz")
+DEFAULT_INCOMING = "data/incoming"
+
+
+def _autostart() -> bool:
+    return os.environ.get("ORCHESTRATION_AUTOSTART", "1") != "0"
+
+
+SENSOR_STATUS = DefaultSensorStatus.RUNNING if _autostart() else DefaultSensorStatus.STOPPED
+SCHEDULE_STATUS = DefaultScheduleStatus.RUNNING if _autostart() else DefaultScheduleStatus.STOPPED
+
+
+def incoming_folder() -> Path:
+    """``ingest.incoming`` of the repository's params.yaml (``data/incoming`` by default)."""
+    root = commands.repo()
+    try:
+        params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        params = {}
+    return root / ((params.get("ingest") or {}).get("incoming") or DEFAULT_INCOMING)
+
+
+def batch_files(folder: Path) -> dict[str, list[int]]:
+    """Every batch file in ``folder``: name -> [size, modification time in ns]."""
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name.endswith(BATCH_SUFFIXES):
+            stat = path.stat()
+            found[path.name] = [stat.st_size, stat.st_mtime_ns]
+    return found
+
+
+def new_batches(seen: dict[str, list[int]], now: dict[str, list[int]], settle_s: float,
+                clock: float) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """(batches to retrain on, the new cursor): files new or changed since ``seen`` and settled for
+    ``settle_s``. Files still settling stay out of the cursor, so a later tick picks them up; files
+    gone (ingested) leave it, so a batch of the same name arriving later starts a run again."""
+    fresh = {name: state for name, state in now.items() if seen.get(name) != state}
+    ready = {name: state for name, state in fresh.items() if clock - state[1] / 1e9 >= settle_s}
+    cursor = {name: state for name, state in now.items() if name not in fresh or name in ready}
+    return ready, cursor
+
+
+@sensor(job=retrain_job, minimum_interval_seconds=60, default_status=SENSOR_STATUS)
+def incoming_batches(context: SensorEvaluationContext):
+    """Start a retrain when a new batch lands in the incoming folder (once per batch)."""
+    folder = incoming_folder()
+    seen = json.loads(context.cursor) if context.cursor else {}
+    settle = float(os.environ.get("INCOMING_SETTLE_S", "10"))
+    ready, cursor = new_batches(seen, batch_files(folder), settle, time.time())
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
+    if not ready:
+        return SkipReason(f"no new batch in {folder}")
+    key = hashlib.sha256(json.dumps(ready, sort_keys=True).encode()).hexdigest()[:16]
+    return RunRequest(run_key=f"incoming-{key}",
+                      tags={"mlops/trigger": "incoming", "mlops/batches": ",".join(sorted(ready))[:200]})
+
+
+@schedule(job=retrain_job, cron_schedule="17 3 * * 1", execution_timezone="UTC", default_status=SCHEDULE_STATUS)
+def weekly_retrain(context: ScheduleEvaluationContext):
+    """Weekly retrain (also reruns the pipeline when an earlier run died after ingesting)."""
+    return RunRequest(tags={"mlops/trigger": "weekly"})
+
+
+@schedule(job=drift_job, cron_schedule="7 * * * *", execution_timezone="UTC", default_status=SCHEDULE_STATUS)
+def hourly_drift(context: ScheduleEvaluationContext):
+    """Hourly drift check."""
+    return RunRequest(tags={"mlops/trigger": "hourly"})
+
+
+@schedule(job=quality_job, cron_schedule="37 4 * * *", execution_timezone="UTC", default_status=SCHEDULE_STATUS)
+def daily_quality(context: ScheduleEvaluationContext):
+    """Daily quality check against ``$QUALITY_LABELS`` (a path in the repository); skipped without it."""
+    labels = os.environ.get("QUALITY_LABELS", "")
+    if not labels or not (commands.repo() / labels).is_file():
+        return SkipReason(f"QUALITY_LABELS={labels!r} names no file in {commands.repo()}: nothing to score")
+    return RunRequest(run_config={"ops": {"quality": {"config": {"labels": labels}}}},
+                      tags={"mlops/trigger": "daily"})
+
+
+@sensor(job=canary_decide_job, minimum_interval_seconds=900, default_status=SENSOR_STATUS)
+def canary_challenger_present(context: SensorEvaluationContext):
+    """Start a canary decide while ``canary status`` names a challenger (each run waits, promotes or rolls back)."""
+    try:
+        done = commands.run("canary", "status", timeout=120)
+    except commands.ProjectEnvMissing as exc:
+        return SkipReason(str(exc))
+    if done.code != 0:
+        return SkipReason(f"canary status exited {done.code}: {done.tail(3)}")
+    challenger = done.summary.get("challenger")
+    if not challenger:
+        return SkipReason("no challenger in the routing document")
+    return RunRequest(tags={"mlops/trigger": "challenger", "mlops/challenger": str(challenger.get("model_version"))})
+
+
+SCHEDULES = [weekly_retrain, hourly_drift, daily_quality]
+SENSORS = [incoming_batches, canary_challenger_present]
