@@ -84,7 +84,8 @@ def load_package(directory: Path, expected_sha256: str | None, source: str, vers
         threshold = float(packaged)
     version = version or str(serving.get("model_version") or (card.get("mlflow") or {}).get("model_version")
                              or "unversioned")
-    return ScoringModel(model, spec, contract, task_of(contract), threshold, version, source)
+    task = task_of(contract, serving.get("decision_values"))
+    return ScoringModel(model, spec, contract, task, threshold, version, source)
 
 
 def champion_model(workdir: Path, record_path: Path = paths.CHAMPION_RECORD) -> ScoringModel:

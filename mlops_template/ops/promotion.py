@@ -91,7 +91,8 @@ def package(cfg: DeploySection, contract_path: str, card: dict[str, Any], evalua
 
     packaged = package_model(
         model_dir=paths.CANDIDATE, contract_path=Path(contract_path),
-        threshold=evaluation.get("threshold"), model_name=cfg.model_name, service_name=cfg.service_name,
+        threshold=evaluation.get("threshold"), decision_values=evaluation.get("decision_values"),
+        model_name=cfg.model_name, service_name=cfg.service_name,
         labels={"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]},
         archive=archive,
     )

@@ -62,12 +62,13 @@ def _verified_model_sha256(model_dir: Path) -> str:
 
 
 def _serving_config(contract_path: Path, threshold: float | None, labels: dict[str, str],
-                    model_dir: Path | None = None) -> dict:
+                    model_dir: Path | None = None, decision_values: list[list[float]] | None = None) -> dict:
     """What the service answers with: the task, its classes, the training target's summary, the threshold.
 
     ``target_summary`` is the model card's ``training_data.target`` (serving buckets its prediction
     histogram by it; None without a card that records one). A binary model also names its positive
-    and negative class; ``threshold`` is None for a task without one.
+    and negative class; ``threshold`` is None for a task without one. ``decision_values``, the
+    multiclass value table evaluate answered by (``evaluate.class_values``), is recorded when set.
     """
     contract = load_contract(contract_path)
     card_path = None if model_dir is None else Path(model_dir) / MODEL_CARD_FILE
@@ -80,6 +81,8 @@ def _serving_config(contract_path: Path, threshold: float | None, labels: dict[s
     }
     if contract.is_binary:
         config |= {"positive_class": contract.positive_class, "negative_class": contract.negative_class}
+    if decision_values is not None:
+        config["decision_values"] = decision_values
     config["model_version"] = labels.get("model_version")
     return config
 
@@ -167,10 +170,12 @@ def package_model(
     labels: dict[str, str],
     archive: Path,
     importance: Path | None = IMPORTANCE_SOURCE,
+    decision_values: list[list[float]] | None = None,
 ) -> dict:
     """Save the model to the BentoML store, build its bento and export it to ``archive``.
 
-    ``threshold`` is the binary decision threshold (None for other tasks); ``importance``, the
+    ``threshold`` is the binary decision threshold (None for other tasks), ``decision_values`` the
+    multiclass value table answers are decided by (None: the most probable class); ``importance``, the
     evaluate stage's column importance, ships with the model when that file exists.
     Returns ``bento_tag``, ``model_tag``, ``sha256`` (of the archive), ``model_sha256`` and
     ``archive`` (its path), for the deploy stage to record.
@@ -178,7 +183,7 @@ def package_model(
     model_dir, contract_path = Path(model_dir), Path(contract_path)
     labels = {str(k): str(v) for k, v in labels.items()}
     model_sha256 = _verified_model_sha256(model_dir)
-    serving = _serving_config(contract_path, threshold, labels, model_dir)
+    serving = _serving_config(contract_path, threshold, labels, model_dir, decision_values)
     shipped = importance if importance is not None and Path(importance).is_file() else None
     model_tag = save_bento_model(
         model_dir, contract_path, serving, model_name, labels, model_sha256, shipped

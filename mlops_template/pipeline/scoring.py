@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_template.core.params import EvaluateSection
-from mlops_template.core.tasks import Task
+from mlops_template.core.tasks import MulticlassTask, Task
 from mlops_template.core.tasks.base import rounded
 from mlops_template.pipeline import evaluation as ev
 from mlops_template.pipeline import plots
@@ -164,17 +164,27 @@ class MulticlassScoring(Scoring):
                              f"classes {classes}: missing {missing[:10]}, unknown classes {unknown}")
         return np.array([[float(table[a][p]) for p in classes] for a in classes])
 
+    def decider(self) -> MulticlassTask:
+        """The task answering as the service will: by expected value under ``evaluate.class_values``
+        when set (the table ships in the package as ``decision_values``), else the most probable class."""
+        table = None if self.cfg.class_values is None else self.value_table()
+        return MulticlassTask(self.task.target, self.task.classes, decision_values=table)
+
     def score(self, labels: np.ndarray, output: np.ndarray, threshold: float | None = None) -> dict[str, Any]:
-        """Log loss, accuracy, macro-F1, ... and the value of answering the most probable class."""
+        """Log loss, accuracy, macro-F1, ... (of the most probable class) and the value of the served answers."""
         metrics = self.task.metrics(labels, output)
-        per_row = self.value_table()[np.asarray(labels, dtype="int64"), np.asarray(output).argmax(axis=1)]
-        metrics.update(value_total=rounded(per_row.sum()), value_per_row=rounded(per_row.mean()), threshold=None)
+        decider = self.decider()
+        per_row = self.value_table()[np.asarray(labels, dtype="int64"), decider.decide(output)]
+        table = decider.decision_values
+        metrics.update(value_total=rounded(per_row.sum()), value_per_row=rounded(per_row.mean()), threshold=None,
+                       decision_values=None if table is None else table.tolist())
         return metrics
 
     def answers(self, output: np.ndarray, threshold: float | None) -> Answers:
-        """The most probable class, its probability as the score, every probability kept."""
+        """The served class, its probability as the score, every probability kept."""
         output = np.asarray(output, dtype="float64")
-        return Answers(output.max(axis=1), output.argmax(axis=1), proba=output)
+        decided = self.decider().decide(output)
+        return Answers(output[np.arange(len(output)), decided], decided, proba=output)
 
     def plots(self, labels: np.ndarray, output: np.ndarray, threshold: float | None) -> dict[str, list[dict]]:
         """K x K confusion matrix of the served answers and per-class calibration."""

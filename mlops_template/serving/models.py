@@ -27,7 +27,7 @@ from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec
 from mlops_template.core.io import sha256_of
 from mlops_template.core.package_files import FEATURE_SPEC_FILE, MODEL_FILE, SERVING_FILE
-from mlops_template.core.tasks import TASKS, Task
+from mlops_template.core.tasks import TASKS, MulticlassTask, Task
 from mlops_template.serving import routing
 from mlops_template.serving.microbatch import MicroBatcher
 from mlops_template.serving.scoring import ModelScorer, contract_sample
@@ -70,6 +70,8 @@ def served_task(serving: dict[str, Any], contract: Contract) -> Task:
         raise ValueError(f"serving.json names task {name!r} but the contract's task is {contract.task!r}")
     classes = tuple(str(c) for c in serving.get("classes") or contract.classes)
     positive = serving.get("positive_class")
+    if name == MulticlassTask.name:  # answers decided by evaluate's value table, when it shipped one
+        return MulticlassTask(contract.target, classes, decision_values=serving.get("decision_values"))
     return TASKS[name](contract.target, classes, None if positive is None else str(positive))
 
 

@@ -7,7 +7,7 @@ tests the task by name. A fourth task is one new module with a :class:`Task` sub
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_template.core.tasks.base import Task
 from mlops_template.core.tasks.binary import BinaryTask
@@ -20,8 +20,14 @@ if TYPE_CHECKING:
 TASKS: dict[str, type[Task]] = {t.name: t for t in (BinaryTask, MulticlassTask, RegressionTask)}
 
 
-def task_of(contract: Contract) -> Task:
-    """The task the contract declares, with its target, classes and positive class."""
+def task_of(contract: Contract, decision_values: Any = None) -> Task:
+    """The task the contract declares, with its target, classes and positive class.
+
+    ``decision_values`` (multiclass only): the value table evaluate chose answers by, as a model
+    package's ``serving.json`` records it.
+    """
+    if decision_values is not None:
+        return MulticlassTask(contract.target, contract.classes, decision_values=decision_values)
     return TASKS[contract.task](contract.target, contract.classes, contract.positive_class)
 
 

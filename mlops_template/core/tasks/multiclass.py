@@ -34,6 +34,26 @@ class MulticlassTask(Task):
     primary_metric: ClassVar[str] = "log_loss"
     primary_direction: ClassVar[str] = "lower_is_better"
     estimators: ClassVar[dict[str, type]] = CLASSIFIERS
+
+    def __init__(self, target: str, classes: tuple[str, ...] = (), positive: str | None = None,
+                 decision_values: Any = None) -> None:
+        """``decision_values``: ``evaluate.class_values`` as a K x K table (actual row, answered column),
+        as evaluate chose and the package ships it; the answer is then the class of highest expected
+        value under the probabilities, not merely the most probable one."""
+        super().__init__(target, classes, positive)
+        self.decision_values = None
+        if decision_values is not None:
+            table = np.asarray(decision_values, dtype="float64")
+            if table.shape != (len(classes), len(classes)) or not np.isfinite(table).all():
+                raise ValueError(f"decision values must be a finite {len(classes)} x {len(classes)} table, "
+                                 f"got shape {table.shape}")
+            self.decision_values = table
+
+    def decide(self, output: np.ndarray) -> np.ndarray:
+        """The index of each row's answer: the most probable class, or with :attr:`decision_values` the
+        class whose expected value ``sum_a p(a) * value[a, answer]`` is highest."""
+        proba = np.asarray(output, dtype="float64")
+        return (proba if self.decision_values is None else proba @ self.decision_values).argmax(axis=1)
     headline_metrics: ClassVar[tuple[str, ...]] = ("log_loss", "accuracy", "macro_f1")
     live_metrics: ClassVar[dict[str, str]] = {"accuracy": "higher_is_better", "macro_f1": "higher_is_better"}
 
@@ -94,8 +114,8 @@ class MulticlassTask(Task):
         return np.tile(shares, (rows, 1))
 
     def answers(self, output: np.ndarray, threshold: float | None = None) -> list[dict[str, Any]]:
-        """The most probable class as ``label`` and every class's probability."""
-        best = output.argmax(axis=1)
+        """The decided class (:meth:`decide`) as ``label`` and every class's probability."""
+        best = self.decide(output)
         return [{"label": self.classes[int(b)], "probabilities": dict(zip(self.classes, row.tolist(), strict=True))}
                 for b, row in zip(best, output, strict=True)]
 

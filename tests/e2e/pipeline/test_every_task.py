@@ -98,8 +98,13 @@ def input_records(contract: dict, frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame[inputs].to_json(orient="records"))
 
 
-def served_metrics(dataset: TaskDataset, contract: dict, frame: pd.DataFrame, answers: list[dict]) -> dict:
-    """The task's metrics computed from the service's answers for ``frame``'s rows (sklearn, not the project)."""
+def served_metrics(dataset: TaskDataset, contract: dict, frame: pd.DataFrame, answers: list[dict],
+                   class_values: dict | None = None) -> dict:
+    """The task's metrics computed from the service's answers for ``frame``'s rows (sklearn, not the project).
+
+    Multiclass labels must be the most probable class, or with ``class_values`` (``evaluate.class_values``)
+    the class of highest expected value; then the value per row of the served labels is returned too.
+    """
     target = frame[contract["target"]["column"]]
     if dataset.task == "regression":
         predictions = np.array([a["prediction"] for a in answers], dtype=float)
@@ -112,9 +117,17 @@ def served_metrics(dataset: TaskDataset, contract: dict, frame: pd.DataFrame, an
     assert all(sorted(p) == sorted(classes) for p in by_class), (classes, by_class[:3])
     probabilities = np.array([[p[c] for c in classes] for p in by_class])
     labels = [classes.index(class_name(a["label"])) for a in answers]
-    assert (np.argmax(probabilities, axis=1) == labels).all(), "a label that is not the most probable class"
-    return {"log_loss": float(log_loss(actual, probabilities, labels=list(range(len(classes))))),
-            "accuracy": float(accuracy_score(actual, labels))}
+    metrics = {"log_loss": float(log_loss(actual, probabilities, labels=list(range(len(classes))))),
+               "accuracy": float(accuracy_score(actual, np.argmax(probabilities, axis=1)))}
+    if class_values is None:
+        assert (np.argmax(probabilities, axis=1) == labels).all(), "a label that is not the most probable class"
+        return metrics
+    values = np.array([[class_values[a][p] for p in class_values] for a in class_values])
+    order = [classes.index(class_name(c)) for c in class_values]  # the table's classes, in the answer's order
+    table = np.zeros((len(classes), len(classes)))
+    table[np.ix_(order, order)] = values
+    assert ((probabilities @ table).argmax(axis=1) == labels).all(), "a label that is not of highest expected value"
+    return metrics | {"value_per_row": float(table[actual, labels].mean())}
 
 
 def ask_every_row(url: str, records: list[dict]) -> tuple[list[dict], list[int]]:
@@ -242,12 +255,24 @@ def canary_params(repo: Clone, metric: str) -> None:
     repo.write_params(params)
 
 
+def class_values_params(repo: Clone, contract: dict) -> dict:
+    """``evaluate.class_values`` where a right answer of the last class is worth five, any other one:
+    the service must then answer by expected value, as evaluate valued it."""
+    classes = [str(c) for c in contract["columns"][contract["target"]["column"]]["allowed"]]
+    table = {a: {p: (5.0 if a == p == classes[-1] else 1.0 if a == p else 0.0) for p in classes} for a in classes}
+    params = repo.params()
+    params["evaluate"]["class_values"] = table
+    repo.write_params(params)
+    return table
+
+
 @pytest.mark.parametrize("retrained", RETRAINED)
 def test_a_later_batch_goes_through_retrain_and_a_canary_promotes_it(adopted, retrained, tmp_path):
     run = adopted(retrained)
     repo, dataset = run.repo, run.dataset
     assert run.later is not None
     canary_params(repo, dataset.metrics[0])
+    class_values = class_values_params(repo, run.contract) if dataset.task == "multiclass" else None
     batch = f"{dataset.name}-later.csv"
     run.later.to_csv(repo.path / "data/incoming" / batch, index=False)
 
@@ -288,7 +313,10 @@ def test_a_later_batch_goes_through_retrain_and_a_canary_promotes_it(adopted, re
 
     # The promoted model, served, scores the grown test split as evaluate scored it offline.
     evaluation = repo.json("metrics/evaluation.json")
-    served = served_metrics(dataset, contract, test, answers)
+    served = served_metrics(dataset, contract, test, answers, class_values)
     assert_same_metrics(dataset, served, evaluation)
+    if class_values is not None:  # the labels served are the ones evaluate valued
+        assert evaluation["decision_values"] is not None
+        assert served["value_per_row"] == pytest.approx(evaluation["value_per_row"], rel=1e-4, abs=1e-5)
     run.figures.update(retrain_s=round(seconds, 1), retrain_rows=len(run.later), canary_split=split,
                        v2_offline=evaluation[dataset.metrics[0]], v2_served=served[dataset.metrics[0]])

@@ -121,10 +121,12 @@ def test_multiclass_value_is_accuracy_without_class_values_and_the_table_with_th
     plain = scoring_for(task, EvaluateSection.parse({}), summary).score(labels, proba)
     assert plain["value_per_row"] == plain["accuracy"] and plain["threshold"] is None
     table = {a: {p: (2.0 if a == p else -1.0 if a == "barolo" else 0.0) for p in task.classes} for a in task.classes}
-    answered = proba.argmax(axis=1)
+    values = np.array([[table[a][p] for p in task.classes] for a in task.classes])
+    answered = (proba @ values).argmax(axis=1)  # the class of highest expected value, as the service answers
     expected = sum(table[task.classes[a]][task.classes[p]] for a, p in zip(labels, answered, strict=True))
     valued = scoring_for(task, EvaluateSection.parse({"class_values": table}), summary).score(labels, proba)
     assert valued["value_total"] == pytest.approx(expected)
+    assert valued["decision_values"] == values.tolist()
     del table["barbera"]["barolo"]
     with pytest.raises(ValueError, match="barbera->barolo"):
         scoring_for(task, EvaluateSection.parse({"class_values": table}), summary).score(labels, proba)
@@ -191,3 +193,28 @@ def test_a_champion_of_another_task_is_unscorable_not_a_crash():
            {"model_version": "7", "mlflow_run_id": "r7", "sha256": "x", "threshold": None})
     with pytest.raises(ChampionUnscorable, match="champion v7 cannot be scored as a regression model"):
         evaluate(regression, load_champion=lambda: old)
+
+
+def test_multiclass_answers_by_expected_value_when_class_values_are_set():
+    """A right "barolo" answer worth 20, every other right answer 1, wrong ones 0: under calibrated
+    probabilities, answering by expected value beats answering the most probable class. The table
+    evaluate decided by is what the package ships (``decision_values``), so the service and the batch
+    scorer answer as evaluate valued."""
+    from mlops_template.core.tasks import task_of
+
+    fitted = fit(dataset("multiclass"))
+    task = fitted.data.task
+    summary = fitted.card["training_data"]["target"]
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(len(task.classes)), size=20000)   # calibrated by construction:
+    labels = (proba.cumsum(axis=1) > rng.random((len(proba), 1))).argmax(axis=1)  # labels drawn from it
+    table = {a: {p: (20.0 if a == p == "barolo" else 1.0 if a == p else 0.0) for p in task.classes}
+             for a in task.classes}
+    valued = scoring_for(task, EvaluateSection.parse({"class_values": table}), summary)
+    result = valued.score(labels, proba)
+    values = np.array(result["decision_values"])
+    assert result["value_per_row"] > values[labels, proba.argmax(axis=1)].mean() + 0.1
+    decided = task_of(fitted.data.contract, result["decision_values"])
+    served = [a["label"] for a in decided.answers(proba)]
+    assert served != [task.classes[i] for i in proba.argmax(axis=1)]
+    assert [task.classes[i] for i in valued.answers(proba, None).decision] == served

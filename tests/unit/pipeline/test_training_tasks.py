@@ -148,6 +148,11 @@ def test_serving_config_per_task(tmp_path) -> None:
             assert (serving["positive_class"], serving["negative_class"]) == ("yes", "no")
         else:
             assert "positive_class" not in serving and "negative_class" not in serving
+        assert "decision_values" not in serving
+        if task == "multiclass":  # evaluate's value table ships with the model the service answers by
+            k = len(contract.classes)
+            table = [[float(a == p) * (a + 1) for p in range(k)] for a in range(k)]
+            assert _serving_config(path, None, {}, out, table)["decision_values"] == table
     # Without a model folder (older callers), the summary is unknown and the rest as before.
     assert _serving_config(tmp_path / "binary.yaml", 0.5, {})["target_summary"] is None
 

@@ -126,6 +126,10 @@ def test_served_task_comes_from_serving_json(datasets) -> None:
     wine, diabetes = datasets["wine"], datasets["diabetes"]
     task = served_task({"task": "multiclass", "classes": list(wine.contract.classes)}, wine.contract)
     assert isinstance(task, MulticlassTask) and task.classes == ("class_0", "class_1", "class_2")
+    valued = served_task({"task": "multiclass", "classes": list(wine.contract.classes),
+                          "decision_values": [[1, 0, 0], [0, 1, 0], [0, 0, 10]]}, wine.contract)
+    proba = np.array([[0.5, 0.3, 0.2]])
+    assert task.answers(proba)[0]["label"] == "class_0" and valued.answers(proba)[0]["label"] == "class_2"
     assert isinstance(served_task({"task": "regression", "threshold": None}, diabetes.contract), RegressionTask)
     with pytest.raises(ValueError, match="contract's task is 'multiclass'"):
         served_task({"task": "regression"}, wine.contract)
