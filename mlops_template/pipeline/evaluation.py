@@ -19,26 +19,14 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
+from mlops_template.core.tasks.binary import checked_arrays as _as_arrays
+from mlops_template.core.tasks.binary import score_metrics
+
 logger = logging.getLogger(__name__)
 
 DECIMALS = 6
 MISSING_KEY = "<missing>"
 VALUE_KEYS = ("tp", "fp", "tn", "fn")
-
-
-def _as_arrays(y_true: Any, proba: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Labels as an int 0/1 array and scores as a float array, checked to match."""
-    y = np.asarray(y_true)
-    p = np.asarray(proba, dtype="float64")
-    if y.ndim != 1 or p.ndim != 1 or len(y) != len(p):
-        raise ValueError(f"y_true and proba must be 1-d and of equal length, got {y.shape} and {p.shape}")
-    if len(y) == 0:
-        raise ValueError("y_true and proba are empty")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("y_true must hold only 0 and 1 (or booleans)")
-    if not np.isfinite(p).all() or p.min() < 0.0 or p.max() > 1.0:
-        raise ValueError("proba must hold finite probabilities in [0, 1]")
-    return y.astype("int64"), p
 
 
 def rounded(value: float) -> float:
@@ -51,28 +39,6 @@ _round = rounded
 
 def _both_classes(y: np.ndarray) -> bool:
     return 0 < int(y.sum()) < len(y)
-
-
-def score_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
-    """Standard metrics at a decision threshold (positive when ``proba >= threshold``).
-
-    Ranking metrics (roc_auc, pr_auc) are None when the labels hold a single class, since they
-    are undefined there; every other value is a plain float or int rounded to 6 decimals.
-    """
-    y, p = _as_arrays(y_true, proba)
-    pred = (p >= threshold).astype("int64")
-    ranked = _both_classes(y)
-    return {
-        "roc_auc": _round(metrics.roc_auc_score(y, p)) if ranked else None,
-        "pr_auc": _round(metrics.average_precision_score(y, p)) if ranked else None,
-        "f1": _round(metrics.f1_score(y, pred, zero_division=0)),
-        "accuracy": _round(metrics.accuracy_score(y, pred)),
-        "precision": _round(metrics.precision_score(y, pred, zero_division=0)),
-        "recall": _round(metrics.recall_score(y, pred, zero_division=0)),
-        "log_loss": _round(metrics.log_loss(y, p, labels=[0, 1])),
-        "positive_rate": _round(y.mean()),
-        "n": int(len(y)),
-    }
 
 
 def baseline_metrics(y_true: np.ndarray, prior: float, value_matrix: Mapping[str, float]) -> dict:

@@ -13,17 +13,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 
 from mlops_template.core.tasks.base import Task, answer_field, rounded
+from mlops_template.core.tasks.binary import CLASSIFIERS  # the same estimators answer any number of classes
 
-CLASSIFIERS: dict[str, type] = {
-    "linear": LogisticRegression,
-    "logistic_regression": LogisticRegression,
-    "random_forest": RandomForestClassifier,
-    "hist_gradient_boosting": HistGradientBoostingClassifier,
-}
 EPSILON = 1e-15
 
 

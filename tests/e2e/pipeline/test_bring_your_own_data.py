@@ -25,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.support.clones import STAGES, Clone, running_stages
 from tests.support.servers import start_bento_server, stop_server, wait_ready
+from tests.support.task_datasets import blank
 
 PIPELINE_OUTPUTS = ("dvc.lock", "metrics/", "deployments/")
 
@@ -42,21 +43,12 @@ class Dataset:
     nullable: tuple[str, ...] = ()
 
 
-def _blank(frame: pd.DataFrame, columns: list[str], share: float, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    frame = frame.copy()
-    for column in columns:
-        frame[column] = frame[column].astype(object)
-        frame.loc[rng.random(len(frame)) < share, column] = None
-    return frame
-
-
 def penguins() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Palmer penguins: mixed types, integral floats; split by year (2009 comes later)."""
     from palmerpenguins import load_penguins
 
     frame = load_penguins().dropna(subset=["sex"])  # a row without a label cannot train
-    frame = _blank(frame, ["bill_depth_mm", "island"], 0.05, seed=1)
+    frame = blank(frame, ["bill_depth_mm", "island"], 0.05, seed=1)
     return frame[frame["year"] < 2009], frame[frame["year"] == 2009]
 
 
@@ -66,7 +58,7 @@ def anes96() -> tuple[pd.DataFrame, None]:
 
     frame = sm.datasets.anes96.load_pandas().data
     frame.insert(0, "respondent_id", np.arange(1, len(frame) + 1))
-    return _blank(frame, ["income", "TVnews"], 0.04, seed=2), None
+    return blank(frame, ["income", "TVnews"], 0.04, seed=2), None
 
 
 def cars() -> tuple[pd.DataFrame, None]:
