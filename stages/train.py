@@ -1,4 +1,4 @@
-"""train: fit the configured sklearn Pipeline, save it with skops, log the run to MLflow."""
+"""train: fit the configured sklearn Pipeline (on one machine or a Dask cluster), save it with skops, log to MLflow."""
 
 import logging
 
@@ -8,11 +8,13 @@ from mlops_template.core import paths
 from mlops_template.core.artifacts import trusted_types
 from mlops_template.core.config import setup_logging
 from mlops_template.core.features import FeatureSpec
-from mlops_template.core.io import requirement_pins, sha256_of, write_json
+from mlops_template.core.io import requirement_pins, write_json
 from mlops_template.core.package_files import MODEL_CARD_FILE, MODEL_FILE
 from mlops_template.core.params import FeaturizeSection, MlflowSection, TrainSection
 from mlops_template.core.tasks import task_of
 from mlops_template.pipeline import tracking
+from mlops_template.pipeline.distributed import dask_client, dataset_sha256
+from mlops_template.pipeline.distributed_training import train_distributed
 from mlops_template.pipeline.params_check import contract_or_exit, params_or_exit
 from mlops_template.pipeline.training import train_candidate
 
@@ -24,8 +26,13 @@ def run(contract_path: str, cfg: TrainSection, featurize: FeaturizeSection, mode
     """Fit the candidate, save it with its card, and log the run (train and featurize params) to MLflow."""
     contract = contract_or_exit(contract_path)
     spec = FeatureSpec.from_json(paths.FEATURE_SPEC)
-    candidate = train_candidate(cfg, model_name, contract, spec, pd.read_parquet(paths.TRAIN),
-                                sha256_of(paths.TRAIN), paths.CANDIDATE, paths.FEATURE_SPEC)
+    if cfg.engine == "dask":
+        with dask_client() as client:
+            candidate = train_distributed(cfg, model_name, contract, spec, paths.TRAIN, dataset_sha256(paths.TRAIN),
+                                          paths.CANDIDATE, paths.FEATURE_SPEC, client)
+    else:
+        candidate = train_candidate(cfg, model_name, contract, spec, pd.read_parquet(paths.TRAIN),
+                                    dataset_sha256(paths.TRAIN), paths.CANDIDATE, paths.FEATURE_SPEC)
     card = candidate.card
     mlflow_info = tracking.log_training_run(
         config=mlflow_config,

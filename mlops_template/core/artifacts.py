@@ -43,6 +43,9 @@ CARD_TYPES_KEY = "model_types"
 # (run it as a script to print the list); edit only together with that test.
 ALLOWED_MODEL_TYPES: dict[str, frozenset[str]] = {
     "builtins.dict": frozenset({"DictNode"}),
+    # LightGBM's model text with a parity probe: plain data, parsed by LightGBM (core/boosting.py)
+    "mlops_template.core.boosting.LightGBMModel": frozenset({"ObjectNode"}),
+    "builtins.int": frozenset({"TypeNode"}),  # the type int itself (OrdinalEncoder's infrequent codes)
     "builtins.list": frozenset({"ListNode"}),
     "builtins.slice": frozenset({"SliceNode"}),
     "builtins.str": frozenset({"JsonNode", "TypeNode"}),
@@ -79,6 +82,9 @@ ALLOWED_MODEL_TYPES: dict[str, frozenset[str]] = {
     "sklearn.pipeline.Pipeline": frozenset({"ObjectNode"}),
     "sklearn.preprocessing._data.StandardScaler": frozenset({"ObjectNode"}),
     "sklearn.preprocessing._encoders.OneHotEncoder": frozenset({"ObjectNode"}),
+    "sklearn.preprocessing._encoders.OrdinalEncoder": frozenset({"ObjectNode"}),
+    # a ColumnTransformer's "passthrough": func None; any function it named would be a type of its own
+    "sklearn.preprocessing._function_transformer.FunctionTransformer": frozenset({"ObjectNode"}),
     "sklearn.preprocessing._label.LabelEncoder": frozenset({"ObjectNode"}),
     "sklearn.tree._classes.DecisionTreeClassifier": frozenset({"ObjectNode"}),
     "sklearn.tree._classes.DecisionTreeRegressor": frozenset({"ObjectNode"}),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlops_template.core import paths
 from mlops_template.core.gate_params import (
@@ -46,7 +46,8 @@ MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 SERVICE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 VALUE_KEYS = ("tp", "fp", "tn", "fn")
 # train.estimator names; every task in mlops_template/core/tasks maps each (tests/unit/pipeline/test_training_tasks.py)
-ESTIMATOR_NAMES = ("linear", "logistic_regression", "random_forest", "hist_gradient_boosting")
+ESTIMATOR_NAMES = ("linear", "logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm")
+ENGINES = ("single", "dask")
 ESTIMATOR_ALIASES = {"linear": "logistic_regression", "logistic_regression": "linear"}
 STRATEGIES = ("direct", "canary")
 
@@ -126,6 +127,24 @@ class TrainSection(Section):
     estimator: str
     seed: int
     hyperparameters: dict[str, dict[str, Any]] = {}
+    #: ``single``: one process. ``dask``: validate, featurize and train on partitions over a dask.distributed
+    #: cluster, training LightGBM across the workers (:mod:`mlops_template.pipeline.distributed`).
+    engine: str = "single"
+    partition_mb: float = Field(default=64, gt=0)   # raw CSV megabytes per partition on the dask engine
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"train.engine must be one of {list(ENGINES)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _engine_trains_its_estimator(self) -> TrainSection:
+        if self.engine == "dask" and self.estimator != "lightgbm":
+            raise ValueError(f"train.engine: dask trains LightGBM across the workers: set train.estimator: "
+                             f"lightgbm (got {self.estimator!r})")
+        return self
 
     @field_validator("estimator")
     @classmethod

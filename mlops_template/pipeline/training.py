@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlops_template.core.artifacts import CARD_TYPES_KEY, model_types, save_model
+from mlops_template.core.boosting import LightGBMModel, frequent_categories, lightgbm_preprocess
 from mlops_template.core.contract import Contract
 from mlops_template.core.features import FeatureSpec, build_features
 from mlops_template.core.io import write_json
@@ -40,13 +42,22 @@ BINARY_ON_LABELS = BinaryTask("label", ("0", "1"), positive="1")
 
 def build_pipeline(
     spec: FeatureSpec, estimator: str, hyperparameters: dict[str, Any], seed: int, task: Task | None = None,
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> Pipeline:
     """Imputation, encoding and scaling fitted with the task's estimator, so they ship as one artifact.
 
     ``estimator`` is a ``train.estimator`` name; ``task`` (default: binary classification) says which
     sklearn class it means. Hyperparameters that class does not take are dropped with a warning.
+    ``lightgbm`` gets its own preprocessing (:func:`~mlops_template.core.boosting.lightgbm_preprocess`)
+    over ``categories`` when given: each categorical column's values, chosen from the training data
+    (:func:`~mlops_template.core.boosting.frequent_categories`).
     """
     model = (task or BINARY_ON_LABELS).estimator(estimator, hyperparameters, seed)
+    if isinstance(model, LightGBMModel):
+        first = len(spec.numeric_columns)
+        model.set_params(categorical_features=tuple(range(first, first + len(spec.categorical))))
+        preprocess = lightgbm_preprocess(spec.numeric_columns, spec.categorical, categories)
+        return Pipeline([("preprocess", preprocess), ("estimator", model)])
     numeric = Pipeline(
         [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
     )
@@ -138,7 +149,8 @@ def train_candidate(cfg: TrainSection, model_name: str, contract: Contract, spec
     task = task_of(contract)
     features = build_features(train, spec)
     labels = task.encode(train[contract.target])
-    pipeline = build_pipeline(spec, cfg.estimator, cfg.chosen_hyperparameters, cfg.seed, task)
+    categories = frequent_categories({name: features[name].value_counts() for name in spec.categorical})
+    pipeline = build_pipeline(spec, cfg.estimator, cfg.chosen_hyperparameters, cfg.seed, task, categories)
     logger.info("fitting %s (%s, %s) on %d rows x %d features", cfg.estimator,
                 type(pipeline[-1]).__name__, task.name, *features.shape)
     pipeline.fit(features, labels)

@@ -94,6 +94,29 @@ def normalise_integral_floats(frame: pd.DataFrame, contract: Contract) -> pd.Dat
     return frame
 
 
+def shown_value(value: object) -> str:
+    """A failing value as the report shows it: missing as an empty string."""
+    return "" if value is None or value is pd.NA else str(value)
+
+
+def record_cases(row_cases: pd.DataFrame, reasons: dict[int, list[str]], counts: Counter[str],
+                 examples: dict[str, list[str]]) -> None:
+    """Add pandera's row-level failure cases (in their order) to the reasons per row, counts and examples.
+
+    Shared by :func:`validate_frame` and the partitioned path, so both name and count alike.
+    """
+    for _, case in row_cases.iterrows():
+        name = _check_name(case)
+        index = int(case["index"])
+        if name not in reasons.setdefault(index, []):
+            reasons[index].append(name)
+            counts[name] += 1
+            seen = examples.setdefault(name, [])
+            shown = shown_value(case["failure_case"])
+            if len(seen) < EXAMPLES_PER_CHECK and shown not in seen:
+                seen.append(shown)
+
+
 def validate_frame(
     frame: pd.DataFrame, contract: Contract, origin: pd.DataFrame | None = None
 ) -> ValidationResult:
@@ -128,17 +151,7 @@ def validate_frame(
                     for _, r in frame_cases.head(10).iterrows()
                 )
                 raise DataValidationError(f"the data fails contract {contract.name!r}: {details}") from exc
-            for _, case in row_cases.iterrows():
-                name = _check_name(case)
-                index = int(case["index"])
-                if name not in reasons.setdefault(index, []):
-                    reasons[index].append(name)
-                    counts[name] += 1
-                    seen = examples.setdefault(name, [])
-                    value = case["failure_case"]
-                    shown = "" if value is None or value is pd.NA else str(value)
-                    if len(seen) < EXAMPLES_PER_CHECK and shown not in seen:
-                        seen.append(shown)
+            record_cases(row_cases, reasons, counts, examples)
             remaining = remaining.drop(index=[i for i in reasons if i in remaining.index])
             if remaining.empty:
                 validated = remaining

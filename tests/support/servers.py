@@ -34,7 +34,7 @@ MAX_BODY_BYTES = 1 << 20
 
 # What a developer's shell may hold that no server a test starts may see: credentials of real
 # object stores and registries, and team settings that would point a test server at them.
-SCRUBBED_PREFIXES = ("AWS_", "ROUTING_", "MLFLOW_")
+SCRUBBED_PREFIXES = ("AWS_", "ROUTING_", "MLFLOW_", "DASK_")
 SCRUBBED_NAMES = frozenset({"INFERENCE_LOG_URL", "API_KEYS_FILE"})
 
 

@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from mlops_template.core.boosting import LightGBMModel
+
 logger = logging.getLogger(__name__)
 
 DECIMALS = 6
@@ -82,7 +84,10 @@ class Task(ABC):
         if name not in self.estimators:
             raise ValueError(f"train.estimator must be one of {sorted(self.estimators)} for a {self.name} task, "
                              f"got {name!r}")
-        return with_accepted_params(self.estimators[name], hyperparameters, seed)
+        model = with_accepted_params(self.estimators[name], hyperparameters, seed)
+        if isinstance(model, LightGBMModel):
+            model.set_params(objective=self.name)  # one class, three LightGBM objectives
+        return model
 
     @abstractmethod
     def encode(self, target: pd.Series) -> np.ndarray:

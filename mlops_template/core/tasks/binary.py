@@ -15,6 +15,7 @@ from sklearn import metrics as skm
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from mlops_template.core.boosting import LightGBMModel
 from mlops_template.core.tasks.base import Task, answer_field, rounded
 
 CLASSIFIERS: dict[str, type] = {
@@ -22,6 +23,7 @@ CLASSIFIERS: dict[str, type] = {
     "logistic_regression": LogisticRegression,  # the name params.yaml used before tasks other than binary
     "random_forest": RandomForestClassifier,
     "hist_gradient_boosting": HistGradientBoostingClassifier,
+    "lightgbm": LightGBMModel,  # objective set by the task (Task.estimator)
 }
 
 

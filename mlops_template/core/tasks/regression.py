@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 
+from mlops_template.core.boosting import LightGBMModel
 from mlops_template.core.tasks.base import Task, answer_field, rounded
 
 REGRESSORS: dict[str, type] = {
@@ -18,6 +19,7 @@ REGRESSORS: dict[str, type] = {
     "logistic_regression": Ridge,  # the linear model under the name params.yaml has always used
     "random_forest": RandomForestRegressor,
     "hist_gradient_boosting": HistGradientBoostingRegressor,
+    "lightgbm": LightGBMModel,  # objective set by the task (Task.estimator)
 }
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 

@@ -32,6 +32,7 @@ HYPERPARAMETERS = {
     "linear": {"C": 1.0, "max_iter": 1000},
     "random_forest": {"n_estimators": 20, "min_samples_leaf": 2, "n_jobs": 1},
     "hist_gradient_boosting": {"max_iter": 30},
+    "lightgbm": {"n_estimators": 30, "min_child_samples": 5},
 }
 
 
@@ -88,7 +89,8 @@ def test_train_section_checks_the_name_and_linear_reads_its_old_names_settings()
         TrainSection.parse({**legacy, "estimator": "xgboost"})
 
 
-@pytest.mark.parametrize("estimator", ["linear", "logistic_regression", "random_forest", "hist_gradient_boosting"])
+@pytest.mark.parametrize("estimator", ["linear", "logistic_regression", "random_forest", "hist_gradient_boosting",
+                                       "lightgbm"])
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_train_save_and_load_every_task_and_estimator(tmp_path, task, estimator) -> None:
     contract, spec, spec_path, valid = prepared(task, tmp_path)
