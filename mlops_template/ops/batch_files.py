@@ -56,7 +56,7 @@ def read_chunks(path: Path, contract: Contract, chunk_rows: int) -> Iterator[pd.
     if not path.is_file():
         raise UserError(f"input {path} does not exist or is not a file")
     if file_format(path, "input") == "parquet":
-        yield from _parquet_chunks(path, contract, chunk_rows)
+        yield from parquet_chunks(path, contract, chunk_rows)
     else:
         yield from _csv_chunks(path, contract, chunk_rows)
 
@@ -73,8 +73,11 @@ def _csv_chunks(path: Path, contract: Contract, chunk_rows: int) -> Iterator[pd.
         raise UserError(f"input {path} cannot be read as CSV: {' '.join(str(exc).split())}") from exc
 
 
-def _parquet_chunks(path: Path, contract: Contract, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def parquet_chunks(path: Path, contract: Contract, chunk_rows: int,
+                   row_groups: list[int] | None = None) -> Iterator[pd.DataFrame]:
     """Parquet rows as typed columns, in record batches of at most ``chunk_rows`` rows.
+
+    ``row_groups`` reads only those row groups (the Dask engine's partitions); None, every one.
 
     ``iter_batches`` decodes one row group's column chunks at a time and hands out slices of it,
     so memory is bounded by the chunk and the file's row-group size, not by the file.
@@ -83,7 +86,7 @@ def _parquet_chunks(path: Path, contract: Contract, chunk_rows: int) -> Iterator
 
     try:
         source = pq.ParquetFile(path)
-        for batch in source.iter_batches(batch_size=chunk_rows):
+        for batch in source.iter_batches(batch_size=chunk_rows, row_groups=row_groups):
             yield apply_read_rules(batch.to_pandas(), contract)
     except UserError:
         raise

@@ -52,6 +52,16 @@ def plan_blocks(raw: str | Path, blocksize: int | str) -> list[Block]:
 
 def read_partition(block: Block, contract: Contract) -> pd.DataFrame:
     """Read one partition with the single path's read rules; errors name the file like it does."""
+    frame = read_block_rows(block, contract)
+    _check_columns(frame, contract, source=block.path)
+    return frame
+
+
+def read_block_rows(block: Block, contract: Contract) -> pd.DataFrame:
+    """One partition's rows as strings, the contract's read rules applied, its columns not checked.
+
+    What batch scoring's Dask engine reads: its inputs lack the target and may hold an id column.
+    """
     from fsspec.utils import read_block
 
     try:
@@ -65,5 +75,4 @@ def read_partition(block: Block, contract: Contract) -> pd.DataFrame:
             frame = apply_read_rules(pd.read_csv(io.BytesIO(text), **csv_read_options(contract)), contract)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataValidationError(f"raw data file {block.path} cannot be read as CSV: {exc}") from exc
-    _check_columns(frame, contract, source=block.path)
     return frame.reset_index(drop=True)

@@ -170,3 +170,30 @@ def test_golden_set_records_the_targets_summary_per_task(tmp_path) -> None:
     with pytest.raises(golden.GoldenSetError, match="single target value"):
         regression, _, _, rows = prepared("regression", tmp_path)
         golden.freeze(rows.assign(target=5), regression, 100, 1, "", "ana", "t", tmp_path / "one")
+
+
+def test_the_dask_engine_names_its_estimator_and_unknown_engines_are_refused() -> None:
+    base = {"estimator": "lightgbm", "seed": 0, "hyperparameters": {}}
+    assert TrainSection.parse({**base, "engine": "dask"}).engine == "dask"
+    assert TrainSection.parse(base).engine == "single"
+    with pytest.raises(ParamsError, match="train.engine: dask trains LightGBM.*set train.estimator: lightgbm"):
+        TrainSection.parse({**base, "estimator": "hist_gradient_boosting", "engine": "dask"})
+    with pytest.raises(ParamsError, match="train.engine must be one of \\['single', 'dask'\\], got 'spark'"):
+        TrainSection.parse({**base, "engine": "spark"})
+    with pytest.raises(ParamsError, match="partition_mb"):
+        TrainSection.parse({**base, "partition_mb": 0})
+
+
+def test_dask_settings_come_from_the_environment(monkeypatch) -> None:
+    from mlops_template.pipeline.distributed import DaskSettings
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setenv("DASK_LOCAL_WORKERS", "3")
+    monkeypatch.setenv("DASK_WORKER_MEMORY", "2GiB")
+    assert DaskSettings.from_env() == DaskSettings(None, 3, "2GiB")
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", " tcp://dask-scheduler:8786 ")
+    assert DaskSettings.from_env().scheduler_address == "tcp://dask-scheduler:8786"
+    for bad in ("two", "0"):
+        monkeypatch.setenv("DASK_LOCAL_WORKERS", bad)
+        with pytest.raises(ValueError, match="DASK_LOCAL_WORKERS"):
+            DaskSettings.from_env()
