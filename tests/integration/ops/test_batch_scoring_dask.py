@@ -41,14 +41,6 @@ FAULTS = {  # position -> column, value: each fails a check of contracts/adult.y
 }
 
 
-@pytest.fixture(scope="module")
-def client():
-    """Two worker processes, one thread each: partitions, the model and results really travel."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as dask_client:
-        yield dask_client
-
 
 @pytest.fixture(scope="module")
 def data() -> TaskData:

@@ -25,14 +25,6 @@ BASE = ("39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-i
         "2174, 0, 40, United-States, <=50K")
 
 
-@pytest.fixture(scope="module")
-def client():
-    """Two worker processes, one thread each: partitions really travel between processes."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as dask_client:
-        yield dask_client
-
 
 def row(**changes: str) -> str:
     """BASE with some fields replaced (by column name)."""
