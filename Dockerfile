@@ -72,6 +72,15 @@ RUN set -eu; \
       $cert ${PIP_EXTRA_ARGS} -r /opt/constraints-serve.txt; \
     /opt/venv/bin/pip check
 
+# LightGBM models (train.estimator: lightgbm) need libgomp, the GNU OpenMP runtime, which slim
+# images may lack; installed from the base's own Debian archive only when missing, then proven.
+RUN set -eu; \
+    if ! ldconfig -p | grep -q 'libgomp\.so\.1'; then \
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends libgomp1 \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    /opt/venv/bin/python -c "import lightgbm"
+
 # Import the bento (service code and model) into the app user's own store.
 COPY ${BENTO_ARCHIVE} /opt/bento/service.bento
 USER ${APP_UID}:${APP_UID}

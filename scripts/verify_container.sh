@@ -99,8 +99,8 @@ else
       || fail "no registry here and debootstrap missing (apt-get install debootstrap), or set BASE_IMAGE"
     rootfs="$CACHE_DIR/rootfs.tmp"
     rm -rf "$rootfs"
-    info "debootstrap bookworm (minbase + python3, venv, pip, ca-certificates) into $rootfs"
-    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+    info "debootstrap bookworm (minbase + python3, venv, pip, ca-certificates, libgomp1) into $rootfs"
+    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates,libgomp1 \
       bookworm "$rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" \
       > "$CACHE_DIR/debootstrap.log" 2>&1 \
       || fail "debootstrap failed, see $CACHE_DIR/debootstrap.log"
