@@ -66,7 +66,9 @@ def train_distributed(cfg: TrainSection, model_name: str, contract: Contract, sp
     pipeline = build_pipeline(spec, "lightgbm", cfg.chosen_hyperparameters, cfg.seed, task, categories)
     preprocess, model = pipeline[0], pipeline[-1]
     assert isinstance(model, LightGBMModel)
-    head = frame.head(1000, npartitions=-1)
+    head = frame.head(1000, npartitions=1, compute=True)  # one partition read, not all
+    if head.empty:  # a first partition with no training rows: look further
+        head = frame.head(1000, npartitions=-1)
     preprocess.fit(build_features(head, spec))  # explicit categories: nothing is learnt from these rows
     columns = [*spec.numeric_columns, *spec.categorical]
     # Features and labels from one map_partitions: selected from separate reads, Dask may fuse the
