@@ -8,8 +8,10 @@ The champion is read from the registry but checked against the git-tracked deplo
 before it is loaded; a mismatch stops the stage with both digests in the message.
 """
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 import pandas as pd
 
@@ -22,7 +24,9 @@ from mlops_template.core.params import EvaluateSection, GateSection, MlflowSecti
 from mlops_template.core.tasks import task_of
 from mlops_template.ops import records
 from mlops_template.pipeline import golden, tracking
-from mlops_template.pipeline.assessment import ChampionRefused, ChampionUnscorable, evaluate_candidate
+from mlops_template.pipeline.assessment import ChampionRefused, ChampionUnscorable, TestRows, evaluate_candidate
+from mlops_template.pipeline.distributed import dask_client
+from mlops_template.pipeline.distributed_evaluation import PartitionedTestSet
 from mlops_template.pipeline.gate import GateConfigError
 from mlops_template.pipeline.params_check import contract_or_exit, params_or_exit
 from mlops_template.pipeline.scoring import ModelCardError, scoring_for
@@ -39,8 +43,18 @@ def refuse(card: dict, why: str) -> int:
     return 1
 
 
+@contextlib.contextmanager
+def test_set(engine: str, kept: list[str]) -> Iterator[pd.DataFrame | TestRows]:
+    """The test set in this process, or on ``train.engine: dask`` scored part by part on the cluster."""
+    if engine != "dask":
+        yield pd.read_parquet(paths.TEST)
+        return
+    with dask_client() as client:
+        yield PartitionedTestSet(client, paths.TEST, kept)
+
+
 def run(contract_path: str, cfg: EvaluateSection, gate_cfg: GateSection, model_name: str,
-        mlflow_config: MlflowSection, inference_log_dir: str) -> int:
+        mlflow_config: MlflowSection, inference_log_dir: str, engine: str = "single") -> int:
     """Score the candidate (and the verified champion), write metrics, plots and the gate; 1 when refused."""
     contract = contract_or_exit(contract_path, slices=cfg.slices)
     card = read_json(paths.CANDIDATE / MODEL_CARD_FILE)
@@ -51,9 +65,9 @@ def run(contract_path: str, cfg: EvaluateSection, gate_cfg: GateSection, model_n
         if rows is None and record is not None:
             logger.warning("no golden set: the gate compares on the rolling test set only; fix one with "
                            "`python -m mlops_template golden freeze`")
-        result = evaluate_candidate(cfg, gate_cfg, model_name, mlflow_config, inference_log_dir, contract, card,
-                                    pd.read_parquet(paths.TEST), paths.CANDIDATE, champion_record=record,
-                                    golden=rows)
+        with test_set(engine, [contract.target, *cfg.slices]) as test:
+            result = evaluate_candidate(cfg, gate_cfg, model_name, mlflow_config, inference_log_dir, contract,
+                                        card, test, paths.CANDIDATE, champion_record=record, golden=rows)
     except GateConfigError as exc:
         logger.error("params.yaml's gate does not fit this %s task; nothing was judged:\n  - %s", contract.task,
                      str(exc).replace("; gate.", "\n  - gate."))
@@ -90,11 +104,12 @@ def run(contract_path: str, cfg: EvaluateSection, gate_cfg: GateSection, model_n
 
 
 def main() -> int:
-    """Read params.yaml once; hand on evaluate, gate, deploy.model_name, mlflow, monitoring.inference_log_dir."""
+    """Read params.yaml once; hand on evaluate, gate, deploy.model_name, mlflow, monitoring.inference_log_dir
+    and train.engine."""
     setup_logging()
     params = params_or_exit()
     return run(params.data.contract, params.evaluate, params.gate, params.deploy.model_name, params.mlflow,
-               params.monitoring.inference_log_dir)
+               params.monitoring.inference_log_dir, params.train.engine)
 
 
 if __name__ == "__main__":

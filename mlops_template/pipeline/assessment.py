@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,44 @@ from mlops_template.pipeline.scoring import binary_score, scoring_for, target_su
 logger = logging.getLogger(__name__)
 
 Predictor = Callable[[pd.DataFrame], np.ndarray]
+
+
+class TestRows(Protocol):
+    """A test set too big for one process (the Dask engine's, in
+    :mod:`mlops_template.pipeline.distributed_evaluation`), as :func:`judge` reads it.
+
+    ``frame`` holds at least the target and the ``evaluate.slices`` columns of every row, in order;
+    ``columns`` names every column of the set; ``predict`` runs a predictor on every row;
+    ``take`` returns the rows at the given positions (the permutation importance's sample).
+    """
+
+    frame: pd.DataFrame
+    columns: list[str]
+
+    def __len__(self) -> int: ...
+
+    def predict(self, predictor: Predictor, /) -> np.ndarray: ...
+
+    def take(self, positions: Any, /) -> pd.DataFrame: ...
+
+
+class InMemoryTestRows:
+    """A test set held by this process: a DataFrame seen as :class:`TestRows`."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.columns = list(frame.columns)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def predict(self, predictor: Predictor, /) -> np.ndarray:
+        """``predictor`` on every row."""
+        return predictor(self.frame)
+
+    def take(self, positions: Any, /) -> pd.DataFrame:
+        """The rows at ``positions``."""
+        return self.frame.take(positions)
 
 
 class ChampionUnscorable(RuntimeError):
@@ -239,8 +277,8 @@ def check_gate_fits(gate_cfg: GateSection, metrics: Mapping[str, Any], task: Tas
 
 
 def evaluate_candidate(cfg: EvaluateSection, gate_cfg: GateSection, model_name: str, mlflow_config: Any,
-                       inference_log_dir: str | None, contract: Contract, card: dict, test: pd.DataFrame,
-                       package: Path, champion_record: dict | None = None,
+                       inference_log_dir: str | None, contract: Contract, card: dict,
+                       test: pd.DataFrame | TestRows, package: Path, champion_record: dict | None = None,
                        golden: tuple[pd.DataFrame, dict] | None = None) -> Evaluation:
     """Score candidate, baseline and (verified) champion on ``test`` and the golden set; run the gate.
 
@@ -257,8 +295,8 @@ def evaluate_candidate(cfg: EvaluateSection, gate_cfg: GateSection, model_name: 
                      inference_log_dir, golden)
 
 
-def judge(cfg: EvaluateSection, gate_cfg: GateSection, contract: Contract, card: dict, test: pd.DataFrame,
-          candidate: Predictor, used_columns: list[str],
+def judge(cfg: EvaluateSection, gate_cfg: GateSection, contract: Contract, card: dict,
+          test: pd.DataFrame | TestRows, candidate: Predictor, used_columns: list[str],
           load_champion: Callable[[], tuple[Predictor, dict] | None] = lambda: None,
           inference_log_dir: str | None = None, golden: tuple[pd.DataFrame, dict] | None = None) -> Evaluation:
     """The evaluate stage's work on a loaded candidate (raw rows -> :meth:`Task.predict` output).
@@ -268,12 +306,14 @@ def judge(cfg: EvaluateSection, gate_cfg: GateSection, contract: Contract, card:
     importance); ``load_champion`` is called once the gate is known to fit the task, and returns
     the champion's predictor and record, or None. GateConfigError (before the champion is loaded)
     when the gate names metrics the task lacks; ModelCardError when the card does not describe the target.
+    ``test`` is a DataFrame, or a :class:`TestRows` whose predictions are computed elsewhere.
     """
+    rows = InMemoryTestRows(test) if isinstance(test, pd.DataFrame) else test
     task = task_of(contract)
     summary = target_summary(card, task)
     scoring = scoring_for(task, cfg, summary)
-    labels = task.encode(test[contract.target])
-    output = candidate(test)
+    labels = task.encode(rows.frame[contract.target])
+    output = rows.predict(candidate)
     metrics = {"task": task.name, **scoring.score(labels, output)}
     threshold = metrics["threshold"]
     baseline = scoring.baseline(labels)
@@ -283,7 +323,7 @@ def judge(cfg: EvaluateSection, gate_cfg: GateSection, contract: Contract, card:
     champion_metrics = None
     if champion is not None:
         try:  # a champion of another task (the contract changed) or a broken one cannot answer these rows
-            champion_metrics = scoring.score(labels, champion(test))
+            champion_metrics = scoring.score(labels, rows.predict(champion))
         except Exception as exc:
             raise ChampionUnscorable(f"champion v{champion_info['model_version']} cannot be scored as a "
                                      f"{task.name} model on this test set: {exc}") from exc
@@ -299,7 +339,7 @@ def judge(cfg: EvaluateSection, gate_cfg: GateSection, contract: Contract, card:
             served if served is not None else (champion_metrics or {}).get("threshold"), log_sample, summary)
     decision = decide(metrics, champion_metrics, gate_cfg, baseline, golden_result)
     plots = scoring.plots(labels, output, threshold)
-    slices = scoring.slices(test, labels, output, threshold, list(cfg.slices), cfg.min_slice_rows)
+    slices = scoring.slices(rows.frame, labels, output, threshold, list(cfg.slices), cfg.min_slice_rows)
     gate = decision.to_dict()
     gate["candidate"] = {"model_version": card["mlflow"]["model_version"], "mlflow_run_id": card["mlflow"]["run_id"]}
     gate["champion"] = None if champion_info is None else {**champion_info, "metrics": champion_metrics}
@@ -308,8 +348,8 @@ def judge(cfg: EvaluateSection, gate_cfg: GateSection, contract: Contract, card:
     report = {"golden_set": gate["golden"], "metric": gate_cfg.slices.metric,
               **{k: (golden_result or {}).get(k, default) for k, default in
                  (("slices", []), ("served", None), ("served_recall", []), ("answer_changes", {}))}}
-    columns = [c.name for c in contract.input_columns if c.name in test.columns]
-    weights = importance.permutation_importance(candidate, test, labels, task, columns, used_columns)
+    columns = [c.name for c in contract.input_columns if c.name in rows.columns]
+    weights = importance.permutation_importance(candidate, rows, labels, task, columns, used_columns)
     for data in (metrics, slices, gate, plots, report, weights):
         ev.assert_finite(data)
     return Evaluation(metrics, slices, gate, plots, decision.blessed, decision.reasons, report, weights)

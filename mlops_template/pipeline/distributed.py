@@ -88,6 +88,14 @@ def fresh_directory(path: Path) -> Path:
     return path
 
 
+def dataset_parts(path: Path) -> list[Path]:
+    """The parquet files of a dataset path: a directory's parts in name order, or the file itself."""
+    parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not parts or not parts[0].exists():
+        raise FileNotFoundError(f"no parquet data at {path}")
+    return parts
+
+
 def dataset_sha256(path: str | Path) -> str:
     """The sha256 of a parquet file, or of a partitioned directory (its part names and their digests)."""
     path = Path(path)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from mlops_template.core.features import FeatureSpec, build_features
 from mlops_template.core.io import write_frame
-from mlops_template.pipeline.distributed import PART_NAME, fresh_directory
+from mlops_template.pipeline.distributed import PART_NAME, dataset_parts, fresh_directory
 from mlops_template.pipeline.splits import in_test_set
 
 if TYPE_CHECKING:
@@ -42,14 +42,6 @@ class SplitPlan:
     seed: int
     salt: str
     reference_rows: int
-
-
-def dataset_parts(path: Path) -> list[Path]:
-    """The parquet files of a dataset path: a directory's parts in name order, or the file itself."""
-    parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not parts or not parts[0].exists():
-        raise FileNotFoundError(f"no parquet data at {path}")
-    return parts
 
 
 def split_part(source: Path, index: int, plan: SplitPlan, train_dir: Path,

@@ -1,7 +1,7 @@
 """Validate raw data on a Dask cluster, partition by partition, with the single-process result.
 
-Each partition (a byte range of a plain CSV, or a whole ``.csv.gz``) is read, checked and written
-by a worker; the client holds only small things: 8 bytes per row of hashes, the rejected rows,
+Each partition (a byte range of a plain CSV, or a piece of a ``.csv.gz`` as it streams) is read,
+checked and written by a worker; the client holds only small things: 8 bytes per row of hashes, the rejected rows,
 counts. The result equals :func:`~mlops_template.pipeline.validation.validate_file` on the same
 data: same rejected rows (file, line, checks in the same order), counts, examples and valid rows.
 
@@ -19,9 +19,11 @@ pandera passes, and two things in a pass depend on rows elsewhere in the data.
 
 Sentinel rows carry negative index labels; their failures are dropped before counting.
 
-Memory: workers keep their partitions (raw text, plus the normalised int columns) for the run;
-dask spills them to disk under pressure. The client holds 8 bytes per row of hashes (plus a
-transient hash table in ``duplicated``), the rows whose hash repeats, and the quarantine.
+Memory: a worker holds one partition at a time. The first read parses the CSV and stages the
+partition's raw text as parquet beside the output (removed at the end); every later pass reads it
+from there, so no partition stays in memory between tasks and the workers' memory does not grow
+with the data. The client holds 8 bytes per row of hashes (plus a transient hash table in
+``duplicated``), the rows whose hash repeats, and the quarantine.
 Limitation (as ``dask.dataframe.read_csv``): a plain CSV is split at newlines, so quoted fields
 holding newlines need a ``blocksize`` larger than the file (or a ``.csv.gz``).
 """
@@ -41,9 +43,9 @@ import numpy as np
 import pandas as pd
 
 from mlops_template.core.contract import Contract, build_schema
-from mlops_template.pipeline.csv_partitions import Block, plan_blocks, read_partition
+from mlops_template.pipeline.csv_partitions import Block, plan_blocks, read_gzip_partitions, read_partition
+from mlops_template.pipeline.distributed_report import DUPLICATE_CHECK, duplicate_examples, merge_pass
 from mlops_template.pipeline.validation import (
-    EXAMPLES_PER_CHECK,
     FAILED_CHECKS_COLUMN,
     MAX_PASSES,
     SOURCE_FILE_COLUMN,
@@ -53,7 +55,6 @@ from mlops_template.pipeline.validation import (
     _check_name,
     normalise_integral_floats,
     record_cases,
-    shown_value,
 )
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DUPLICATE_CHECK = "row:duplicate"
 FORCE_VALUE = "<not a number: sentinel>"   # fails int and float coercion
 FORCE_LABEL = -(10**15)
 
@@ -127,11 +127,27 @@ def _row_hashes(keys: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(pd.DataFrame(canon), index=False).to_numpy()
 
 
-def _load(block: Block, contract: Contract) -> tuple:
-    """Raw rows (for the quarantine), the rows pandera sees, their count, then :func:`_next_keys`."""
+def _stage(block: Block, contract: Contract, staged: str) -> list[tuple]:
+    """Parse a partition and stage its raw rows at ``staged``: [(path, row count, :func:`_next_keys`)]."""
     frame = read_partition(block, contract)
-    normalised = _normalised(frame, contract)
-    return frame, normalised, len(frame), _next_keys(normalised, contract, None)
+    frame.to_parquet(staged, index=False)   # string columns come back identical (missing values too)
+    return [(staged, len(frame), _next_keys(_normalised(frame, contract), contract, None))]
+
+
+def _stage_gzip(block: Block, contract: Contract, staged: str, blocksize: int) -> list[tuple]:
+    """Stream a gzip file, staging each ``blocksize`` piece as a partition of its own (as :func:`_stage`)."""
+    found = []
+    for piece, frame in enumerate(read_gzip_partitions(block, contract, blocksize)):
+        path = staged.replace(".parquet", f"-{piece:05d}.parquet")
+        frame.to_parquet(path, index=False)
+        found.append((path, len(frame), _next_keys(_normalised(frame, contract), contract, None)))
+    return found
+
+
+def _frames(staged: str, contract: Contract) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A staged partition's raw rows (for the quarantine) and the rows pandera sees."""
+    frame = pd.read_parquet(staged)
+    return frame, _normalised(frame, contract)
 
 
 def _next_keys(frame: pd.DataFrame, contract: Contract, among: set[str] | None) -> tuple:
@@ -141,16 +157,16 @@ def _next_keys(frame: pd.DataFrame, contract: Contract, among: set[str] | None) 
     return failing, _row_hashes(_keys(frame, schema, failing)) if contract.unique_rows else None
 
 
-def _hash_pass(loaded: tuple, contract: Contract, dropped: np.ndarray, uncoerced: set[str]) -> np.ndarray:
-    remaining = loaded[1].drop(index=dropped)
+def _hash_pass(staged: str, contract: Contract, dropped: np.ndarray, uncoerced: set[str]) -> np.ndarray:
+    remaining = _frames(staged, contract)[1].drop(index=dropped)
     return _row_hashes(_keys(remaining, build_schema(contract), uncoerced))
 
 
-def _rows_at(loaded: tuple, contract: Contract, labels: np.ndarray) -> pd.DataFrame:
-    return loaded[1].loc[labels]
+def _rows_at(staged: str, contract: Contract, labels: np.ndarray) -> pd.DataFrame:
+    return _frames(staged, contract)[1].loc[labels]
 
 
-def _validate_pass(loaded: tuple, contract: Contract, dropped: np.ndarray, uncoerced: set[str],
+def _validate_pass(staged: str, contract: Contract, dropped: np.ndarray, uncoerced: set[str],
                    firsts: pd.DataFrame, later: set[int], origin: tuple[str, int], out_file: str) -> dict:
     """One pandera pass over a partition's remaining rows, with the pass's global context.
 
@@ -160,9 +176,9 @@ def _validate_pass(loaded: tuple, contract: Contract, dropped: np.ndarray, uncoe
     """
     import pandera.errors
 
-    frame = loaded[0]
+    frame, normalised = _frames(staged, contract)
     schema = build_schema(contract)
-    remaining = loaded[1].drop(index=dropped)
+    remaining = normalised.drop(index=dropped)
     parts = []
     if len(firsts):
         parts.append(firsts.set_axis(range(-1, -len(firsts) - 1, -1)))
@@ -196,46 +212,13 @@ def _validate_pass(loaded: tuple, contract: Contract, dropped: np.ndarray, uncoe
         left = remaining.drop(index=labels)
         # Other columns coerced on every remaining row of every partition, so they still do.
         return {"clean": False, "rejected": rejected, "counts": dict(counts), "examples": examples,
-                "dup_examples": _duplicate_examples(row_cases, contract), "frame_details": details,
+                "dup_examples": duplicate_examples(row_cases, contract), "frame_details": details,
                 "next": _next_keys(left, contract, uncoerced), "left": len(left)}
     validated.reset_index(drop=True).to_parquet(out_file, index=False)
     return {"clean": True, "rows": len(validated), "left": len(validated)}
 
 
-def _duplicate_examples(row_cases: pd.DataFrame, contract: Contract) -> list[tuple[int, str]]:
-    """The first distinct values shown for duplicates, with the position of the column each came from.
-
-    pandera lists a duplicate row's values column by column (missing ones left out), and a row
-    shows its first listed value, so across partitions examples are ordered by that column first.
-    """
-    cases = row_cases[row_cases["check"] == "multiple_fields_uniqueness"].drop_duplicates("index")
-    found: list[tuple[int, str]] = []
-    for column, value in zip(cases["column"], cases["failure_case"], strict=True):
-        shown = shown_value(value)
-        if len(found) < EXAMPLES_PER_CHECK and shown not in [v for _, v in found]:
-            found.append((contract.column_names.index(column), shown))
-    return found
-
-
-def _check_rank(name: str, contract: Contract, schema: Any) -> tuple:
-    """Where pandera lists a check's failures within a pass (duplicates, coercions, then per column)."""
-    if name == DUPLICATE_CHECK:
-        return (0, 0, 0)
-    column, _, check = name.partition(":")
-    names = contract.column_names
-    position = names.index(column) if column in names else len(names)
-    if check.startswith("coerce_dtype("):
-        return (1, position, 0)
-    if check == "not_nullable":
-        return (2, position, 0)
-    if check.startswith("dtype("):
-        return (2, position, 1)
-    checks = schema.columns[column].checks if column in schema.columns else []
-    ids = [c.error if c.error is not None else (c.name if c.name is not None else str(c)) for c in checks]
-    return (2, position, 2 + ids.index(check)) if check in ids else (3, position, 0)
-
-
-def _duplicates(client: distributed.Client, loaded: list, contract: Contract, dropped: list[np.ndarray],
+def _duplicates(client: distributed.Client, staged: list[str], contract: Contract, dropped: list[np.ndarray],
                 sizes: list[int], uncoerced: set[str], known: list[tuple]) -> tuple[list, list[set[int]], list]:
     """Per partition: first copies to place in front, the labels of later copies (global order), the hashes.
 
@@ -243,12 +226,12 @@ def _duplicates(client: distributed.Client, loaded: list, contract: Contract, dr
     partition whose set differs from the pass's ``uncoerced`` is hashed again.
     """
     empty = pd.DataFrame(columns=contract.column_names)
-    nothing = ([empty] * len(loaded), [set() for _ in loaded], [None] * len(loaded))
+    nothing = ([empty] * len(staged), [set() for _ in staged], [None] * len(staged))
     if not contract.unique_rows:
         return nothing
     hashes = client.gather([known_hashes if failing == uncoerced
                             else client.submit(_hash_pass, part, contract, drop, uncoerced, pure=False)
-                            for part, drop, (failing, known_hashes) in zip(loaded, dropped, known, strict=True)])
+                            for part, drop, (failing, known_hashes) in zip(staged, dropped, known, strict=True)])
     repeated = pd.Series(np.concatenate(hashes)).duplicated(keep=False).to_numpy()
     if not repeated.any():
         return nothing[0], nothing[1], hashes
@@ -258,15 +241,15 @@ def _duplicates(client: distributed.Client, loaded: list, contract: Contract, dr
         labels.append(kept[repeated[start:start + len(part_hashes)]])
         start += len(part_hashes)
     rows = client.gather([client.submit(_rows_at, part, contract, lab, pure=False) if len(lab) else None
-                          for part, lab in zip(loaded, labels, strict=True)])
+                          for part, lab in zip(staged, labels, strict=True)])
     candidates = pd.concat([r.assign(_part=p) for p, r in enumerate(rows) if r is not None])
     keys = _keys(candidates[contract.column_names], build_schema(contract), uncoerced).reset_index(drop=True)
     group = keys.groupby(contract.column_names, dropna=False, sort=False).ngroup().to_numpy()
     later_mask = keys.duplicated(keep="first").to_numpy()
     first_at = pd.Series(np.arange(len(group))).groupby(group).transform("first").to_numpy()
-    firsts, later = list(nothing[0]), [set() for _ in loaded]
+    firsts, later = list(nothing[0]), [set() for _ in staged]
     parts = candidates["_part"].to_numpy()
-    for p in range(len(loaded)):
+    for p in range(len(staged)):
         mine = later_mask & (parts == p)
         later[p] = set(candidates.index[mine].tolist())
         sources = np.unique(first_at[mine])
@@ -284,26 +267,38 @@ def validate_partitioned(raw: str | Path, contract: Contract, client: distribute
     Same contract, same code (pandera schema, :func:`record_cases`), same passes as
     :func:`validate_file`, hence the same quarantine and report. Valid rows go to ``out_dir`` as
     ``part-NNNNN.parquet`` written by the workers (``out_dir`` is replaced; it must be on storage
-    the workers share with the client). Partitions are byte ranges of ``blocksize`` for plain CSVs,
-    one per ``.csv.gz``. Raises DataValidationError as the single path does.
+    the workers share with the client). Partitions are ``blocksize`` bytes of CSV text: byte ranges
+    of plain CSVs, pieces of a ``.csv.gz`` cut as one worker streams it. Raises DataValidationError
+    as the single path does.
     """
+    from dask.utils import parse_bytes
+
     out_dir = Path(out_dir).absolute()   # workers write there, whatever their working directory
     blocks = plan_blocks(raw, blocksize)
     schema = build_schema(contract)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    run = uuid.uuid4().hex[:8]
+    tmp, staging = (out_dir.with_name(f".{out_dir.name}.{kind}-{run}") for kind in ("tmp", "staged"))
     tmp.mkdir(parents=True)
-    loaded = [client.submit(_load, block, contract, pure=False) for block in blocks]
+    staging.mkdir()
     try:
-        return _run(client, blocks, loaded, contract, schema, out_dir, tmp)
+        return _run(client, blocks, str(staging), parse_bytes(blocksize) if isinstance(blocksize, str)
+                    else int(blocksize), contract, schema, out_dir, tmp)
     finally:
-        client.cancel(loaded)
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run(client: distributed.Client, blocks: list[Block], loaded: list, contract: Contract, schema: Any,
-         out_dir: Path, tmp: Path) -> PartitionedValidationResult:
+def _run(client: distributed.Client, planned: list[Block], staging: str, blocksize: int, contract: Contract,
+         schema: Any, out_dir: Path, tmp: Path) -> PartitionedValidationResult:
     started = time.perf_counter()
-    meta = client.gather([client.submit(lambda x: x[2:], part, pure=False) for part in loaded])
+    found = client.gather([
+        client.submit(_stage_gzip, block, contract, f"{staging}/part-{b:05d}.parquet", blocksize, pure=False)
+        if block.length is None and block.path.endswith(".gz") else
+        client.submit(_stage, block, contract, f"{staging}/part-{b:05d}.parquet", pure=False)
+        for b, block in enumerate(planned)])
+    blocks = [block for block, parts in zip(planned, found, strict=True) for _ in parts]
+    meta = [part[1:] for parts in found for part in parts]
+    staged = [part[0] for parts in found for part in parts]
     logger.info("read %d partitions in %.1f s", len(blocks), time.perf_counter() - started)
     sizes = [m[0] for m in meta]
     origins, per_file = [], Counter()
@@ -321,12 +316,12 @@ def _run(client: distributed.Client, blocks: list[Block], loaded: list, contract
     examples: dict[str, list[str]] = {}
     for number in range(1, MAX_PASSES + 1):
         started = time.perf_counter()
-        firsts, later, hashes = _duplicates(client, loaded, contract, dropped, sizes, uncoerced, known)
+        firsts, later, hashes = _duplicates(client, staged, contract, dropped, sizes, uncoerced, known)
         found = time.perf_counter()
         results = client.gather([
             client.submit(_validate_pass, part, contract, dropped[p], uncoerced, firsts[p], later[p], origins[p],
                           str(tmp / f"part-{p:05d}.parquet"), pure=False)
-            for p, part in enumerate(loaded)])
+            for p, part in enumerate(staged)])
         logger.info("pass %d: duplicates %.1f s, checks %.1f s, %d rows rejected", number, found - started,
                     time.perf_counter() - found, sum(len(r.get("rejected", ())) for r in results))
         if all(r["clean"] for r in results):
@@ -335,7 +330,7 @@ def _run(client: distributed.Client, blocks: list[Block], loaded: list, contract
             details = [d for r in results for d in r.get("frame_details", [])]
             raise DataValidationError(f"the data fails contract {contract.name!r}: "
                                       f"{'; '.join(dict.fromkeys(details).keys())}")
-        _merge(results, contract, schema, counts, examples)
+        merge_pass(results, contract, schema, counts, examples)
         for p, r in enumerate(results):
             if not r["clean"] and len(r["rejected"]):   # an empty one would turn str columns to object
                 rejected[p].append(r["rejected"])
@@ -364,20 +359,3 @@ def _run(client: distributed.Client, blocks: list[Block], loaded: list, contract
         valid=None, rejected=quarantine, rows_in=sum(sizes), failures_by_check=counts,
         examples_by_check=examples, na_values=contract.na_values, valid_rows=valid_rows,
         valid_dir=out_dir, partitions=len(blocks))
-
-
-def _merge(results: list[dict], contract: Contract, schema: Any, counts: dict[str, int],
-           examples: dict[str, list[str]]) -> None:
-    """Add one pass's counts (in pandera's order of checks) and examples (in data order)."""
-    names = {name for r in results for name in r.get("counts", {})}
-    for name in sorted(names, key=lambda n: _check_rank(n, contract, schema)):
-        counts[name] = counts.get(name, 0) + sum(r.get("counts", {}).get(name, 0) for r in results)
-    found = sorted((position, p, i, value) for p, r in enumerate(results)
-                   for i, (position, value) in enumerate(r.get("dup_examples", [])))
-    per_check = [*(r.get("examples", {}) for r in results), {DUPLICATE_CHECK: [v for *_, v in found]} if found else {}]
-    for shown_by_check in per_check:
-        for name, shown in shown_by_check.items():
-            seen = examples.setdefault(name, [])
-            for value in shown:
-                if len(seen) < EXAMPLES_PER_CHECK and value not in seen:
-                    seen.append(value)

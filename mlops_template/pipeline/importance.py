@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,16 @@ REPEATS = 3
 BATCH_ROWS = 50_000  # rows per predict call (several shuffled copies at once)
 
 
+class Rows(Protocol):
+    """Rows importance samples from: a DataFrame, or a test set too big for one process."""
+
+    columns: Any
+
+    def __len__(self) -> int: ...
+
+    def take(self, positions: Any, /) -> pd.DataFrame: ...
+
+
 def _primary(task: Task, labels: np.ndarray, output: np.ndarray) -> float:
     value = task.metrics(labels, output).get(task.primary_metric)
     if value is None:
@@ -39,7 +49,7 @@ def _primary(task: Task, labels: np.ndarray, output: np.ndarray) -> float:
     return float(value)
 
 
-def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame,
+def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame: Rows,
                            labels: np.ndarray, task: Task, columns: Sequence[str], used: Sequence[str],
                            max_rows: int = MAX_ROWS, repeats: int = REPEATS, seed: int = 0) -> dict[str, Any]:
     """Importance of each of ``columns`` (raw input columns of ``frame``) for ``predict`` on ``labels``.
@@ -55,7 +65,7 @@ def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame:
         raise ValueError(f"columns not in the frame: {missing}")
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(frame), size=min(max_rows, len(frame)), replace=False))
-    rows = frame.iloc[take].reset_index(drop=True)
+    rows = frame.take(take).reset_index(drop=True)  # only the sample is read (see Rows)
     y = np.asarray(labels)[take]
     base = _primary(task, y, predict(rows))
     sign = 1.0 if task.primary_direction == "higher_is_better" else -1.0
