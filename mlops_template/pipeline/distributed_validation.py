@@ -138,7 +138,7 @@ def _stage_gzip(block: Block, contract: Contract, staged: str, blocksize: int) -
     """Stream a gzip file, staging each ``blocksize`` piece as a partition of its own (as :func:`_stage`)."""
     found = []
     for piece, frame in enumerate(read_gzip_partitions(block, contract, blocksize)):
-        path = staged.replace(".parquet", f"-{piece:05d}.parquet")
+        path = str(Path(staged).with_name(f"{Path(staged).stem}-{piece:05d}.parquet"))
         frame.to_parquet(path, index=False)
         found.append((path, len(frame), _next_keys(_normalised(frame, contract), contract, None)))
     return found

@@ -147,7 +147,7 @@ def test_adult_gzip_in_pieces_matches_single_process(client, tmp_path: Path) -> 
     source = ROOT / "data" / "raw" / "adult.csv.gz"
     with gzip.open(source, "rb") as fh:
         blocksize = math.ceil(len(fh.read()) / 8)
-    out_dir = tmp_path / "validated"
+    out_dir = tmp_path / "data.parquet"   # as the stage names it: the staging folder is named after it
     partitioned = validate_partitioned(source, CONTRACT, client, out_dir, blocksize)
     assert partitioned.partitions in (8, 9)   # the last piece may hold only the final partial line
     assert_same(validate_file(source, CONTRACT), partitioned, out_dir)
