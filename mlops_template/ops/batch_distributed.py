@@ -1,8 +1,11 @@
 """Batch scoring on a Dask cluster (``score --engine dask``): the single engine's result, partition by partition.
 
 The input is cut into partitions: a plain ``.csv`` into byte ranges at newlines
-(:func:`mlops_template.pipeline.csv_partitions.plan_blocks`, ``--partition-mb`` each), a ``.csv.gz``
-is one partition, a parquet file one partition per row group. Then two passes on the workers:
+(:func:`mlops_template.pipeline.csv_partitions.plan_blocks`, ``--partition-mb`` each), a parquet
+file one partition per row group. A ``.csv.gz`` cannot be read from the middle: one worker streams
+it first and writes plain CSV pieces of ``--partition-mb`` (each with the header) into the
+temporary folder beside OUTPUT (:func:`split_gzip`), which are the partitions. Then two passes on
+the workers:
 
 1. each partition's rows are counted, so the client knows where each starts: the ``row`` column
    (1-based, header excluded) continues across partitions exactly as the single engine numbers it;
@@ -18,8 +21,8 @@ a failure anywhere leaves neither file, nor changes an earlier run's), so it hol
 partition's outputs at a time. The model, verified on the client, travels to the workers as a
 task argument (scattered once). Workers read the input and write the parts by path: on a remote
 cluster the input's and OUTPUT's folders must be mounted at the same paths on every worker.
-Limitation (as the validate stage's): a plain CSV is cut at newlines, so quoted fields holding
-newlines need a partition larger than the file, or a ``.csv.gz``.
+Limitation (as the validate stage's): CSV text is cut at newlines, so quoted fields holding
+newlines need a partition larger than the (decompressed) file.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from mlops_template.ops.batch_chunks import (
 )
 from mlops_template.ops.batch_files import ChunkWriter, file_format, parquet_chunks
 from mlops_template.ops.batch_model import ScoringModel
-from mlops_template.pipeline.csv_partitions import Block, plan_blocks, read_block_rows
+from mlops_template.pipeline.csv_partitions import Block, gzip_pieces, plan_blocks, read_block_rows
 from mlops_template.pipeline.validation import DataValidationError
 
 if TYPE_CHECKING:
@@ -77,9 +80,33 @@ def plan_partitions(source: Path, blocksize: int) -> list[Partition]:
         except Exception as exc:  # ArrowInvalid, OSError, ... for a file that is not parquet
             raise UserError(f"input {source} cannot be read as parquet: {' '.join(str(exc).split())}") from exc
         return [Partition(str(source.absolute()), row_group=i) for i in range(max(groups, 1))]
-    if source.name.lower().endswith(".gz"):  # plan_blocks knows only a lowercase .gz; gzip cannot be cut
+    if is_gzip(source):  # plan_blocks knows only a lowercase .gz; cut by split_gzip as it streams
         return [Partition(str(source), Block(str(source), str(source.absolute())))]
     return [Partition(str(source), block) for block in plan_blocks(source, blocksize)]
+
+
+def is_gzip(source: Path) -> bool:
+    """A gzip CSV input, by its name (``.gz`` in any case), as the single engine tells it."""
+    return source.name.lower().endswith(".gz")
+
+
+def split_gzip(partition: Partition, blocksize: int, folder: str) -> list[Partition]:
+    """Pass 0, on a worker, for a ``.csv.gz``: plain CSV pieces of about ``blocksize`` bytes in ``folder``.
+
+    Each piece starts with the header line, so each is read as a file of its own; they are the
+    partitions of the passes that follow, in order. Messages keep naming the input.
+    """
+    assert partition.block is not None
+    pieces = []
+    try:
+        for i, text in enumerate(gzip_pieces(partition.block, blocksize)):
+            piece = Path(folder) / f"piece-{i:05d}.csv"
+            piece.write_bytes(text)
+            pieces.append(Partition(partition.source, Block(partition.block.path, str(piece))))
+    except DataValidationError as exc:
+        raise UserError(f"input {partition.block.path} cannot be read as CSV: "
+                        f"{' '.join(str(exc.__cause__ or exc).split())}") from exc
+    return pieces
 
 
 def read_partition_rows(partition: Partition, contract: Contract) -> Iterator[pd.DataFrame]:
@@ -161,13 +188,25 @@ def score_partitioned(source: Path, output: Path, rejected: Path, scoring: Scori
     Same files, rows, numbers, answers and reasons as the single engine; UserError for an input
     missing, unreadable, without rows or unlike the contract, and nothing written then.
     """
-    from tqdm import tqdm
-
     if blocksize < 1:
         raise UserError(f"--partition-mb must be at least 1, got a blocksize of {blocksize} bytes")
     if not source.is_file():
         raise UserError(f"input {source} does not exist or is not a file")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-", dir=output.parent)).absolute()
+    try:
+        return _score(source, output, rejected, scoring, id_column, client, blocksize, progress, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _score(source: Path, output: Path, rejected: Path, scoring: ScoringModel, id_column: str | None,
+           client: Client, blocksize: int, progress: bool, folder: Path) -> ScoringSummary:
+    from tqdm import tqdm
+
     partitions = plan_partitions(source, blocksize)
+    if is_gzip(source):
+        partitions = client.submit(split_gzip, partitions[0], blocksize, str(folder), pure=False).result()
     contract = scoring.contract
     inputs = [c.name for c in contract.input_columns]
     counted = client.gather(client.map(count_partition, partitions, contract=contract, pure=False))
@@ -178,8 +217,6 @@ def score_partitioned(source: Path, output: Path, rejected: Path, scoring: Scori
         raise UserError(f"input {source} has no rows")
     offsets = [0, *itertools.accumulate(sizes)][:-1]
     logger.info("dask: scoring %d rows of %s in %d partitions", sum(sizes), source, len(partitions))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-", dir=output.parent)).absolute()
     [model] = client.scatter([scoring], broadcast=True, hash=False)
     futures = [client.submit(score_partition, partition, i, offsets[i], model, id_column, str(folder), pure=False)
                for i, partition in enumerate(partitions)]
@@ -205,5 +242,4 @@ def score_partitioned(source: Path, output: Path, rejected: Path, scoring: Scori
     finally:
         client.cancel(futures)
         client.cancel([model])
-        shutil.rmtree(folder, ignore_errors=True)
     return summary

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -176,8 +176,9 @@ def _finite_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if all(math.isfinite(v) for v in r.values())]
 
 
-def roc_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict]:
-    """ROC curve as ``{fpr, tpr, threshold}`` rows; the infinite first threshold becomes 1.0.
+def roc_points(y_true: np.ndarray, proba: np.ndarray, max_points: int = 1000) -> list[dict]:
+    """ROC curve as ``{fpr, tpr, threshold}`` rows, at most ``max_points`` (evenly thinned, ends kept);
+    the infinite first threshold becomes 1.0.
 
     With a single class the curve is undefined and the result is empty.
     """
@@ -186,8 +187,8 @@ def roc_points(y_true: np.ndarray, proba: np.ndarray) -> list[dict]:
         return []
     fpr, tpr, thresholds = metrics.roc_curve(y, p, drop_intermediate=True)
     rows = [
-        {"fpr": _round(f), "tpr": _round(t), "threshold": _round(min(th, 1.0))}
-        for f, t, th in zip(fpr, tpr, thresholds, strict=True)
+        {"fpr": _round(fpr[i]), "tpr": _round(tpr[i]), "threshold": _round(min(thresholds[i], 1.0))}
+        for i in downsample(len(fpr), max_points)
     ]
     return _finite_rows(rows)
 
@@ -247,18 +248,27 @@ def calibration_points(
     ]
 
 
+def confusion_cells(actual: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """The confusion matrix as ``{actual, predicted, count}`` rows, every cell (zeros too), for DVC.
+
+    ``actual`` and ``predicted`` are class indices into ``names``. A cell per pair rather than a
+    row per test row, so the plot file stays the same size however many rows are scored;
+    ``.dvc/plots/confusion_counts.json`` is DVC's confusion template summing ``count``.
+    """
+    k = len(names)
+    counts = np.bincount(np.asarray(actual, dtype="int64") * k + np.asarray(predicted, dtype="int64"),
+                         minlength=k * k)
+    return [{"actual": str(names[a]), "predicted": str(names[b]), "count": int(counts[a * k + b])}
+            for a in range(k) for b in range(k)]
+
+
 def confusion_rows(
     y_true: np.ndarray, proba: np.ndarray, threshold: float, labels: tuple[str, str] = ("0", "1")
 ) -> list[dict]:
-    """One ``{actual, predicted}`` row per test row, with string labels, for DVC's confusion plot.
-
-    ``labels`` names the negative then the positive class.
-    """
+    """Binary's confusion cells at ``threshold`` (:func:`confusion_cells`); ``labels`` names the negative
+    then the positive class."""
     y, p = _as_arrays(y_true, proba)
-    names = np.array([str(labels[0]), str(labels[1])], dtype=object)
-    actual = names[y]
-    predicted = names[(p >= threshold).astype("int64")]
-    return [{"actual": a, "predicted": b} for a, b in zip(actual, predicted, strict=True)]
+    return confusion_cells(y, (p >= threshold).astype("int64"), labels)
 
 
 def assert_finite(obj: Any, path: str = "$") -> None:

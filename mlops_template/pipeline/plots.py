@@ -9,6 +9,9 @@ every task and the HTML (``make plots``) shows only the task's own plots:
 - multiclass: ``confusion`` (K x K, of the most probable class) and ``calibration_by_class`` (one
   reliability curve per class, one-vs-rest; the ``by_class`` template in ``.dvc/plots`` colours them);
 - regression: ``predicted_actual`` and ``residuals`` (at most :data:`MAX_POINTS` rows each).
+
+No plot grows with the test set (the files are git-tracked, and the Dask engine's test sets are
+big): curves are thinned, calibration is binned and the confusion matrix is one row per cell.
 """
 
 from __future__ import annotations
@@ -37,13 +40,13 @@ def binary(labels: np.ndarray, proba: np.ndarray, threshold: float, names: tuple
 
 
 def multiclass(labels: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]) -> dict[str, list[dict]]:
-    """One ``{actual, predicted}`` row per test row (class names), and per-class calibration bins."""
+    """The confusion matrix of the most probable class (:func:`~mlops_template.pipeline.evaluation.confusion_cells`),
+    and per-class calibration bins."""
     y = np.asarray(labels, dtype="int64")
     p = np.asarray(proba, dtype="float64")
     if p.ndim != 2 or p.shape != (len(y), len(classes)) or not np.isfinite(p).all():
         raise ValueError(f"proba must be finite, shaped ({len(y)}, {len(classes)}), got {p.shape}")
-    names = np.array(classes, dtype=object)
-    confusion = [{"actual": a, "predicted": b} for a, b in zip(names[y], names[p.argmax(axis=1)], strict=True)]
+    confusion = ev.confusion_cells(y, p.argmax(axis=1), classes)
     calibration = [{"class": name, **row} for k, name in enumerate(classes)
                    for row in ev.calibration_points((y == k).astype("int64"), np.clip(p[:, k], 0.0, 1.0))]
     return _all(confusion=confusion, calibration_by_class=calibration)

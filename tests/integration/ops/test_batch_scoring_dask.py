@@ -27,7 +27,7 @@ from mlops_template.core.package_files import (
     MODEL_FILE,
     SERVING_FILE,
 )
-from mlops_template.ops.batch_distributed import plan_partitions, read_partition_rows, score_partitioned
+from mlops_template.ops.batch_distributed import plan_partitions, read_partition_rows, score_partitioned, split_gzip
 from mlops_template.ops.batch_files import read_chunks
 from mlops_template.ops.batch_model import ScoringModel, local_model
 from mlops_template.ops.batch_scoring import score_file
@@ -121,6 +121,34 @@ def test_the_dask_engine_writes_what_the_single_engine_writes(client, scoring, r
         assert answers["row"].tolist() == [p + 1 for p in kept]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"in.{kind}", f"one.{kind}", f"one-bad.{kind}", f"many.{kind}", f"many-bad.{kind}"])  # no parts left
+
+
+def test_a_gzip_input_is_cut_into_partitions_as_it_streams(client, scoring, rows, tmp_path):
+    source = tmp_path / "in.csv.gz"
+    rows.to_csv(source, index=False, na_rep="?", compression="gzip")
+    blocksize = len(rows.to_csv(index=False, na_rep="?")) // 5 + 1   # decompressed bytes per partition
+    (tmp_path / "pieces").mkdir()
+    pieces = split_gzip(plan_partitions(source, blocksize)[0], blocksize, str(tmp_path / "pieces"))
+    assert len(pieces) >= 5 and all(p.block.path == str(source) for p in pieces)
+    spread_rows = pd.concat([f for p in pieces for f in read_partition_rows(p, scoring.contract)], ignore_index=True)
+    pd.testing.assert_frame_equal(spread_rows, pd.concat(read_chunks(source, scoring.contract, 50_000),
+                                                         ignore_index=True), check_exact=True)
+    single = score_file(source, tmp_path / "one.csv", tmp_path / "one-bad.csv", scoring, "customer_id")
+    spread = score_partitioned(source, tmp_path / "many.csv", tmp_path / "many-bad.csv", scoring, "customer_id",
+                               client, blocksize)
+    assert (spread.rows, spread.rejected, spread.failures) == (single.rows, single.rejected, single.failures)
+    assert (tmp_path / "many.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert (tmp_path / "many-bad.csv").read_bytes() == (tmp_path / "one-bad.csv").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv.gz", "many-bad.csv", "many.csv", "one-bad.csv",
+                                                          "one.csv", "pieces"]   # its pieces are gone
+
+
+def test_a_gzip_input_that_is_not_gzip_is_refused_by_name(client, scoring, rows, tmp_path):
+    source = tmp_path / "in.csv.gz"
+    rows.to_csv(source, index=False, na_rep="?")   # plain text under a .gz name
+    with pytest.raises(UserError, match=r"input .*in.csv.gz cannot be read as CSV"):
+        score_partitioned(source, tmp_path / "out.csv", tmp_path / "bad.csv", scoring, None, client, 10_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv.gz"]
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])

@@ -178,13 +178,24 @@ def test_calibration_uniform_bins_skip_empty():
     ]
 
 
-def test_confusion_rows_one_per_row_with_string_labels():
-    rows = ev.confusion_rows(np.array([1, 0, 1]), np.array([0.7, 0.7, 0.2]), 0.5, labels=("no", "yes"))
+def test_confusion_rows_count_every_cell_with_string_labels():
+    rows = ev.confusion_rows(np.array([1, 0, 1, 1]), np.array([0.7, 0.7, 0.2, 0.9]), 0.5, labels=("no", "yes"))
     assert rows == [
-        {"actual": "yes", "predicted": "yes"},
-        {"actual": "no", "predicted": "yes"},
-        {"actual": "yes", "predicted": "no"},
+        {"actual": "no", "predicted": "no", "count": 0},
+        {"actual": "no", "predicted": "yes", "count": 1},
+        {"actual": "yes", "predicted": "no", "count": 1},
+        {"actual": "yes", "predicted": "yes", "count": 2},
     ]
+
+
+def test_curves_and_the_confusion_matrix_do_not_grow_with_the_rows():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200_000)
+    proba = np.clip(0.3 * y + rng.random(200_000) * 0.7, 0, 1)
+    roc = ev.roc_points(y, proba)
+    assert len(roc) <= 1000 and roc[0]["fpr"] == 0.0 and (roc[-1]["fpr"], roc[-1]["tpr"]) == (1.0, 1.0)
+    assert len(ev.pr_points(y, proba)) <= 500
+    assert len(ev.confusion_rows(y, proba, 0.5)) == 4
 
 
 def test_assert_finite_names_the_path():

@@ -161,8 +161,12 @@ def test_every_task_writes_every_plot_finite_and_only_its_own_filled(good, judge
         assert all(abs(r["residual"] - (a - r["predicted"])) < 1e-5
                    for r, a in zip(plots["residuals"], actual, strict=True))
     if task.name == "multiclass":
-        assert len(plots["confusion"]) == n
-        assert {r["actual"] for r in plots["confusion"]} <= set(task.classes)
+        k = len(task.classes)   # every cell once, zeros too, whatever the number of rows
+        assert len(plots["confusion"]) == k * k and sum(r["count"] for r in plots["confusion"]) == n
+        assert {(r["actual"], r["predicted"]) for r in plots["confusion"]} == {
+            (a, b) for a in task.classes for b in task.classes}
+        right = sum(r["count"] for r in plots["confusion"] if r["actual"] == r["predicted"])
+        assert right / n == pytest.approx(judged.metrics["accuracy"], abs=1e-6)
         assert {r["class"] for r in plots["calibration_by_class"]} == set(task.classes)
         assert sum(r["count"] for r in plots["calibration_by_class"]) == n * len(task.classes)
 
