@@ -123,7 +123,7 @@ def test_the_dask_engine_writes_what_the_single_engine_writes(client, scoring, r
         [f"in.{kind}", f"one.{kind}", f"one-bad.{kind}", f"many.{kind}", f"many-bad.{kind}"])  # no parts left
 
 
-def test_a_gzip_input_is_cut_into_partitions_as_it_streams(client, scoring, rows, tmp_path):
+def test_a_gzip_input_is_cut_into_partitions_as_it_streams(client, scoring, rows, tmp_path, caplog):
     source = tmp_path / "in.csv.gz"
     rows.to_csv(source, index=False, na_rep="?", compression="gzip")
     blocksize = len(rows.to_csv(index=False, na_rep="?")) // 5 + 1   # decompressed bytes per partition
@@ -134,8 +134,10 @@ def test_a_gzip_input_is_cut_into_partitions_as_it_streams(client, scoring, rows
     pd.testing.assert_frame_equal(spread_rows, pd.concat(read_chunks(source, scoring.contract, 50_000),
                                                          ignore_index=True), check_exact=True)
     single = score_file(source, tmp_path / "one.csv", tmp_path / "one-bad.csv", scoring, "customer_id")
-    spread = score_partitioned(source, tmp_path / "many.csv", tmp_path / "many-bad.csv", scoring, "customer_id",
-                               client, blocksize)
+    with caplog.at_level("INFO", logger="mlops_template.ops.batch_distributed"):
+        spread = score_partitioned(source, tmp_path / "many.csv", tmp_path / "many-bad.csv", scoring, "customer_id",
+                                   client, blocksize)
+    assert f"in {len(pieces)} partitions" in caplog.text   # the scorer cut it too
     assert (spread.rows, spread.rejected, spread.failures) == (single.rows, single.rejected, single.failures)
     assert (tmp_path / "many.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
     assert (tmp_path / "many-bad.csv").read_bytes() == (tmp_path / "one-bad.csv").read_bytes()
@@ -145,9 +147,10 @@ def test_a_gzip_input_is_cut_into_partitions_as_it_streams(client, scoring, rows
 
 def test_a_gzip_input_that_is_not_gzip_is_refused_by_name(client, scoring, rows, tmp_path):
     source = tmp_path / "in.csv.gz"
-    rows.to_csv(source, index=False, na_rep="?")   # plain text under a .gz name
-    with pytest.raises(UserError, match=r"input .*in.csv.gz cannot be read as CSV"):
-        score_partitioned(source, tmp_path / "out.csv", tmp_path / "bad.csv", scoring, None, client, 10_000)
+    source.write_text(rows.to_csv(index=False, na_rep="?"), encoding="utf-8")   # plain text under a .gz name
+    with pytest.raises(UserError, match=r"input .*in.csv.gz cannot be read as CSV: Not a gzipped file"):
+        score_partitioned(source, tmp_path / "out.csv", tmp_path / "bad.csv", scoring, "customer_id", client,
+                          10_000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv.gz"]
 
 
