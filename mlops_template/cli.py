@@ -66,6 +66,8 @@ COMMANDS: dict[str, Command] = {
                         user_errors=USER_ERRORS),
     "retrain": Command("mlops_template.ops.retrain", "guard new batches, retrain, gate, deploy; optionally commit",
                        needs_services=_always, report_error="report_error"),
+    "incoming": Command("mlops_template.ops.incoming", "team mode: list or fetch the batches under INCOMING_URL",
+                        failures=("OSError",)),
     "rollback": Command("mlops_template.ops.rollback", "serve an earlier champion again, without rebuilding",
                         needs_services=_always, failures=("RollbackError", "RoutingError")),
     "canary": Command("mlops_template.ops.canary", "start, judge and settle a canary (start, decide, status)",

@@ -1,7 +1,8 @@
 """The Dagster code location: ``dagster dev -f orchestration/definitions.py`` (``make orchestrate``).
 
 Jobs (:mod:`mlops_orchestration.jobs`) run ``mlops-template`` commands in the project's own
-environment; sensors and schedules (:mod:`mlops_orchestration.triggers`) start them.
+environment; sensors (the incoming folder, the team's ``INCOMING_URL`` prefix, the canary) and
+schedules (:mod:`mlops_orchestration.triggers`) start them.
 """
 
 from __future__ import annotations

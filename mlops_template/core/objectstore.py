@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SCHEME = "s3://"
 CONNECT_TIMEOUT_S = 2.0
@@ -174,15 +174,76 @@ def download_file(url: ObjectUrl, path: Path) -> None:
 
 def list_objects(prefix: ObjectUrl) -> list[tuple[str, datetime]]:
     """Every key under ``prefix`` (read as a folder) with its last-modified time, by key."""
+    return [(entry.key, entry.last_modified) for entry in list_entries(prefix)]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object of a listing: its key, size in bytes, ETag and last-modified time."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+def list_entries(prefix: ObjectUrl) -> list[Entry]:
+    """Every object under ``prefix`` (read as a folder, nested keys included), by key."""
     folder = prefix.key.rstrip("/") + "/" if prefix.key else ""
-    found: list[tuple[str, datetime]] = []
+    found: list[Entry] = []
     token: dict[str, str] = {}
     while True:
         page = _call("list_objects_v2", prefix, Prefix=folder, **token)
-        found.extend((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
+        found.extend(Entry(item["Key"], int(item["Size"]), str(item["ETag"]), item["LastModified"])
+                     for item in page.get("Contents", []))
         if not page.get("IsTruncated"):
-            return sorted(found)
+            return sorted(found, key=lambda entry: entry.key)
         token = {"ContinuationToken": page["NextContinuationToken"]}
+
+
+class ObjectTooLarge(ValueError):
+    """An object holds more bytes than the caller accepts (:func:`download_capped`)."""
+
+
+def download_capped(url: ObjectUrl, out: BinaryIO, if_match: str, max_bytes: int) -> int:
+    """Stream the object into ``out`` only if it still has the ETag ``if_match``; the bytes written.
+
+    The object a caller listed is the one it gets: a rewritten object raises
+    :class:`PreconditionFailed`, a missing one FileNotFoundError, one above ``max_bytes``
+    :class:`ObjectTooLarge` as soon as the limit is passed (whatever its listed size said).
+    """
+    written = 0
+    with _translated("get_object", url):
+        body = _client().get_object(Bucket=url.bucket, Key=url.key, IfMatch=if_match)["Body"]
+        try:
+            while chunk := body.read(1 << 20):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise ObjectTooLarge(f"{url} holds more than {max_bytes} bytes")
+                out.write(chunk)
+        finally:
+            body.close()
+    return written
+
+
+def delete(url: ObjectUrl, if_match: str | None = None) -> None:
+    """Delete the object; with ``if_match`` only while it still has that ETag.
+
+    A condition that does not hold raises :class:`PreconditionFailed` and nothing is deleted; a
+    missing object raises FileNotFoundError when a condition is given; a credential that may not
+    delete raises PermissionError (not StoreUnavailable: the store answered). (A store that ignores
+    ``If-Match`` on DELETE deletes anyway: callers compare the ETag first, too.)
+    """
+    from botocore.exceptions import ClientError
+
+    with _translated("delete_object", url):
+        try:
+            _client().delete_object(Bucket=url.bucket, Key=url.key,
+                                    **({"IfMatch": if_match} if if_match is not None else {}))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) == "AccessDenied":
+                raise PermissionError(f"delete_object {url}: AccessDenied") from None
+            raise
 
 
 def check_reachable(url: ObjectUrl) -> None:

@@ -299,14 +299,14 @@ class MonitoringSection(Section):
 class IngestSection(Section):
     """The retrain command's bad-batch guard (:mod:`mlops_template.ops.guard`).
 
-    The joint checks' keys are optional: unset, the guard's own defaults apply
-    (:class:`mlops_template.ops.guard.joint.JointSettings`), so :meth:`thresholds` leaves them out.
+    Joint checks' keys are optional: unset, the defaults of ``ops.guard.joint.JointSettings`` apply.
     """
 
     KEY: ClassVar[str] = "ingest"
     incoming: str
     quarantine: str
     reports: str = str(paths.INGEST_REPORTS)
+    max_batch_bytes: int = Field(default=256 * 1024 * 1024, gt=0)  # larger INCOMING_URL objects stay there
     min_rows: int = Field(ge=0)
     max_invalid_share: float
     max_duplicate_share: float

@@ -7,7 +7,9 @@ Usage (from the repository root)::
 1. Take the transition lease (:mod:`mlops_template.ops.lease`: a ``flock`` on
    ``.dvc/tmp/retrain.lock``, git-ignored, non-blocking; in team mode also the store lease); the
    deploy stage ``dvc repro`` runs works under it.
-2. Pass every batch in ``--incoming`` (default ``ingest.incoming``, ``data/incoming/``) through
+2. In team mode (``$INCOMING_URL``, without ``--incoming``) move the batch objects under that
+   prefix into ``ingest.incoming`` first (:mod:`mlops_template.ops.incoming`; a store outage is 69).
+   Pass every batch in ``--incoming`` (default ``ingest.incoming``, ``data/incoming/``) through
    the bad-batch guard (:mod:`mlops_template.ops.ingest`): accepted batches join ``data/raw/``,
    rejected ones go to ``data/quarantine/batches/`` with a report.
 3. Nothing new accepted: say so and stop, unless ``data/raw`` changed since the last successful
@@ -105,6 +107,7 @@ def run(incoming: str | None, commit: bool, command: str = "mlops-template retra
     from mlops_template.core.contract import load_contract
     from mlops_template.core.features import FeatureError
     from mlops_template.core.tasks import task_of
+    from mlops_template.ops.incoming import fetch_for_retrain
     from mlops_template.ops.ingest import ingest
     from mlops_template.pipeline.validation import DataValidationError
 
@@ -119,6 +122,9 @@ def run(incoming: str | None, commit: bool, command: str = "mlops-template retra
     params = load_params()
     cfg, raw = params.ingest, params.data.raw
     source = incoming or cfg.incoming
+    fetched = fetch_for_retrain(incoming, cfg)  # team mode (INCOMING_URL): the bucket's batches first
+    if fetched is not None:
+        summary["fetch"] = fetched
     try:
         contract = load_contract(params.data.contract)
         outcomes = ingest(source, raw, cfg.quarantine, contract, cfg.thresholds(),

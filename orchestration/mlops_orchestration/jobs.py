@@ -55,7 +55,8 @@ class RetrainConfig(Config):
 
 @op(retry_policy=retry_policy(), tags={"kind": "mlops-template"})
 def retrain(context: OpExecutionContext, config: RetrainConfig) -> dict:
-    """Guard new batches, ``dvc repro``, gate, deploy (``mlops-template retrain``)."""
+    """Fetch the team's batch objects (with ``$INCOMING_URL``), guard new batches, ``dvc repro``, gate,
+    deploy (``mlops-template retrain``, which fetches first itself, as it does from cron)."""
     words = ["retrain", *(["--incoming", config.incoming] if config.incoming else []),
              *(["--commit"] if config.commit else [])]
     started = time.time()
@@ -65,6 +66,13 @@ def retrain(context: OpExecutionContext, config: RetrainConfig) -> dict:
     for key in ("status", "promoted", "roc_auc", "candidate_version", "champion_version"):
         if summary.get(key) is not None:
             extra[key if key not in extra else f"summary_{key}"] = summary[key]
+    fetch = summary.get("fetch") or {}
+    if fetch:  # team mode: what retrain took from $INCOMING_URL before guarding it
+        extra["fetched_objects"] = ", ".join(fetch.get("fetched") or []) or "none"
+        left = [f"{e.get('name') or e.get('key')}: {e.get('reason')}" for e in
+                [*(fetch.get("left") or []), *(fetch.get("refused") or [])]]
+        if left:
+            extra["objects_left_in_bucket"] = "\n".join(left)
     reports = [f"metrics/ingest/{b['batch']}.report.json" for b in summary.get("accepted", [])]
     reports += [f"{q['path']}.report.json" for q in summary.get("quarantined", []) if q.get("path")]
     if reports:
@@ -199,7 +207,8 @@ def rollback(context: OpExecutionContext, config: RollbackConfig) -> dict:
 
 @job(tags={"mlops/command": "retrain"})
 def retrain_job():
-    """Guard, retrain, gate and deploy on new batches (started by the incoming sensor and weekly)."""
+    """Fetch (team mode), guard, retrain, gate and deploy on new batches (started by the incoming
+    sensors and weekly)."""
     retrain()
 
 

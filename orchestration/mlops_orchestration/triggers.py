@@ -1,13 +1,17 @@
-"""What starts the jobs: a sensor on the incoming folder, the schedules, a sensor on the canary.
+"""What starts the jobs: sensors on the incoming folder and the team's prefix, the schedules, a canary sensor.
 
 - ``incoming_batches`` (sensor, every 60 s): new or changed batch files (``*.csv``, ``*.csv.gz``)
   in ``ingest.incoming`` (``data/incoming/``) start a retrain. The cursor holds the name, size and
   modification time of every file already handed to a retrain, so the same batch never starts a
   second run; a file modified within ``$INCOMING_SETTLE_S`` (10 s) is still being written and
   waits for the next tick. Batches leave the folder when retrain ingests or quarantines them.
-  One machine only: ``retrain`` reads batches from a local folder in every mode (team mode shares
-  the registry, the DVC remote and the routing document, not an incoming prefix), so there is no
-  object-store prefix for a sensor to list.
+- ``incoming_objects`` (sensor, every 60 s, team mode): with ``$INCOMING_URL``
+  (``s3://bucket/prefix``) set, runs ``incoming list`` and starts a retrain for new or changed
+  batch objects under that prefix (name, size, ETag and last-modified in the cursor, each object
+  once; no settle time: an object appears whole). ``retrain`` fetches them into the incoming
+  folder itself before guarding them (``mlops_template/ops/incoming.py``), so the same run
+  works from cron too. Objects the project refuses (a nested or unsafe key, too large) are not
+  listed, so they start nothing; ``incoming fetch`` logs them. Without ``$INCOMING_URL`` it skips.
 - ``weekly_retrain`` (Mondays 03:17 UTC, like ``scripts/cron.example``), ``hourly_drift``,
   ``daily_quality`` (04:37 UTC, needs ``$QUALITY_LABELS``, the ground truth file; skipped without).
 - ``canary_challenger_present`` (sensor, every 15 min): runs ``canary status`` and starts a
@@ -42,6 +46,7 @@ from mlops_orchestration.jobs import canary_decide_job, drift_job, quality_job, 
 
 BATCH_SUFFIXES = (".csv", ".csv.gz")
 DEFAULT_INCOMING = "data/incoming"
+INCOMING_URL_ENV = "INCOMING_URL"  # team mode: the object-store prefix batches land under
 
 
 def _autostart() -> bool:
@@ -74,13 +79,15 @@ def batch_files(folder: Path) -> dict[str, list[int]]:
     return found
 
 
-def new_batches(seen: dict[str, list[int]], now: dict[str, list[int]], settle_s: float,
-                clock: float) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+def new_batches(seen: dict[str, list], now: dict[str, list], settle_s: float | None,
+                clock: float) -> tuple[dict[str, list], dict[str, list]]:
     """(batches to retrain on, the new cursor): files new or changed since ``seen`` and settled for
-    ``settle_s``. Files still settling stay out of the cursor, so a later tick picks them up; files
-    gone (ingested) leave it, so a batch of the same name arriving later starts a run again."""
+    ``settle_s`` (``None``: no settling, for objects, which appear whole; a file's state is then
+    anything comparable). Files still settling stay out of the cursor, so a later tick picks them up;
+    files gone (ingested) leave it, so a batch of the same name arriving later starts a run again."""
     fresh = {name: state for name, state in now.items() if seen.get(name) != state}
-    ready = {name: state for name, state in fresh.items() if clock - state[1] / 1e9 >= settle_s}
+    ready = fresh if settle_s is None else {name: state for name, state in fresh.items()
+                                            if clock - state[1] / 1e9 >= settle_s}
     cursor = {name: state for name, state in now.items() if name not in fresh or name in ready}
     return ready, cursor
 
@@ -98,6 +105,36 @@ def incoming_batches(context: SensorEvaluationContext):
     key = hashlib.sha256(json.dumps(ready, sort_keys=True).encode()).hexdigest()[:16]
     return RunRequest(run_key=f"incoming-{key}",
                       tags={"mlops/trigger": "incoming", "mlops/batches": ",".join(sorted(ready))[:200]})
+
+
+def batch_objects() -> dict[str, list] | SkipReason:
+    """``incoming list`` in the project's environment: name -> [size, ETag, last-modified], or why not."""
+    try:
+        done = commands.run("incoming", "list", timeout=120)
+    except commands.ProjectEnvMissing as exc:
+        return SkipReason(str(exc))
+    if done.code != 0:
+        return SkipReason(f"incoming list exited {done.code}: {done.tail(3)}")
+    return {name: state for name, state in done.summary.items() if isinstance(state, list)}
+
+
+@sensor(job=retrain_job, minimum_interval_seconds=60, default_status=SENSOR_STATUS)
+def incoming_objects(context: SensorEvaluationContext):
+    """Team mode: start a retrain when a new batch object lands under ``$INCOMING_URL`` (once per object)."""
+    url = os.environ.get(INCOMING_URL_ENV, "").strip()
+    if not url:
+        return SkipReason(f"{INCOMING_URL_ENV} is not set: no object-store prefix to watch")
+    now = batch_objects()
+    if isinstance(now, SkipReason):
+        return now  # the cursor stays: the next tick compares with what was seen before
+    seen = json.loads(context.cursor) if context.cursor else {}
+    ready, cursor = new_batches(seen, now, None, time.time())
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
+    if not ready:
+        return SkipReason(f"no new batch object under {url}")
+    key = hashlib.sha256(json.dumps(ready, sort_keys=True).encode()).hexdigest()[:16]
+    return RunRequest(run_key=f"incoming-objects-{key}",
+                      tags={"mlops/trigger": "incoming-objects", "mlops/batches": ",".join(sorted(ready))[:200]})
 
 
 @schedule(job=retrain_job, cron_schedule="17 3 * * 1", execution_timezone="UTC", default_status=SCHEDULE_STATUS)
@@ -138,4 +175,4 @@ def canary_challenger_present(context: SensorEvaluationContext):
 
 
 SCHEDULES = [weekly_retrain, hourly_drift, daily_quality]
-SENSORS = [incoming_batches, canary_challenger_present]
+SENSORS = [incoming_batches, incoming_objects, canary_challenger_present]

@@ -1,4 +1,4 @@
-"""The incoming sensor's cursor logic, without Dagster: new, changed, settling and gone batches."""
+"""The incoming sensors' cursor logic, without Dagster: new, changed, settling and gone batches."""
 
 from __future__ import annotations
 
@@ -27,3 +27,13 @@ def test_only_batch_files_count(tmp_path: Path):
     (tmp_path / "sub.csv").mkdir()
     assert sorted(batch_files(tmp_path)) == ["x.csv", "y.csv.gz"]
     assert batch_files(tmp_path / "missing") == {}
+
+
+def test_objects_need_no_settling_and_count_once():
+    seen = {"a.csv": [10, '"e1"', "2026-12-04T04:00:00+00:00"]}
+    now = {**seen, "b.csv.gz": [5, '"e2"', "2026-12-04T04:01:00+00:00"]}
+    ready, cursor = new_batches(seen, now, settle_s=None, clock=0.0)
+    assert (ready, cursor) == ({"b.csv.gz": now["b.csv.gz"]}, now)
+    assert new_batches(cursor, now, settle_s=None, clock=0.0)[0] == {}
+    rewritten = {**now, "a.csv": [10, '"e1"', "2026-12-04T05:00:00+00:00"]}  # same bytes uploaded again
+    assert new_batches(cursor, rewritten, settle_s=None, clock=0.0)[0] == {"a.csv": rewritten["a.csv"]}

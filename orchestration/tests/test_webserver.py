@@ -92,7 +92,8 @@ def test_graphql_lists_the_jobs_and_runs_one(dagster_dev: str):
     assert {j["name"] for j in repository["jobs"]} >= JOBS
     assert {s["name"]: s["cronSchedule"] for s in repository["schedules"]} == {
         "weekly_retrain": "17 3 * * 1", "hourly_drift": "7 * * * *", "daily_quality": "37 4 * * *"}
-    assert {s["name"] for s in repository["sensors"]} == {"incoming_batches", "canary_challenger_present"}
+    assert {s["name"] for s in repository["sensors"]} == {"incoming_batches", "incoming_objects",
+                                                          "canary_challenger_present"}
 
     selector = {"repositoryLocationName": repository["location"]["name"], "repositoryName": repository["name"],
                 "jobName": "canary_decide_job"}

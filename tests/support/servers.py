@@ -35,14 +35,14 @@ MAX_BODY_BYTES = 1 << 20
 # What a developer's shell may hold that no server a test starts may see: credentials of real
 # object stores and registries, and team settings that would point a test server at them.
 SCRUBBED_PREFIXES = ("AWS_", "ROUTING_", "MLFLOW_", "DASK_")
-SCRUBBED_NAMES = frozenset({"INFERENCE_LOG_URL", "API_KEYS_FILE"})
+SCRUBBED_NAMES = frozenset({"INFERENCE_LOG_URL", "INCOMING_URL", "API_KEYS_FILE"})
 
 
 def clean_env(explicit: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
     """This process's environment without the developer's credentials and team settings, plus ``explicit``.
 
     Every server a test starts gets its environment here, so a shell that holds real
-    ``AWS_*``/``MLFLOW_*``/``ROUTING_*`` settings, ``INFERENCE_LOG_URL`` or ``API_KEYS_FILE``
+    ``AWS_*``/``MLFLOW_*``/``ROUTING_*`` settings, ``INFERENCE_LOG_URL``, ``INCOMING_URL`` or ``API_KEYS_FILE``
     never leaks them into a test server (which would then read or write the real store or
     registry). Variables with a prefix in ``drop`` are removed too; ``explicit`` ones always stay.
     """

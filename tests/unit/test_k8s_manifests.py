@@ -204,9 +204,13 @@ def test_the_replica_policy_reads_serving_and_only_adds_log_objects() -> None:
                        ("s3:PutObject", "arn:aws:s3:::team-bucket/inference-log/*")}
 
 
-def test_the_retrain_policy_never_deletes_and_no_policy_uses_wildcards() -> None:
-    retrain = [a for s in statements("retrain-policy.json") for a in s["Action"]]
-    assert "s3:DeleteObject" not in retrain and "s3:PutObject" in retrain
+def test_the_retrain_policy_deletes_only_fetched_batches_and_no_policy_uses_wildcards() -> None:
+    retrain = statements("retrain-policy.json")
+    assert "s3:PutObject" in [a for s in retrain for a in s["Action"]]
+    deleting = [s for s in retrain if "s3:DeleteObject" in s["Action"]]
+    # incoming fetch removes a batch object once it is on disk; nothing else of the bucket can go
+    assert [r for s in deleting for r in s["Resource"]] == ["arn:aws:s3:::team-bucket/incoming/*"]
+    assert all(a in ("s3:GetObject", "s3:DeleteObject") for s in deleting for a in s["Action"])
     for path in (K8S / "iam").glob("*.json"):
         for statement in json.loads(path.read_text(encoding="utf-8"))["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
