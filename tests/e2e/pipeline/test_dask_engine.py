@@ -1,9 +1,12 @@
-"""``train.engine: dask``: the whole pipeline on a 2-worker local cluster, held to the one-process path.
+"""``train.engine: dask``: the whole pipeline on a 2-worker cluster, held to the one-process path.
 
-In one fresh clone, Adult is written out as plain CSV and cut into 8 partitions
-(``train.partition_mb``), ``train.estimator: lightgbm`` and ``train.engine: dask`` are set, and
-``dvc repro`` runs every stage with ``DASK_LOCAL_WORKERS=2``. Then, against the single-process
-code on the same data, in this process:
+In one fresh clone, ``train.estimator: lightgbm`` and ``train.engine: dask`` are set, with a
+``train.partition_mb`` that cuts the bundled ``adult.csv.gz`` into 8 partitions as it streams, and
+``dvc repro`` runs every stage against a cluster started as an operator starts one (``dask
+scheduler`` and two ``dask worker`` processes, tests/support/dask_cluster.py) through
+``DASK_SCHEDULER_ADDRESS``. (The stages' own ``LocalCluster`` runs in the integration tier and in
+``score --engine dask``'s command test.) Then, against the single-process code on the same data,
+in this process:
 
 - the quarantine (file, line and failed checks of every rejected row), the counts per check and
   the valid rows are identical;
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,7 @@ from mlops_template.pipeline.validation import (
     validate_file,
 )
 from tests.support.clones import Clone
+from tests.support.dask_cluster import dask_cluster
 from tests.support.servers import start_bento_server, stop_server, wait_ready
 
 PARTITIONS = 8
@@ -50,21 +53,17 @@ SERVED_ROWS = 300
 
 
 @pytest.fixture(scope="module")
-def cluster_run(make_clone) -> Clone:
-    """A clone whose pipeline ran on the Dask engine over Adult in 8 partitions."""
+def cluster_run(make_clone, tmp_path_factory) -> Clone:
+    """A clone whose pipeline ran on a scheduler and two workers over Adult in 8 partitions."""
     repo = make_clone("dask-engine")
-    raw = repo.path / "data/raw"
-    compressed = next(raw.glob("*.csv.gz"))
-    plain = raw / compressed.name.removesuffix(".gz")
-    with gzip.open(compressed, "rb") as source, open(plain, "wb") as target:
-        shutil.copyfileobj(source, target)  # a .gz file is read whole: plain CSV splits into partitions
-    compressed.unlink()
+    with gzip.open(next((repo.path / "data/raw").glob("*.csv.gz")), "rb") as source:
+        text_bytes = len(source.read())   # partitions are cut from the decompressed text
     params = repo.params()
-    params["train"].update(estimator="lightgbm", engine="dask",
-                           partition_mb=plain.stat().st_size / PARTITIONS / 2**20 * 1.001)
+    params["train"].update(estimator="lightgbm", engine="dask", partition_mb=text_bytes / PARTITIONS / 2**20 * 1.001)
     repo.write_params(params)
-    repo.env.update(DASK_LOCAL_WORKERS="2", SPLIT_SALT=SALT)
-    repo.dvc("repro")
+    with dask_cluster(tmp_path_factory.mktemp("dask-cluster"), workers=2, project=repo.path) as address:
+        repo.env.update(DASK_SCHEDULER_ADDRESS=address, SPLIT_SALT=SALT)
+        repo.dvc("repro")
     return repo
 
 
