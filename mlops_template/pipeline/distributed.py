@@ -4,8 +4,9 @@ One setting chooses the cluster: ``DASK_SCHEDULER_ADDRESS`` (``tcp://host:8786``
 existing dask.distributed scheduler (deploy/k8s/dask/ runs one); unset, each stage starts a
 ``LocalCluster`` of worker processes on this machine, ``DASK_LOCAL_WORKERS`` of them (default:
 the CPU count) with ``DASK_WORKER_MEMORY`` each (default: an equal share of the machine), spilling
-to disk beyond it. Workers read and write the stages' files by path, so on a remote cluster the
-workspace must be mounted at the same path on every worker (a shared volume).
+to disk beyond it. Workers read and write the stages' files by absolute path (never relative to a
+working directory, which is theirs), so on a remote cluster the workspace must be mounted at the
+same path on every worker (a shared volume).
 
 Partitioned datasets keep the single-process paths (``data/validated/data.parquet``,
 ``data/features/train.parquet``, ...) as directories of ``part-NNNNN.parquet`` files, so
@@ -89,7 +90,9 @@ def fresh_directory(path: Path) -> Path:
 
 
 def dataset_parts(path: Path) -> list[Path]:
-    """The parquet files of a dataset path: a directory's parts in name order, or the file itself."""
+    """The parquet files of a dataset path, absolute (workers have working directories of their own):
+    a directory's parts in name order, or the file itself."""
+    path = Path(path).absolute()
     parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not parts or not parts[0].exists():
         raise FileNotFoundError(f"no parquet data at {path}")

@@ -63,6 +63,7 @@ def featurize_partitioned(validated: Path, plan: SplitPlan, client: Client, trai
                           reference_path: Path) -> tuple[int, int, int]:
     """Write partitioned train and test sets and the reference sample; return the three row counts."""
     parts = dataset_parts(validated)
+    train_dir, test_dir = train_dir.absolute(), test_dir.absolute()   # workers write there by path
     fresh_directory(train_dir)
     fresh_directory(test_dir)
     futures = [client.submit(split_part, part, index, plan, train_dir, test_dir, pure=False)

@@ -60,7 +60,7 @@ def train_distributed(cfg: TrainSection, model_name: str, contract: Contract, sp
     import lightgbm
 
     task = task_of(contract)
-    frame = dd.read_parquet(str(train_dir))
+    frame = dd.read_parquet(str(train_dir.absolute()))   # the workers read it, from their own working directory
     counts = dask.compute(*[frame[name].value_counts() for name in spec.categorical]) if spec.categorical else ()
     categories = frequent_categories(dict(zip(spec.categorical, counts, strict=True)))
     pipeline = build_pipeline(spec, "lightgbm", cfg.chosen_hyperparameters, cfg.seed, task, categories)
