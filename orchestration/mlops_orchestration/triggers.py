@@ -102,20 +102,33 @@ def incoming_batches(context: SensorEvaluationContext):
     context.update_cursor(json.dumps(cursor, sort_keys=True))
     if not ready:
         return SkipReason(f"no new batch in {folder}")
+    return retrain_request("incoming", ready)
+
+
+def retrain_request(trigger: str, ready: dict[str, list]) -> RunRequest:
+    """One retrain for these new batches, keyed by them: the same batches never start two runs."""
     key = hashlib.sha256(json.dumps(ready, sort_keys=True).encode()).hexdigest()[:16]
-    return RunRequest(run_key=f"incoming-{key}",
-                      tags={"mlops/trigger": "incoming", "mlops/batches": ",".join(sorted(ready))[:200]})
+    return RunRequest(run_key=f"{trigger}-{key}",
+                      tags={"mlops/trigger": trigger, "mlops/batches": ",".join(sorted(ready))[:200]})
+
+
+def command_summary(*words: str) -> dict | SkipReason:
+    """The JSON summary line of a project command (``canary status``, ``incoming list``), or why not."""
+    try:
+        done = commands.run(*words, timeout=120)
+    except commands.ProjectEnvMissing as exc:
+        return SkipReason(str(exc))
+    if done.code != 0:
+        return SkipReason(f"{' '.join(words)} exited {done.code}: {done.tail(3)}")
+    return done.summary
 
 
 def batch_objects() -> dict[str, list] | SkipReason:
     """``incoming list`` in the project's environment: name -> [size, ETag, last-modified], or why not."""
-    try:
-        done = commands.run("incoming", "list", timeout=120)
-    except commands.ProjectEnvMissing as exc:
-        return SkipReason(str(exc))
-    if done.code != 0:
-        return SkipReason(f"incoming list exited {done.code}: {done.tail(3)}")
-    return {name: state for name, state in done.summary.items() if isinstance(state, list)}
+    summary = command_summary("incoming", "list")
+    if isinstance(summary, SkipReason):
+        return summary
+    return {name: state for name, state in summary.items() if isinstance(state, list)}
 
 
 @sensor(job=retrain_job, minimum_interval_seconds=60, default_status=SENSOR_STATUS)
@@ -132,9 +145,7 @@ def incoming_objects(context: SensorEvaluationContext):
     context.update_cursor(json.dumps(cursor, sort_keys=True))
     if not ready:
         return SkipReason(f"no new batch object under {url}")
-    key = hashlib.sha256(json.dumps(ready, sort_keys=True).encode()).hexdigest()[:16]
-    return RunRequest(run_key=f"incoming-objects-{key}",
-                      tags={"mlops/trigger": "incoming-objects", "mlops/batches": ",".join(sorted(ready))[:200]})
+    return retrain_request("incoming-objects", ready)
 
 
 @schedule(job=retrain_job, cron_schedule="17 3 * * 1", execution_timezone="UTC", default_status=SCHEDULE_STATUS)
@@ -162,13 +173,10 @@ def daily_quality(context: ScheduleEvaluationContext):
 @sensor(job=canary_decide_job, minimum_interval_seconds=900, default_status=SENSOR_STATUS)
 def canary_challenger_present(context: SensorEvaluationContext):
     """Start a canary decide while ``canary status`` names a challenger (each run waits, promotes or rolls back)."""
-    try:
-        done = commands.run("canary", "status", timeout=120)
-    except commands.ProjectEnvMissing as exc:
-        return SkipReason(str(exc))
-    if done.code != 0:
-        return SkipReason(f"canary status exited {done.code}: {done.tail(3)}")
-    challenger = done.summary.get("challenger")
+    summary = command_summary("canary", "status")
+    if isinstance(summary, SkipReason):
+        return summary
+    challenger = summary.get("challenger")
     if not challenger:
         return SkipReason("no challenger in the routing document")
     return RunRequest(tags={"mlops/trigger": "challenger", "mlops/challenger": str(challenger.get("model_version"))})
