@@ -72,14 +72,12 @@ class Scoring(ABC):
             raise ValueError(f"slice columns not in the frame: {unknown}")
         result: dict[str, Any] = {}
         for column in columns:
-            keys = ev.slice_keys(frame[column])
             result[column] = {}
-            for key in sorted(set(keys)):
-                mask = keys == key
-                if mask.sum() < min_rows:
-                    result[column][key] = {"n": int(mask.sum()), "too_small": True}
+            for key, rows in ev.slice_groups(frame[column]):
+                if len(rows) < min_rows:
+                    result[column][key] = {"n": len(rows), "too_small": True}
                     continue
-                found = self.task.metrics(labels[mask], output[mask])
+                found = self.task.metrics(labels[rows], output[rows])
                 result[column][key] = {k: v for k, v in found.items() if not isinstance(v, Mapping)}
         return result
 
