@@ -2,7 +2,7 @@
 
 ``train.estimator: lightgbm`` fits :class:`LightGBMModel` on one machine, and the Dask engine
 (:mod:`mlops_template.pipeline.distributed_training`) trains LightGBM across workers and adopts the
-result with :meth:`LightGBMModel.from_text`; either way the service loads the same thing.
+result with :meth:`LightGBMModel.adopt`; either way the service loads the same thing.
 
 What a saved model holds is plain data: LightGBM's text format (a string the library itself wrote
 and parses), the classes, and a probe: a few rows of model input with the raw outputs the booster

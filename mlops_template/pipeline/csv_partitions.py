@@ -36,6 +36,11 @@ class Block:
     offset: int = 0
     length: int | None = None
 
+    @property
+    def is_gzip(self) -> bool:
+        """A whole gzip file, which only a worker streaming it can cut (:func:`gzip_pieces`)."""
+        return self.length is None and self.path.endswith(".gz")
+
 
 def plan_blocks(raw: str | Path, blocksize: int | str) -> list[Block]:
     """The partitions of a raw path, in data order: byte ranges of plain CSVs, whole gzip files

@@ -15,7 +15,7 @@ candidate's sha256 against its card, the champion's against the deployment recor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +28,10 @@ from mlops_template.pipeline.distributed import dataset_parts
 if TYPE_CHECKING:
     from distributed import Client
 
+    from mlops_template.pipeline.assessment import Predictor
+
 logger = logging.getLogger(__name__)
 
-Predictor = Callable[[pd.DataFrame], np.ndarray]
 INDEX_PREFIX = "__index_level_"
 
 

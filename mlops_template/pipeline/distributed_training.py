@@ -9,8 +9,8 @@ the histograms (:mod:`mlops_template.pipeline.distributed_lightgbm`).
 
 What needs all rows is computed on the cluster or read a column at a time, and only small results
 come back: each categorical column's value counts (to fix the categories before anything is
-encoded) and the labels (8 bytes a row, for the target summary). The preprocessing is fitted on nothing but those
-counts, so every partition is encoded identically. Training metrics in the card are computed on
+encoded) and the labels (8 bytes a row, for the target summary). The preprocessing is fitted on
+nothing but those counts, so every partition is encoded identically. Training metrics in the card are computed on
 a sample of at most :data:`TRAIN_METRIC_ROWS` rows.
 """
 

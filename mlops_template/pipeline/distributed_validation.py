@@ -1,8 +1,8 @@
 """Validate raw data on a Dask cluster, partition by partition, with the single-process result.
 
 Each partition (a byte range of a plain CSV, or a piece of a ``.csv.gz`` as it streams) is read,
-checked and written by a worker; the client holds only small things: 8 bytes per row of hashes, the rejected rows,
-counts. The result equals :func:`~mlops_template.pipeline.validation.validate_file` on the same
+checked and written by a worker; the client holds only small things: 8 bytes per row of hashes,
+the rejected rows, counts. The result equals :func:`~mlops_template.pipeline.validation.validate_file` on the same
 data: same rejected rows (file, line, checks in the same order), counts, examples and valid rows.
 
 Why this is more than "validate_frame per partition": the single path is a sequence of global
@@ -24,8 +24,8 @@ partition's raw text as parquet beside the output (removed at the end); every la
 from there, so no partition stays in memory between tasks and the workers' memory does not grow
 with the data. The client holds 8 bytes per row of hashes (plus a transient hash table in
 ``duplicated``), the rows whose hash repeats, and the quarantine.
-Limitation (as ``dask.dataframe.read_csv``): a plain CSV is split at newlines, so quoted fields
-holding newlines need a ``blocksize`` larger than the file (or a ``.csv.gz``).
+Limitation (as ``dask.dataframe.read_csv``): CSV text is split at newlines, so quoted fields
+holding newlines need a ``blocksize`` larger than the (decompressed) file.
 """
 
 from __future__ import annotations
@@ -127,21 +127,19 @@ def _row_hashes(keys: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(pd.DataFrame(canon), index=False).to_numpy()
 
 
-def _stage(block: Block, contract: Contract, staged: str) -> list[tuple]:
-    """Parse a partition and stage its raw rows at ``staged``: [(path, row count, :func:`_next_keys`)]."""
-    frame = read_partition(block, contract)
-    frame.to_parquet(staged, index=False)   # string columns come back identical (missing values too)
-    return [(staged, len(frame), _next_keys(_normalised(frame, contract), contract, None))]
+def _staged(frame: pd.DataFrame, path: str, contract: Contract) -> tuple:
+    """Stage a partition's raw rows at ``path``: (path, row count, :func:`_next_keys`)."""
+    frame.to_parquet(path, index=False)   # string columns come back identical (missing values too)
+    return path, len(frame), _next_keys(_normalised(frame, contract), contract, None)
 
 
-def _stage_gzip(block: Block, contract: Contract, staged: str, blocksize: int) -> list[tuple]:
-    """Stream a gzip file, staging each ``blocksize`` piece as a partition of its own (as :func:`_stage`)."""
-    found = []
-    for piece, frame in enumerate(read_gzip_partitions(block, contract, blocksize)):
-        path = str(Path(staged).with_name(f"{Path(staged).stem}-{piece:05d}.parquet"))
-        frame.to_parquet(path, index=False)
-        found.append((path, len(frame), _next_keys(_normalised(frame, contract), contract, None)))
-    return found
+def _stage(block: Block, contract: Contract, staged: str, blocksize: int) -> list[tuple]:
+    """Parse a block and stage it as one partition, or a gzip file as one per ``blocksize`` piece."""
+    if not block.is_gzip:
+        return [_staged(read_partition(block, contract), staged, contract)]
+    stem = Path(staged).with_suffix("")
+    return [_staged(frame, f"{stem}-{piece:05d}.parquet", contract)
+            for piece, frame in enumerate(read_gzip_partitions(block, contract, blocksize))]
 
 
 def _frames(staged: str, contract: Contract) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -273,16 +271,16 @@ def validate_partitioned(raw: str | Path, contract: Contract, client: distribute
     """
     from dask.utils import parse_bytes
 
+    size = parse_bytes(blocksize) if isinstance(blocksize, str) else int(blocksize)
     out_dir = Path(out_dir).absolute()   # workers write there, whatever their working directory
-    blocks = plan_blocks(raw, blocksize)
+    blocks = plan_blocks(raw, size)
     schema = build_schema(contract)
     run = uuid.uuid4().hex[:8]
     tmp, staging = (out_dir.with_name(f".{out_dir.name}.{kind}-{run}") for kind in ("tmp", "staged"))
     tmp.mkdir(parents=True)
     staging.mkdir()
     try:
-        return _run(client, blocks, str(staging), parse_bytes(blocksize) if isinstance(blocksize, str)
-                    else int(blocksize), contract, schema, out_dir, tmp)
+        return _run(client, blocks, str(staging), size, contract, schema, out_dir, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
@@ -291,14 +289,12 @@ def validate_partitioned(raw: str | Path, contract: Contract, client: distribute
 def _run(client: distributed.Client, planned: list[Block], staging: str, blocksize: int, contract: Contract,
          schema: Any, out_dir: Path, tmp: Path) -> PartitionedValidationResult:
     started = time.perf_counter()
-    found = client.gather([
-        client.submit(_stage_gzip, block, contract, f"{staging}/part-{b:05d}.parquet", blocksize, pure=False)
-        if block.length is None and block.path.endswith(".gz") else
-        client.submit(_stage, block, contract, f"{staging}/part-{b:05d}.parquet", pure=False)
+    by_block = client.gather([
+        client.submit(_stage, block, contract, f"{staging}/part-{b:05d}.parquet", blocksize, pure=False)
         for b, block in enumerate(planned)])
-    blocks = [block for block, parts in zip(planned, found, strict=True) for _ in parts]
-    meta = [part[1:] for parts in found for part in parts]
-    staged = [part[0] for parts in found for part in parts]
+    blocks = [block for block, parts in zip(planned, by_block, strict=True) for _ in parts]
+    meta = [part[1:] for parts in by_block for part in parts]
+    staged = [part[0] for parts in by_block for part in parts]
     logger.info("read %d partitions in %.1f s", len(blocks), time.perf_counter() - started)
     sizes = [m[0] for m in meta]
     origins, per_file = [], Counter()
